@@ -1,0 +1,38 @@
+// Argument readers for the N-API glue. They re-check only what guards memory (array type and
+// exact length, integer ranges); all user-facing validation happens in src/tensor first.
+// Failures throw tessera::Error; the op trampoline prefixes the op's name.
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+
+#include "common/dtype.h"
+
+namespace tessera::addon {
+
+int64_t arg_int(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t lo, int64_t hi);
+double arg_num(const Napi::CallbackInfo& info, size_t i, const char* name);
+bool arg_bool(const Napi::CallbackInfo& info, size_t i, const char* name);
+bool arg_is_null(const Napi::CallbackInfo& info, size_t i);
+
+// Typed-array data of exactly `len` elements (len < 0: any length, reported through *len_out).
+float* arg_f32(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t len, int64_t* len_out = nullptr);
+int32_t* arg_i32(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t len, int64_t* len_out = nullptr);
+// Nullable variants: null/undefined gives nullptr.
+float* arg_f32_opt(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t len);
+// Data of element type `dt` (f16/bf16 travel as Uint16Array).
+void* arg_typed(const Napi::CallbackInfo& info, size_t i, const char* name, DType dt, int64_t len);
+DType arg_dtype(const Napi::CallbackInfo& info, size_t i, const char* name);
+
+// Checked products for shape arithmetic.
+int64_t mul_checked(int64_t a, int64_t b, const char* what);
+
+using OpFn = Napi::Value (*)(const Napi::CallbackInfo&);
+// Registers fn under exports[name]; C++ exceptions become JS errors "name: message".
+void register_op(Napi::Env env, Napi::Object exports, const char* name, OpFn fn);
+
+void register_linear(Napi::Env env, Napi::Object exports);
+void register_attention(Napi::Env env, Napi::Object exports);
+void register_ops(Napi::Env env, Napi::Object exports);
+
+}  // namespace tessera::addon

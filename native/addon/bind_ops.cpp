@@ -1,0 +1,181 @@
+// Norms, activations, elementwise, softmax, embedding, rope, alibi, MoE, top-k, cross-entropy.
+#include <string>
+
+#include "addon/args.h"
+#include "common/dispatch.h"
+#include "common/errors.h"
+#include "cpu/ops.h"
+
+namespace tessera::addon {
+
+static const int64_t kMax = int64_t(1) << 40;
+
+// rmsNorm(x, w, y, rows, dim, eps)
+static Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
+  int64_t rows = arg_int(info, 3, "rows", 0, kMax), dim = arg_int(info, 4, "dim", 1, kMax);
+  int64_t n = mul_checked(rows, dim, "x");
+  kernels().rms_norm(arg_f32(info, 0, "x", n), arg_f32(info, 1, "weight", dim), arg_f32(info, 2, "y", n), rows, dim,
+                     (float)arg_num(info, 5, "eps"));
+  return info.Env().Undefined();
+}
+
+// layerNorm(x, w|null, b|null, y, rows, dim, eps)
+static Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
+  int64_t rows = arg_int(info, 4, "rows", 0, kMax), dim = arg_int(info, 5, "dim", 1, kMax);
+  int64_t n = mul_checked(rows, dim, "x");
+  kernels().layer_norm(arg_f32(info, 0, "x", n), arg_f32_opt(info, 1, "weight", dim), arg_f32_opt(info, 2, "bias", dim),
+                       arg_f32(info, 3, "y", n), rows, dim, (float)arg_num(info, 6, "eps"));
+  return info.Env().Undefined();
+}
+
+// softmax(x, y, rows, cols, scale, log)
+static Napi::Value Softmax(const Napi::CallbackInfo& info) {
+  int64_t rows = arg_int(info, 2, "rows", 0, kMax), cols = arg_int(info, 3, "cols", 1, kMax);
+  int64_t n = mul_checked(rows, cols, "x");
+  kernels().softmax(arg_f32(info, 0, "x", n), arg_f32(info, 1, "y", n), rows, cols, (float)arg_num(info, 4, "scale"),
+                    arg_bool(info, 5, "log"));
+  return info.Env().Undefined();
+}
+
+// activation(x, y, act)
+static Napi::Value ActivationOp(const Napi::CallbackInfo& info) {
+  int64_t n = 0;
+  float* x = arg_f32(info, 0, "x", -1, &n);
+  float* y = arg_f32(info, 1, "y", n);
+  kernels().activation(x, y, n, (Activation)arg_int(info, 2, "act", 0, 2));
+  return info.Env().Undefined();
+}
+
+// swiglu(gate, up, y)
+static Napi::Value Swiglu(const Napi::CallbackInfo& info) {
+  int64_t n = 0;
+  float* g = arg_f32(info, 0, "gate", -1, &n);
+  kernels().swiglu(g, arg_f32(info, 1, "up", n), arg_f32(info, 2, "y", n), n);
+  return info.Env().Undefined();
+}
+
+// binary(a, b, y, op): b's length divides a's
+static Napi::Value Binary(const Napi::CallbackInfo& info) {
+  int64_t n = 0, bl = 0;
+  float* a = arg_f32(info, 0, "a", -1, &n);
+  float* b = arg_f32(info, 1, "b", -1, &bl);
+  if (bl == 0 ? n != 0 : n % bl != 0) fail("length of 'b' (" + std::to_string(bl) + ") must divide length of 'a' (" + std::to_string(n) + ")");
+  if (n == 0) return info.Env().Undefined();
+  kernels().binary(a, b, arg_f32(info, 2, "y", n), n, bl, (int)arg_int(info, 3, "op", 0, 1));
+  return info.Env().Undefined();
+}
+
+// embedding(table, dtype, vocab, dim, ids, out)
+static Napi::Value Embedding(const Napi::CallbackInfo& info) {
+  DType dt = arg_dtype(info, 1, "dtype");
+  if (dt != DType::F32 && dt != DType::F16 && dt != DType::BF16) fail("table dtype must be f32, f16 or bf16");
+  int64_t vocab = arg_int(info, 2, "vocab", 1, kMax), dim = arg_int(info, 3, "dim", 1, kMax);
+  const void* table = arg_typed(info, 0, "table", dt, mul_checked(vocab, dim, "table"));
+  int64_t n = 0;
+  const int32_t* ids = arg_i32(info, 4, "ids", -1, &n);
+  cpu_embedding(table, dt, vocab, dim, ids, n, arg_f32(info, 5, "out", mul_checked(n, dim, "out")));
+  return info.Env().Undefined();
+}
+
+// rope(x, y, pos, T, H, D, rotDim, theta, freqScale, neox)
+static Napi::Value Rope(const Napi::CallbackInfo& info) {
+  RopeParams p{};
+  p.T = arg_int(info, 3, "T", 0, kMax);
+  p.H = arg_int(info, 4, "H", 1, kMax);
+  p.D = arg_int(info, 5, "D", 2, kMax);
+  p.rot_dim = arg_int(info, 6, "rotDim", 2, p.D);
+  if (p.rot_dim % 2) fail("rotDim must be even");
+  int64_t n = mul_checked(mul_checked(p.T, p.H, "x"), p.D, "x");
+  p.x = arg_f32(info, 0, "x", n);
+  p.y = arg_f32(info, 1, "y", n);
+  p.pos = arg_i32(info, 2, "positions", p.T);
+  p.theta = arg_num(info, 7, "theta");
+  p.freq_scale = arg_num(info, 8, "freqScale");
+  p.neox = arg_bool(info, 9, "neox");
+  cpu_rope(p);
+  return info.Env().Undefined();
+}
+
+// alibiSlopes(nHeads, maxBias, out)
+static Napi::Value AlibiSlopes(const Napi::CallbackInfo& info) {
+  int64_t h = arg_int(info, 0, "nHeads", 1, 1 << 20);
+  cpu_alibi_slopes(h, (float)arg_num(info, 1, "maxBias"), arg_f32(info, 2, "out", h));
+  return info.Env().Undefined();
+}
+
+// moeRoute(logits, T, E, k, renormalize, weights, experts, offsets, order)
+static Napi::Value MoeRoute(const Napi::CallbackInfo& info) {
+  MoeRouteParams p{};
+  p.T = arg_int(info, 1, "T", 0, kMax);
+  p.E = arg_int(info, 2, "E", 1, 1 << 20);
+  p.k = arg_int(info, 3, "k", 1, p.E);
+  p.renormalize = arg_bool(info, 4, "renormalize");
+  int64_t tk = mul_checked(p.T, p.k, "weights");
+  p.logits = arg_f32(info, 0, "logits", mul_checked(p.T, p.E, "logits"));
+  p.weights = arg_f32(info, 5, "weights", tk);
+  p.experts = arg_i32(info, 6, "experts", tk);
+  p.expert_offsets = arg_i32(info, 7, "expertOffsets", p.E + 1);
+  p.order = arg_i32(info, 8, "order", tk);
+  cpu_moe_route(p);
+  return info.Env().Undefined();
+}
+
+// moeGather(x, T, D, order, k, out)
+static Napi::Value MoeGather(const Napi::CallbackInfo& info) {
+  int64_t T = arg_int(info, 1, "T", 0, kMax), D = arg_int(info, 2, "D", 1, kMax), k = arg_int(info, 4, "k", 1, 1 << 20);
+  int64_t n = 0;
+  const int32_t* order = arg_i32(info, 3, "order", -1, &n);
+  cpu_moe_gather(arg_f32(info, 0, "x", mul_checked(T, D, "x")), T, D, order, n, k,
+                 arg_f32(info, 5, "out", mul_checked(n, D, "out")));
+  return info.Env().Undefined();
+}
+
+// moeScatter(y, order, weights, T, k, D, out)
+static Napi::Value MoeScatter(const Napi::CallbackInfo& info) {
+  int64_t T = arg_int(info, 3, "T", 0, kMax), k = arg_int(info, 4, "k", 1, 1 << 20), D = arg_int(info, 5, "D", 1, kMax);
+  int64_t tk = mul_checked(T, k, "order");
+  cpu_moe_scatter(arg_f32(info, 0, "y", mul_checked(tk, D, "y")), arg_i32(info, 1, "order", tk),
+                  arg_f32(info, 2, "weights", tk), T, k, D, arg_f32(info, 6, "out", mul_checked(T, D, "out")));
+  return info.Env().Undefined();
+}
+
+// topk(x, rows, cols, k, values, indices)
+static Napi::Value TopK(const Napi::CallbackInfo& info) {
+  int64_t rows = arg_int(info, 1, "rows", 0, kMax), cols = arg_int(info, 2, "cols", 1, kMax);
+  int64_t k = arg_int(info, 3, "k", 1, cols);
+  cpu_topk(arg_f32(info, 0, "x", mul_checked(rows, cols, "x")), rows, cols, k,
+           arg_f32(info, 4, "values", mul_checked(rows, k, "values")), arg_i32(info, 5, "indices", rows * k));
+  return info.Env().Undefined();
+}
+
+// crossEntropy(logits, rows, cols, targets, ignoreIndex, nll|null) -> { sum, count }
+static Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
+  int64_t rows = arg_int(info, 1, "rows", 0, kMax), cols = arg_int(info, 2, "cols", 1, kMax);
+  int64_t count = 0;
+  double sum = cpu_cross_entropy(arg_f32(info, 0, "logits", mul_checked(rows, cols, "logits")), rows, cols,
+                                 arg_i32(info, 3, "targets", rows), (int32_t)arg_int(info, 4, "ignoreIndex", INT32_MIN, INT32_MAX),
+                                 &count, arg_f32_opt(info, 5, "nll", rows));
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("sum", sum);
+  o.Set("count", (double)count);
+  return o;
+}
+
+void register_ops(Napi::Env env, Napi::Object exports) {
+  register_op(env, exports, "rmsNorm", RmsNorm);
+  register_op(env, exports, "layerNorm", LayerNorm);
+  register_op(env, exports, "softmax", Softmax);
+  register_op(env, exports, "activation", ActivationOp);
+  register_op(env, exports, "swiglu", Swiglu);
+  register_op(env, exports, "binary", Binary);
+  register_op(env, exports, "embedding", Embedding);
+  register_op(env, exports, "rope", Rope);
+  register_op(env, exports, "alibiSlopes", AlibiSlopes);
+  register_op(env, exports, "moeRoute", MoeRoute);
+  register_op(env, exports, "moeGather", MoeGather);
+  register_op(env, exports, "moeScatter", MoeScatter);
+  register_op(env, exports, "topk", TopK);
+  register_op(env, exports, "crossEntropy", CrossEntropy);
+}
+
+}  // namespace tessera::addon
