@@ -1,0 +1,497 @@
+/**
+ * Backend: the public op API. Each method validates its arguments once (src/tensor/check),
+ * resolves defaults, allocates outputs, and hands a plain plan to the backend's Kernels.
+ * `cpu` (native addon) and `js` (pure TypeScript) share this class, so both see identical
+ * validation and identical semantics.
+ */
+import * as check from '../tensor/check.js';
+import { FLOAT_DTYPES } from '../tensor/dtype.js';
+import { Tensor } from '../tensor/tensor.js';
+import type { AttentionPlan, Kernels, WeightData, WeightType } from './kernels.js';
+
+export type BackendName = 'cpu' | 'js';
+
+export interface RopeOptions {
+  /** 'neox' rotates pairs (i, i + rotDim/2) (GPT-NeoX, Hugging Face Llama); 'interleaved' rotates
+   *  (2i, 2i+1) (GPT-J, llama.cpp's LLAMA_ROPE_TYPE_NORM). Default 'neox'. */
+  style?: 'neox' | 'interleaved';
+  /** Frequency base. Default 10000. */
+  theta?: number;
+  /** Leading dimensions that rotate (even, <= head dim). Default: the whole head dim. */
+  rotaryDim?: number;
+  /** Frequency scaling. 'linear' divides positions by `factor` (position interpolation). */
+  scaling?: { type: 'linear'; factor: number } | null;
+}
+
+export interface AttentionOptions {
+  /** Softmax scale. Default 1 / sqrt(headDim). */
+  scale?: number;
+  /** Keys after the query's position are hidden. Default false. */
+  causal?: boolean;
+  /** Absolute position of query 0 (keys start at 0). Default S - T when causal, else 0. */
+  queryOffset?: number;
+  /** ALiBi slopes (Hq), f32: adds slope * (kpos - qpos) to each score. */
+  alibiSlopes?: Tensor | null;
+  /** Sliding window: keys with |qpos - kpos| >= window are hidden. 0 / undefined = none. */
+  window?: number;
+  /** The first `sinks` keys stay visible regardless of the window. Default 0. */
+  sinks?: number;
+  /** Additive mask (T, S), f32 (use -Infinity to hide). */
+  mask?: Tensor | null;
+}
+
+export type PagedAttentionOptions = Omit<AttentionOptions, 'causal' | 'queryOffset' | 'mask'>;
+
+/** A batch of sequences in a paged KV cache. */
+export interface PagedBatch {
+  /** (B, maxBlocks) i32: block ids of each sequence in order. */
+  blockTables: Tensor;
+  /** (B) i32: number of cached tokens per sequence, including the new queries. */
+  contextLens: Tensor;
+  /** (B + 1) i32: queries of sequence b are rows [queryStart[b], queryStart[b+1]) of q. */
+  queryStart: Tensor;
+}
+
+export interface MoeRouting {
+  /** (T, k) f32 routing weights, each row in descending order. */
+  weights: Tensor<'f32'>;
+  /** (T, k) i32 expert ids (ties resolved to the lower id). */
+  experts: Tensor<'i32'>;
+  /** (E + 1) i32: assignments of expert e are order[expertOffsets[e] .. expertOffsets[e+1]). */
+  expertOffsets: Tensor<'i32'>;
+  /** (T * k) i32 assignment ids a = t * k + j grouped by expert, tokens ascending. */
+  order: Tensor<'i32'>;
+  /** Number of experts selected per token. */
+  k: number;
+}
+
+const F32 = ['f32'] as const;
+const I32 = ['i32'] as const;
+
+function rows(t: Tensor, dim: number): number {
+  return t.size / dim;
+}
+
+function f32(shape: readonly number[]): Tensor<'f32'> {
+  return new Tensor('f32', shape);
+}
+
+export class Backend {
+  readonly #k: Kernels;
+  readonly name: BackendName;
+
+  constructor(name: BackendName, kernels: Kernels) {
+    this.name = name;
+    this.#k = kernels;
+  }
+
+  /** y (..., N) = x (..., K) @ w (N, K)^T + bias (N). w is f32, f16 or bf16. */
+  linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor<'f32'> {
+    check.tensor(x, 'x', F32);
+    check.tensor(w, 'w', FLOAT_DTYPES);
+    check.rank(w, 'w', 2);
+    const [N, K] = w.shape as [number, number];
+    const xk = check.lastDim(x, 'x');
+    if (xk !== K) throw new RangeError(`Expected x's last dimension to equal w's K = ${K} but received ${xk}`);
+    if (N < 1) throw new RangeError(`Expected w to have at least one row but received [${w.shape.join(', ')}]`);
+    const b = check.optionalTensor(bias, 'bias', F32);
+    if (b) check.shape(b, 'bias', [N]);
+    const M = rows(x, K);
+    const y = f32([...x.shape.slice(0, -1), N]);
+    this.#k.linear({ x: x.data as Float32Array, w: w.data as WeightData, wtype: w.dtype as WeightType, bias: b ? (b.data as Float32Array) : null, y: y.data, M, N, K });
+    return y;
+  }
+
+  /** RMSNorm over the last dimension: x * rsqrt(mean(x^2) + eps) * weight. */
+  rmsNorm(x: Tensor, weight: Tensor, eps = 1e-5): Tensor<'f32'> {
+    check.tensor(x, 'x', F32);
+    const dim = check.lastDim(x, 'x');
+    check.tensor(weight, 'weight', F32);
+    check.shape(weight, 'weight', [dim]);
+    check.num(eps, 'eps', { min: 0 });
+    const y = f32(x.shape);
+    this.#k.rmsNorm({ x: x.data as Float32Array, weight: weight.data as Float32Array, bias: null, y: y.data, rows: rows(x, dim), dim, eps });
+    return y;
+  }
+
+  /** LayerNorm over the last dimension, with optional weight and bias. */
+  layerNorm(x: Tensor, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor<'f32'> {
+    check.tensor(x, 'x', F32);
+    const dim = check.lastDim(x, 'x');
+    const w = check.optionalTensor(weight, 'weight', F32);
+    if (w) check.shape(w, 'weight', [dim]);
+    const b = check.optionalTensor(bias, 'bias', F32);
+    if (b) check.shape(b, 'bias', [dim]);
+    check.num(eps, 'eps', { min: 0 });
+    const y = f32(x.shape);
+    this.#k.layerNorm({
+      x: x.data as Float32Array,
+      weight: w ? (w.data as Float32Array) : null,
+      bias: b ? (b.data as Float32Array) : null,
+      y: y.data,
+      rows: rows(x, dim),
+      dim,
+      eps,
+    });
+    return y;
+  }
+
+  /** a + b; b has a's shape or a's trailing shape (broadcast over leading dims). */
+  add(a: Tensor, b: Tensor): Tensor<'f32'> {
+    return this.#binary(a, b, 'add');
+  }
+
+  /** a * b elementwise; b has a's shape or a's trailing shape. */
+  mul(a: Tensor, b: Tensor): Tensor<'f32'> {
+    return this.#binary(a, b, 'mul');
+  }
+
+  #binary(a: Tensor, b: Tensor, op: 'add' | 'mul'): Tensor<'f32'> {
+    check.tensor(a, 'a', F32);
+    check.tensor(b, 'b', F32);
+    const tail = a.shape.slice(a.rank - b.rank);
+    if (b.rank > a.rank || b.shape.some((d, i) => d !== tail[i]) || (b.size === 0 && a.size !== 0))
+      throw new RangeError(`Expected b's shape to equal a's shape [${a.shape.join(', ')}] or its trailing dimensions but received [${b.shape.join(', ')}]`);
+    const y = f32(a.shape);
+    if (a.size > 0) this.#k.binary({ a: a.data as Float32Array, b: b.data as Float32Array, y: y.data, op });
+    return y;
+  }
+
+  /** SiLU: x * sigmoid(x). */
+  silu(x: Tensor): Tensor<'f32'> {
+    return this.#activation(x, 'silu');
+  }
+
+  /** GELU, tanh approximation (default, as GPT-2) or exact erf form ('none', as PyTorch). */
+  gelu(x: Tensor, approximate: 'tanh' | 'none' = 'tanh'): Tensor<'f32'> {
+    check.oneOf(approximate, 'approximate', ['tanh', 'none'] as const);
+    return this.#activation(x, approximate === 'tanh' ? 'gelu_tanh' : 'gelu_erf');
+  }
+
+  #activation(x: Tensor, act: 'silu' | 'gelu_tanh' | 'gelu_erf'): Tensor<'f32'> {
+    check.tensor(x, 'x', F32);
+    const y = f32(x.shape);
+    this.#k.activation({ x: x.data as Float32Array, y: y.data, act });
+    return y;
+  }
+
+  /** SwiGLU: silu(gate) * up. */
+  swiglu(gate: Tensor, up: Tensor): Tensor<'f32'> {
+    check.tensor(gate, 'gate', F32);
+    check.tensor(up, 'up', F32);
+    check.sameShape(gate, 'gate', up, 'up');
+    const y = f32(gate.shape);
+    this.#k.swiglu({ gate: gate.data as Float32Array, up: up.data as Float32Array, y: y.data });
+    return y;
+  }
+
+  /** Softmax of scale * x over the last dimension. */
+  softmax(x: Tensor, scale = 1): Tensor<'f32'> {
+    return this.#softmax(x, scale, false);
+  }
+
+  /** Log-softmax of scale * x over the last dimension. */
+  logSoftmax(x: Tensor, scale = 1): Tensor<'f32'> {
+    return this.#softmax(x, scale, true);
+  }
+
+  #softmax(x: Tensor, scale: number, log: boolean): Tensor<'f32'> {
+    check.tensor(x, 'x', F32);
+    const cols = check.lastDim(x, 'x');
+    check.num(scale, 'scale');
+    const y = f32(x.shape);
+    this.#k.softmax({ x: x.data as Float32Array, y: y.data, rows: rows(x, cols), cols, scale, log });
+    return y;
+  }
+
+  /** Rows of table (vocab, dim) (f32/f16/bf16) for ids (i32, any shape) -> (...ids.shape, dim) f32. */
+  embedding(table: Tensor, ids: Tensor): Tensor<'f32'> {
+    check.tensor(table, 'table', FLOAT_DTYPES);
+    check.rank(table, 'table', 2);
+    check.tensor(ids, 'ids', I32);
+    const [vocab, dim] = table.shape as [number, number];
+    if (vocab < 1 || dim < 1) throw new RangeError(`Expected a non-empty table but received [${table.shape.join(', ')}]`);
+    check.idsInRange(ids, 'ids', 0, vocab);
+    const out = f32([...ids.shape, dim]);
+    this.#k.embedding({ table: table.data as WeightData, dtype: table.dtype as WeightType, vocab, dim, ids: ids.data as Int32Array, out: out.data });
+    return out;
+  }
+
+  /** Rotary position embedding of x (T, H, D) at positions (T) i32. */
+  rope(x: Tensor, positions: Tensor, options: RopeOptions = {}): Tensor<'f32'> {
+    check.tensor(x, 'x', F32);
+    check.rank(x, 'x', 3);
+    const [T, H, D] = x.shape as [number, number, number];
+    check.tensor(positions, 'positions', I32);
+    check.shape(positions, 'positions', [T]);
+    const o = check.options<RopeOptions>(options, 'options');
+    const style = check.oneOf(o.style ?? 'neox', 'options.style', ['neox', 'interleaved'] as const);
+    const theta = check.num(o.theta ?? 10000, 'options.theta', { positive: true });
+    const rotDim = check.int(o.rotaryDim ?? D, 'options.rotaryDim', 2, D);
+    if (rotDim % 2) throw new RangeError(`Expected an even options.rotaryDim but received ${rotDim}`);
+    let freqScale = 1;
+    if (o.scaling) {
+      check.oneOf(o.scaling.type, 'options.scaling.type', ['linear'] as const);
+      freqScale = 1 / check.num(o.scaling.factor, 'options.scaling.factor', { positive: true });
+    }
+    if (H < 1 || D < 2) throw new RangeError(`Expected x of shape [T, H >= 1, D >= 2] but received [${x.shape.join(', ')}]`);
+    const y = f32(x.shape);
+    this.#k.rope({ x: x.data as Float32Array, y: y.data, positions: positions.data as Int32Array, T, H, D, rotDim, theta, freqScale, neox: style === 'neox' });
+    return y;
+  }
+
+  /** ALiBi slopes for nHeads heads (any count, as BLOOM), maxBias 8 by default. */
+  alibiSlopes(nHeads: number, maxBias = 8): Tensor<'f32'> {
+    check.int(nHeads, 'nHeads', 1, 1 << 20);
+    check.num(maxBias, 'maxBias', { positive: true });
+    const out = f32([nHeads]);
+    this.#k.alibiSlopes({ nHeads, maxBias, out: out.data });
+    return out;
+  }
+
+  /** Tiled attention with online softmax. q (T, Hq, D), k/v (S, Hkv, D), Hq % Hkv == 0. */
+  flashAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor<'f32'> {
+    const p = this.#attentionPlan(q, k, v, options);
+    this.#k.flashAttention(p);
+    return new Tensor('f32', q.shape, p.o);
+  }
+
+  /** Plain attention (materialised scores), the reference for flashAttention. */
+  attentionNaive(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor<'f32'> {
+    const p = this.#attentionPlan(q, k, v, options);
+    this.#k.attentionNaive(p);
+    return new Tensor('f32', q.shape, p.o);
+  }
+
+  #attentionPlan(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions): AttentionPlan {
+    check.tensor(q, 'q', F32);
+    check.tensor(k, 'k', F32);
+    check.tensor(v, 'v', F32);
+    check.rank(q, 'q', 3);
+    check.rank(k, 'k', 3);
+    const [T, Hq, D] = q.shape as [number, number, number];
+    const [S, Hkv, Dk] = k.shape as [number, number, number];
+    if (Dk !== D) throw new RangeError(`Expected k's head dim to equal q's (${D}) but received ${Dk}`);
+    check.sameShape(k, 'k', v, 'v');
+    headChecks(Hq, Hkv, D);
+    const o = check.options<AttentionOptions>(options, 'options');
+    const causal = o.causal === undefined ? false : check.bool(o.causal, 'options.causal');
+    const qOffset = check.int(o.queryOffset ?? (causal ? Math.max(0, S - T) : 0), 'options.queryOffset', 0, Number.MAX_SAFE_INTEGER);
+    const { scale, alibi, window, sinks } = commonAttentionOptions(o, Hq, D);
+    const mask = check.optionalTensor(o.mask, 'options.mask', F32);
+    if (mask) check.shape(mask, 'options.mask', [T, S]);
+    return {
+      q: q.data as Float32Array,
+      k: k.data as Float32Array,
+      v: v.data as Float32Array,
+      o: new Float32Array(q.size),
+      T, S, Hq, Hkv, D, scale, causal, qOffset, alibi, window, sinks,
+      mask: mask ? (mask.data as Float32Array) : null,
+    };
+  }
+
+  /**
+   * Attention over a paged KV cache for a batch of sequences. q (T, Hq, D) holds each sequence's
+   * newest tokens (decode: one per sequence); caches are (numBlocks, blockSize, Hkv, D).
+   * Causal within each sequence.
+   */
+  pagedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, batch: PagedBatch, options: PagedAttentionOptions = {}): Tensor<'f32'> {
+    check.tensor(q, 'q', F32);
+    check.rank(q, 'q', 3);
+    const [T, Hq, D] = q.shape as [number, number, number];
+    const [numBlocks, blockSize, Hkv] = cacheDims(kCache, vCache, D);
+    headChecks(Hq, Hkv, D);
+    const b = check.options<PagedBatch>(batch, 'batch');
+    const tables = check.tensor(b.blockTables, 'batch.blockTables', I32);
+    check.rank(tables, 'batch.blockTables', 2);
+    const [B, maxBlocks] = tables.shape as [number, number];
+    if (B < 1 || maxBlocks < 1) throw new RangeError(`Expected a non-empty batch.blockTables but received [${tables.shape.join(', ')}]`);
+    const lens = check.tensor(b.contextLens, 'batch.contextLens', I32);
+    check.shape(lens, 'batch.contextLens', [B]);
+    const starts = check.tensor(b.queryStart, 'batch.queryStart', I32);
+    check.shape(starts, 'batch.queryStart', [B + 1]);
+    const qs = starts.data as Int32Array;
+    const cl = lens.data as Int32Array;
+    const bt = tables.data as Int32Array;
+    if (qs[0] !== 0) throw new RangeError(`Expected batch.queryStart[0] to be 0 but received ${qs[0]}`);
+    if (qs[B] !== T) throw new RangeError(`Expected batch.queryStart[${B}] to equal q's T = ${T} but received ${qs[B]}`);
+    for (let s = 0; s < B; s++) {
+      const nq = qs[s + 1]! - qs[s]!;
+      if (nq < 0) throw new RangeError(`Expected batch.queryStart to be non-decreasing but received ${qs[s + 1]} after ${qs[s]} at index ${s + 1}`);
+      const ctx = cl[s]!;
+      if (ctx < nq || ctx > maxBlocks * blockSize)
+        throw new RangeError(`Expected batch.contextLens[${s}] in [${nq}, ${maxBlocks * blockSize}] but received ${ctx}`);
+      const used = Math.ceil(ctx / blockSize);
+      for (let i = 0; i < used; i++) {
+        const blk = bt[s * maxBlocks + i]!;
+        if (blk < 0 || blk >= numBlocks)
+          throw new RangeError(`Expected batch.blockTables[${s}][${i}] in [0, ${numBlocks}) (the block pool) but received ${blk}`);
+      }
+    }
+    const o = check.options<PagedAttentionOptions>(options, 'options');
+    const { scale, alibi, window, sinks } = commonAttentionOptions(o, Hq, D);
+    const out = f32(q.shape);
+    this.#k.pagedAttention({
+      q: q.data as Float32Array,
+      kCache: kCache.data as Float32Array,
+      vCache: vCache.data as Float32Array,
+      blockTables: bt,
+      contextLens: cl,
+      queryStart: qs,
+      o: out.data,
+      B, maxBlocks, numBlocks, blockSize, Hq, Hkv, D, scale, alibi, window, sinks,
+    });
+    return out;
+  }
+
+  /** Writes k/v rows (T, Hkv, D) into the caches in place at slots (T) = block * blockSize + offset. */
+  pagedKvWrite(kCache: Tensor, vCache: Tensor, k: Tensor, v: Tensor, slots: Tensor): void {
+    check.tensor(k, 'k', F32);
+    check.rank(k, 'k', 3);
+    const [T, Hkv, D] = k.shape as [number, number, number];
+    const [numBlocks, blockSize, cHkv] = cacheDims(kCache, vCache, D);
+    if (cHkv !== Hkv) throw new RangeError(`Expected k's kv heads to equal the cache's (${cHkv}) but received ${Hkv}`);
+    check.tensor(v, 'v', F32);
+    check.sameShape(k, 'k', v, 'v');
+    check.tensor(slots, 'slots', I32);
+    check.shape(slots, 'slots', [T]);
+    const nSlots = numBlocks * blockSize;
+    check.idsInRange(slots, 'slots', 0, nSlots);
+    this.#k.pagedKvWrite({
+      kCache: kCache.data as Float32Array,
+      vCache: vCache.data as Float32Array,
+      k: k.data as Float32Array,
+      v: v.data as Float32Array,
+      slots: slots.data as Int32Array,
+      T, nSlots, row: Hkv * D,
+    });
+  }
+
+  /** Router logits (T, E) -> softmax -> top-k experts per token (+ grouping by expert). */
+  moeRoute(logits: Tensor, k: number, options: { renormalize?: boolean } = {}): MoeRouting {
+    check.tensor(logits, 'logits', F32);
+    check.rank(logits, 'logits', 2);
+    const [T, E] = logits.shape as [number, number];
+    if (E < 1) throw new RangeError(`Expected at least one expert in logits but received [${logits.shape.join(', ')}]`);
+    check.int(k, 'k', 1, E);
+    const o = check.options<{ renormalize?: boolean }>(options, 'options');
+    const renormalize = o.renormalize === undefined ? true : check.bool(o.renormalize, 'options.renormalize');
+    const r: MoeRouting = {
+      weights: f32([T, k]),
+      experts: new Tensor('i32', [T, k]),
+      expertOffsets: new Tensor('i32', [E + 1]),
+      order: new Tensor('i32', [T * k]),
+      k,
+    };
+    this.#k.moeRoute({
+      logits: logits.data as Float32Array, T, E, k, renormalize,
+      weights: r.weights.data, experts: r.experts.data, expertOffsets: r.expertOffsets.data, order: r.order.data,
+    });
+    return r;
+  }
+
+  /** Rows of x (T, D) arranged by expert: (T * k, D), row i = x[order[i] / k]. */
+  moeGather(x: Tensor, routing: MoeRouting): Tensor<'f32'> {
+    check.tensor(x, 'x', F32);
+    check.rank(x, 'x', 2);
+    const [T, D] = x.shape as [number, number];
+    const order = routingOrder(routing, T);
+    const out = f32([T * routing.k, D]);
+    this.#k.moeGather({ x: x.data as Float32Array, T, D, k: routing.k, order, out: out.data });
+    return out;
+  }
+
+  /** Inverse of moeGather with weights: out[t] = sum_j weights[t, j] * y[row of (t, j)]. */
+  moeScatter(y: Tensor, routing: MoeRouting): Tensor<'f32'> {
+    check.tensor(y, 'y', F32);
+    check.rank(y, 'y', 2);
+    const T = routing?.weights?.shape?.[0] ?? -1;
+    const order = routingOrder(routing, T);
+    const [n, D] = y.shape as [number, number];
+    if (n !== T * routing.k) throw new RangeError(`Expected y to have T * k = ${T * routing.k} rows but received ${n}`);
+    const seen = new Uint8Array(order.length);
+    for (let i = 0; i < order.length; i++) {
+      if (seen[order[i]!]) throw new RangeError(`Expected routing.order to be a permutation but ${order[i]} repeats at index ${i}`);
+      seen[order[i]!] = 1;
+    }
+    const out = f32([T, D]);
+    this.#k.moeScatter({ y: y.data as Float32Array, order, weights: routing.weights.data, T, k: routing.k, D, out: out.data });
+    return out;
+  }
+
+  /** The k largest values of each row (last dimension), descending; ties to the lower index. */
+  topK(x: Tensor, k: number): { values: Tensor<'f32'>; indices: Tensor<'i32'> } {
+    check.tensor(x, 'x', F32);
+    const cols = check.lastDim(x, 'x');
+    check.int(k, 'k', 1, cols);
+    const lead = x.shape.slice(0, -1);
+    const values = f32([...lead, k]);
+    const indices = new Tensor('i32', [...lead, k]);
+    this.#k.topK({ x: x.data as Float32Array, rows: rows(x, cols), cols, k, values: values.data, indices: indices.data });
+    return { values, indices };
+  }
+
+  /** Mean negative log-likelihood of targets (rows) i32 under logits (rows, vocab); rows whose
+   *  target is ignoreIndex (default -100) are skipped. NaN when every row is ignored. */
+  crossEntropy(logits: Tensor, targets: Tensor, options: { ignoreIndex?: number } = {}): number {
+    return this.crossEntropyStats(logits, targets, options).mean;
+  }
+
+  /** crossEntropy with its parts: per-row losses (0 where ignored), sum and count. */
+  crossEntropyStats(logits: Tensor, targets: Tensor, options: { ignoreIndex?: number } = {}): { mean: number; sum: number; count: number; nll: Tensor<'f32'> } {
+    check.tensor(logits, 'logits', F32);
+    check.rank(logits, 'logits', 2);
+    const [R, V] = logits.shape as [number, number];
+    if (V < 1) throw new RangeError(`Expected a non-empty vocabulary in logits but received [${logits.shape.join(', ')}]`);
+    check.tensor(targets, 'targets', I32);
+    check.shape(targets, 'targets', [R]);
+    const o = check.options<{ ignoreIndex?: number }>(options, 'options');
+    const ignoreIndex = check.int(o.ignoreIndex ?? -100, 'options.ignoreIndex', -(2 ** 31), 2 ** 31 - 1);
+    const t = targets.data as Int32Array;
+    for (let i = 0; i < R; i++) {
+      const v = t[i]!;
+      if (v !== ignoreIndex && (v < 0 || v >= V))
+        throw new RangeError(`Expected targets in [0, ${V}) or ${ignoreIndex} (ignoreIndex) but received ${v} at index ${i}`);
+    }
+    const nll = f32([R]);
+    const { sum, count } = this.#k.crossEntropy({ logits: logits.data as Float32Array, rows: R, cols: V, targets: t, ignoreIndex, nll: nll.data });
+    return { mean: count > 0 ? sum / count : NaN, sum, count, nll };
+  }
+}
+
+function headChecks(Hq: number, Hkv: number, D: number): void {
+  if (Hq < 1 || Hkv < 1) throw new RangeError(`Expected at least one head but received Hq = ${Hq}, Hkv = ${Hkv}`);
+  if (Hq % Hkv) throw new RangeError(`Expected q's heads (${Hq}) to be a multiple of k's heads (${Hkv})`);
+  if (D < 1 || D > 512) throw new RangeError(`Expected a head dim in [1, 512] but received ${D}`);
+}
+
+function commonAttentionOptions(o: Partial<AttentionOptions>, Hq: number, D: number) {
+  const scale = check.num(o.scale ?? 1 / Math.sqrt(D), 'options.scale');
+  const a = check.optionalTensor(o.alibiSlopes, 'options.alibiSlopes', F32);
+  if (a) check.shape(a, 'options.alibiSlopes', [Hq]);
+  const window = check.int(o.window ?? 0, 'options.window', 0, Number.MAX_SAFE_INTEGER);
+  const sinks = check.int(o.sinks ?? 0, 'options.sinks', 0, Number.MAX_SAFE_INTEGER);
+  return { scale, alibi: a ? (a.data as Float32Array) : null, window, sinks };
+}
+
+function cacheDims(kCache: Tensor, vCache: Tensor, D: number): [number, number, number] {
+  check.tensor(kCache, 'kCache', F32);
+  check.tensor(vCache, 'vCache', F32);
+  check.rank(kCache, 'kCache', 4);
+  check.sameShape(kCache, 'kCache', vCache, 'vCache');
+  const [numBlocks, blockSize, Hkv, Dc] = kCache.shape as [number, number, number, number];
+  if (Dc !== D) throw new RangeError(`Expected kCache's head dim to equal ${D} but received ${Dc}`);
+  if (numBlocks < 1 || blockSize < 1 || Hkv < 1) throw new RangeError(`Expected a non-empty kCache but received [${kCache.shape.join(', ')}]`);
+  return [numBlocks, blockSize, Hkv];
+}
+
+function routingOrder(routing: MoeRouting, T: number): Int32Array {
+  const r = check.options<MoeRouting>(routing, 'routing');
+  const k = check.int(r.k, 'routing.k', 1, 1 << 20);
+  const w = check.tensor(r.weights, 'routing.weights', F32);
+  check.shape(w, 'routing.weights', [T, k]);
+  const order = check.tensor(r.order, 'routing.order', I32);
+  check.shape(order, 'routing.order', [T * k]);
+  check.idsInRange(order, 'routing.order', 0, T * k);
+  return order.data as Int32Array;
+}

@@ -1,0 +1,103 @@
+/**
+ * The raw native module (build/Release/tessera.node), typed in one place. Loading never throws:
+ * when the addon is missing or broken, `loadNative()` returns null and `nativeLoadError()` says
+ * why, and tessera runs on the `js` backend.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+type F32 = Float32Array;
+type I32 = Int32Array;
+
+export interface NativeInfo {
+  isa: 'scalar' | 'avx2' | 'avx512';
+  isas: ('scalar' | 'avx2' | 'avx512')[];
+  threads: number;
+  isaWarning: string;
+  features: Record<string, boolean>;
+}
+
+export interface NativeAddon {
+  info(): NativeInfo;
+  setIsa(isa: string): void;
+  setThreads(n: number): void;
+  linear(x: F32, w: F32 | Uint16Array, wtype: number, bias: F32 | null, y: F32, M: number, N: number, K: number): void;
+  fmaPeak(iters: number): { seconds: number; flops: number };
+  readStream(src: F32): number;
+  flashAttention(q: F32, k: F32, v: F32, o: F32, T: number, S: number, Hq: number, Hkv: number, D: number, scale: number,
+    causal: boolean, qOffset: number, alibi: F32 | null, window: number, sinks: number, mask: F32 | null): void;
+  attentionNaive(q: F32, k: F32, v: F32, o: F32, T: number, S: number, Hq: number, Hkv: number, D: number, scale: number,
+    causal: boolean, qOffset: number, alibi: F32 | null, window: number, sinks: number, mask: F32 | null): void;
+  pagedAttention(q: F32, kCache: F32, vCache: F32, blockTables: I32, contextLens: I32, queryStart: I32, o: F32, B: number,
+    maxBlocks: number, numBlocks: number, blockSize: number, Hq: number, Hkv: number, D: number, scale: number,
+    alibi: F32 | null, window: number, sinks: number): void;
+  pagedKvWrite(kCache: F32, vCache: F32, k: F32, v: F32, slots: I32, T: number, nSlots: number, row: number): void;
+  rmsNorm(x: F32, w: F32, y: F32, rows: number, dim: number, eps: number): void;
+  layerNorm(x: F32, w: F32 | null, b: F32 | null, y: F32, rows: number, dim: number, eps: number): void;
+  softmax(x: F32, y: F32, rows: number, cols: number, scale: number, log: boolean): void;
+  activation(x: F32, y: F32, act: number): void;
+  swiglu(gate: F32, up: F32, y: F32): void;
+  binary(a: F32, b: F32, y: F32, op: number): void;
+  embedding(table: F32 | Uint16Array, dtype: number, vocab: number, dim: number, ids: I32, out: F32): void;
+  rope(x: F32, y: F32, pos: I32, T: number, H: number, D: number, rotDim: number, theta: number, freqScale: number, neox: boolean): void;
+  alibiSlopes(nHeads: number, maxBias: number, out: F32): void;
+  moeRoute(logits: F32, T: number, E: number, k: number, renormalize: boolean, weights: F32, experts: I32, offsets: I32, order: I32): void;
+  moeGather(x: F32, T: number, D: number, order: I32, k: number, out: F32): void;
+  moeScatter(y: F32, order: I32, weights: F32, T: number, k: number, D: number, out: F32): void;
+  topk(x: F32, rows: number, cols: number, k: number, values: F32, indices: I32): void;
+  crossEntropy(logits: F32, rows: number, cols: number, targets: I32, ignoreIndex: number, nll: F32 | null): { sum: number; count: number };
+}
+
+let loaded: NativeAddon | null | undefined;
+let loadError = '';
+let warned = false;
+
+function candidates(): string[] {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  // TESSERA_ADDON names the one addon file to load (for custom builds).
+  if (process.env.TESSERA_ADDON) return [path.resolve(process.env.TESSERA_ADDON)];
+  // src/backend/cpu or dist/backend/cpu -> package root
+  const root = path.resolve(here, '..', '..', '..');
+  return [path.join(root, 'build', 'Release', 'tessera.node'), path.join(root, 'build', 'Debug', 'tessera.node')];
+}
+
+/** The native addon, or null (see nativeLoadError()). */
+export function loadNative(): NativeAddon | null {
+  if (loaded !== undefined) return loaded;
+  if (process.env.TESSERA_DISABLE_NATIVE === '1') {
+    loadError = 'disabled by TESSERA_DISABLE_NATIVE=1';
+    return (loaded = null);
+  }
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  for (const file of candidates()) {
+    if (!existsSync(file)) {
+      tried.push(`${file} (not found)`);
+      continue;
+    }
+    try {
+      loaded = require(file) as NativeAddon;
+      const warning = loaded.info().isaWarning;
+      if (warning) process.emitWarning(`tessera: ${warning}`);
+      return loaded;
+    } catch (err) {
+      tried.push(`${file} (${(err as Error).message.split('\n')[0]})`);
+    }
+  }
+  loadError = `native addon unavailable: ${tried.join('; ')}. Run \`npm run build:native\` to build it.`;
+  return (loaded = null);
+}
+
+export function nativeLoadError(): string {
+  loadNative();
+  return loadError;
+}
+
+/** Warns once (process warning) that tessera fell back to the js backend. */
+export function warnNativeUnavailable(): void {
+  if (warned) return;
+  warned = true;
+  process.emitWarning(`tessera: using the pure-TypeScript 'js' backend because the ${nativeLoadError()}`);
+}

@@ -1,0 +1,45 @@
+import type { AlibiPlan, EmbeddingPlan, RopePlan } from '../kernels.js';
+import { weightsAsF32 } from './linear.js';
+
+export function embedding(p: EmbeddingPlan): void {
+  const { table, dtype, dim, ids, out } = p;
+  for (let i = 0; i < ids.length; i++) {
+    const dst = out.subarray(i * dim, (i + 1) * dim);
+    const row = weightsAsF32(table, dtype, ids[i]! * dim, dim, dst);
+    if (row !== dst) dst.set(row);
+  }
+}
+
+export function rope(p: RopePlan): void {
+  const { x, y, positions, T, H, D, rotDim, theta, freqScale, neox } = p;
+  const half = rotDim / 2;
+  const invFreq = new Float64Array(half);
+  for (let i = 0; i < half; i++) invFreq[i] = Math.pow(theta, (-2 * i) / rotDim);
+  const cos = new Float64Array(half), sin = new Float64Array(half);
+  for (let t = 0; t < T; t++) {
+    const pos = positions[t]! * freqScale;
+    for (let i = 0; i < half; i++) {
+      cos[i] = Math.cos(pos * invFreq[i]!);
+      sin[i] = Math.sin(pos * invFreq[i]!);
+    }
+    for (let h = 0; h < H; h++) {
+      const o = (t * H + h) * D;
+      for (let i = 0; i < half; i++) {
+        const i0 = o + (neox ? i : 2 * i), i1 = o + (neox ? i + half : 2 * i + 1);
+        const a = x[i0]!, b = x[i1]!;
+        y[i0] = a * cos[i]! - b * sin[i]!;
+        y[i1] = a * sin[i]! + b * cos[i]!;
+      }
+      for (let d = rotDim; d < D; d++) y[o + d] = x[o + d]!;
+    }
+  }
+}
+
+/** ALiBi slopes: powers of 2^(-maxBias/m) for the first m = 2^floor(log2 n) heads, then odd
+ *  powers of 2^(-maxBias/2m) (Press et al. 2022; BLOOM for non-power-of-two counts). */
+export function alibiSlopes(p: AlibiPlan): void {
+  const { nHeads, maxBias, out } = p;
+  const m = 2 ** Math.floor(Math.log2(nHeads));
+  const m0 = 2 ** (-maxBias / m), m1 = 2 ** (-maxBias / 2 / m);
+  for (let h = 0; h < nHeads; h++) out[h] = h < m ? m0 ** (h + 1) : m1 ** (2 * (h - m) + 1);
+}

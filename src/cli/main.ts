@@ -1,0 +1,80 @@
+/** The `tessera` command line. Subcommands: info (and, as later work lands, generate, serve, ...). */
+import { runtimeInfo } from '../backend/index.js';
+import { VERSION } from '../version.js';
+
+const HELP = `tessera ${VERSION} — transformer inference runtime for Node.js
+
+Usage: tessera <command> [options]
+
+Commands:
+  info            Show the native addon status, the CPU kernel path (ISA) in use,
+                  the supported paths, thread count and CPU features.
+
+Options:
+  -h, --help      Show this help (or a command's help: tessera <command> --help)
+  -v, --version   Print the version and the kernel path in use
+
+Environment:
+  TESSERA_ISA=scalar|avx2|avx512   Force a CPU kernel path (default: the best supported)
+  TESSERA_THREADS=N                Native thread pool size (default: available cores)
+  TESSERA_DISABLE_NATIVE=1         Use the pure-TypeScript 'js' backend
+`;
+
+const INFO_HELP = `Usage: tessera info [--json]
+
+Prints whether the native addon loaded (and why not), the kernel path in use,
+every path this CPU supports, the thread pool size and the detected CPU features.
+
+Options:
+  --json   Print the same as JSON
+`;
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+function info(args: string[]): void {
+  if (args.includes('-h') || args.includes('--help')) return void process.stdout.write(INFO_HELP);
+  const unknown = args.filter((a) => a !== '--json');
+  if (unknown.length) throw new UsageError(`unknown option for info: ${unknown[0]} (see tessera info --help)`);
+  const i = runtimeInfo();
+  if (args.includes('--json')) return void process.stdout.write(JSON.stringify({ version: VERSION, ...i }, null, 2) + '\n');
+  const lines = [`tessera ${VERSION}`, `node ${process.version} (${process.platform}-${process.arch})`];
+  if (!i.native) {
+    lines.push(`native addon: unavailable — ${i.nativeError}`, `backend: js (pure TypeScript)`);
+  } else {
+    lines.push(
+      `native addon: loaded`,
+      `backend: cpu`,
+      `kernel path (ISA): ${i.isa}`,
+      `supported paths: ${i.isas.join(', ')}`,
+      `threads: ${i.threads}`,
+      `cpu features: ${Object.entries(i.features).filter(([, v]) => v).map(([k]) => k).join(' ') || '(none)'}`,
+    );
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  try {
+    if (cmd === undefined || cmd === '-h' || cmd === '--help' || cmd === 'help') {
+      process.stdout.write(HELP);
+      return;
+    }
+    if (cmd === '-v' || cmd === '--version') {
+      const i = runtimeInfo();
+      process.stdout.write(`tessera ${VERSION} (${i.native ? `cpu, ${i.isa}, ${i.threads} threads` : 'js backend: native addon unavailable'})\n`);
+      return;
+    }
+    if (cmd === 'info') return info(rest);
+    throw new UsageError(`unknown command '${cmd}' (see tessera --help)`);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`tessera: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+}

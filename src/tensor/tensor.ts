@@ -1,0 +1,122 @@
+import { DTYPE_BYTES, STORAGE_CTOR, isDType, type DType, type StorageOf } from './dtype.js';
+import { decodeHalf, encodeHalf } from './half.js';
+import { describe } from './describe.js';
+
+/** Thrown when a disposed object is used. */
+export class DisposedError extends Error {
+  constructor(what: string) {
+    super(`${what} has been disposed`);
+    this.name = 'DisposedError';
+  }
+}
+
+const disposeSymbol: symbol = (Symbol as { dispose?: symbol }).dispose ?? Symbol.for('nodejs.dispose');
+
+function checkShape(shape: readonly number[], name: string): number {
+  if (!Array.isArray(shape)) throw new TypeError(`Expected an array of integers for ${name} but received ${describe(shape)}`);
+  let n = 1;
+  for (let i = 0; i < shape.length; i++) {
+    const d = shape[i]!;
+    if (!Number.isSafeInteger(d) || d < 0)
+      throw new RangeError(`Expected non-negative integers for ${name} but received ${describe(d)} at index ${i}`);
+    n *= d;
+  }
+  if (!Number.isSafeInteger(n)) throw new RangeError(`${name} [${shape.join(', ')}] has too many elements`);
+  return n;
+}
+
+/**
+ * A dense, contiguous, row-major tensor over a typed array. Native kernels read `data` in place
+ * (zero-copy). f16/bf16 data holds raw 16-bit patterns in a Uint16Array.
+ */
+export class Tensor<D extends DType = DType> {
+  readonly dtype: D;
+  readonly shape: readonly number[];
+  #data: StorageOf[D] | null;
+
+  constructor(dtype: D, shape: readonly number[], data?: StorageOf[D]) {
+    if (!isDType(dtype)) throw new TypeError(`Expected a dtype (f32|f16|bf16|i8|i32|u8) for dtype but received ${describe(dtype)}`);
+    const n = checkShape(shape, 'shape');
+    const Ctor = STORAGE_CTOR[dtype];
+    if (data === undefined) {
+      data = new Ctor(n) as StorageOf[D];
+    } else {
+      if (!(data instanceof Ctor))
+        throw new TypeError(`Expected ${Ctor.name} for ${dtype} tensor data but received ${describe(data)}`);
+      if (data.length !== n)
+        throw new RangeError(`Expected ${n} elements for data of shape [${shape.join(', ')}] but received ${data.length}`);
+    }
+    this.dtype = dtype;
+    this.shape = Object.freeze([...shape]);
+    this.#data = data;
+  }
+
+  /** A tensor from numbers (encoded to f16/bf16 as needed) or its storage typed array (no copy;
+   *  for f16/bf16 a Uint16Array of bit patterns). */
+  static from<D extends DType>(dtype: D, shape: readonly number[], values: ArrayLike<number> | StorageOf[D]): Tensor<D> {
+    const Ctor = STORAGE_CTOR[dtype];
+    if (values instanceof Ctor) return new Tensor(dtype, shape, values as StorageOf[D]);
+    if (dtype === 'f16' || dtype === 'bf16') return new Tensor(dtype, shape, encodeHalf(values, dtype) as StorageOf[D]);
+    return new Tensor(dtype, shape, Ctor.from(values as ArrayLike<number>) as StorageOf[D]);
+  }
+
+  static zeros<D extends DType>(dtype: D, shape: readonly number[]): Tensor<D> {
+    return new Tensor(dtype, shape);
+  }
+
+  /** The storage array. Throws DisposedError after dispose(). */
+  get data(): StorageOf[D] {
+    if (this.#data === null) throw new DisposedError('Tensor');
+    return this.#data;
+  }
+
+  get disposed(): boolean {
+    return this.#data === null;
+  }
+
+  get size(): number {
+    let n = 1;
+    for (const d of this.shape) n *= d;
+    return n;
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  get byteLength(): number {
+    return this.size * DTYPE_BYTES[this.dtype];
+  }
+
+  /** A view with another shape over the same data. */
+  reshape(shape: readonly number[]): Tensor<D> {
+    const n = checkShape(shape, 'shape');
+    if (n !== this.size) throw new RangeError(`Cannot reshape [${this.shape.join(', ')}] to [${shape.join(', ')}]`);
+    return new Tensor(this.dtype, shape, this.data);
+  }
+
+  /** Values as float32 (decodes f16/bf16; converts integers). */
+  toFloat32(): Float32Array {
+    const d = this.data;
+    if (this.dtype === 'f32') return d as Float32Array;
+    if (this.dtype === 'f16' || this.dtype === 'bf16') return decodeHalf(d as Uint16Array, this.dtype);
+    return Float32Array.from(d as ArrayLike<number>);
+  }
+
+  toArray(): number[] {
+    return Array.from(this.toFloat32());
+  }
+
+  /** Releases the data. Safe to call twice. */
+  dispose(): void {
+    this.#data = null;
+  }
+
+  [disposeSymbol](): void {
+    this.dispose();
+  }
+
+  toString(): string {
+    return `Tensor(${this.dtype}, [${this.shape.join(', ')}])`;
+  }
+}
