@@ -1,0 +1,70 @@
+import { getBackend, runtimeInfo, setIsa, Tensor, type Backend, type Isa } from '../src/index.js';
+
+/** Deterministic PRNG (mulberry32) so every failure reproduces. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Standard normal samples (Box-Muller) scaled by `scale`. */
+export function randn(n: number, r: () => number, scale = 1): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i += 2) {
+    const u = Math.max(r(), 1e-12), v = r();
+    const m = Math.sqrt(-2 * Math.log(u)) * scale;
+    out[i] = m * Math.cos(2 * Math.PI * v);
+    if (i + 1 < n) out[i + 1] = m * Math.sin(2 * Math.PI * v);
+  }
+  return out;
+}
+
+export function randTensor(shape: number[], r: () => number, scale = 1): Tensor<'f32'> {
+  return new Tensor('f32', shape, randn(shape.reduce((a, b) => a * b, 1), r, scale));
+}
+
+/** ||a - ref|| / ||ref|| (or ||a - ref|| when ref is all zeros). */
+export function relL2(a: ArrayLike<number>, ref: ArrayLike<number>): number {
+  if (a.length !== ref.length) throw new Error(`length mismatch ${a.length} vs ${ref.length}`);
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i]! - ref[i]!;
+    num += d * d;
+    den += ref[i]! * ref[i]!;
+  }
+  if (Number.isNaN(num)) return Infinity;
+  return den > 0 ? Math.sqrt(num / den) : Math.sqrt(num);
+}
+
+export interface Path {
+  label: string;
+  backend: Backend;
+  isa?: Isa;
+}
+
+const info = runtimeInfo();
+
+/** js, then cpu on every ISA this machine supports. */
+export function paths(): Path[] {
+  const out: Path[] = [{ label: 'js', backend: getBackend('js') }];
+  if (info.native) for (const isa of info.isas) out.push({ label: `cpu/${isa}`, backend: getBackend('cpu'), isa });
+  return out;
+}
+
+/** Runs fn with the path's ISA selected, restoring the default afterwards. */
+export function onPath<T>(p: Path, fn: (b: Backend) => T): T {
+  if (!p.isa) return fn(p.backend);
+  setIsa(p.isa);
+  try {
+    return fn(p.backend);
+  } finally {
+    setIsa(info.isa!);
+  }
+}
+
+export const nativeAvailable = info.native;
