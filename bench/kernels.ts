@@ -1,0 +1,249 @@
+/**
+ * Kernel benchmark: one row per kernel and shape with the JS baseline and the native time side by
+ * side, the speedup, the native rate (GFLOP/s or GB/s) and that rate as a fraction of this
+ * machine's peak measured in the same run (an FMA loop for FLOP/s; the faster of a streaming
+ * read and a large copy for bandwidth). JS rows may use smaller shapes: compare rates.
+ *
+ *   npm run bench [-- --json FILE] [-- --filter SUBSTRING] [-- --time MS]
+ */
+import { writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { Bench } from 'tinybench';
+import { encodeHalf, getBackend, runtimeInfo, Tensor, type Backend } from '../src/index.js';
+import { loadNative } from '../src/backend/cpu/native.js';
+
+const args = process.argv.slice(2);
+const argValue = (name: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const jsonOut = argValue('--json');
+const filter = argValue('--filter');
+const timeMs = Number(argValue('--time') ?? 400);
+
+const native = loadNative();
+if (!native) {
+  console.error('bench: the native addon is not built (npm run build:native)');
+  process.exit(1);
+}
+const cpu = getBackend('cpu');
+const js = getBackend('js');
+const info = runtimeInfo();
+
+let seed = 42;
+function rand(): number {
+  seed = (seed * 1664525 + 1013904223) >>> 0;
+  return seed / 4294967296 - 0.5;
+}
+function f32(shape: number[], scale = 1): Tensor<'f32'> {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const d = new Float32Array(n);
+  for (let i = 0; i < n; i++) d[i] = rand() * scale;
+  return new Tensor('f32', shape, d);
+}
+function half(dt: 'f16' | 'bf16', shape: number[]): Tensor {
+  const t = f32(shape, 0.5);
+  return new Tensor(dt, shape, encodeHalf(t.data, dt));
+}
+
+/** Median seconds per call of fn (tinybench samples, after warm-up). */
+async function time(fn: () => unknown, ms = timeMs): Promise<number> {
+  const b = new Bench({ time: ms, warmupTime: Math.min(200, ms), iterations: 3 });
+  b.add('x', fn);
+  await b.run();
+  const s = [...b.tasks[0]!.result!.samples].sort((a, c) => a - c);
+  return s[Math.floor(s.length / 2)]! / 1e3;
+}
+
+// ---- machine peaks ---------------------------------------------------------------------------
+async function peaks() {
+  native!.fmaPeak(2e6); // warm up clocks
+  let flops = 0;
+  for (let i = 0; i < 5; i++) {
+    const r = native!.fmaPeak(2e7);
+    flops = Math.max(flops, r.flops / r.seconds);
+  }
+  const big = new Float32Array(64 << 20); // 256 MiB
+  big.fill(1);
+  const readS = await time(() => native!.readStream(big), 1500);
+  const dst = new Float32Array(big.length);
+  const copyS = await time(() => dst.set(big), 1500);
+  const read = big.byteLength / readS;
+  const copy = (2 * big.byteLength) / copyS; // bytes read + written
+  return { flops, read, copy, bw: Math.max(read, copy) };
+}
+
+interface Row {
+  kernel: string;
+  shape: string;
+  jsShape: string;
+  jsMs: number | null;
+  nativeMs: number;
+  speedup: number | null; // JS time per unit of work / native time per unit of work
+  rate: number;
+  unit: 'GFLOP/s' | 'GB/s';
+  ofPeak: number;
+  jsRate: number | null;
+}
+
+const rows: Row[] = [];
+
+interface Case {
+  kernel: string;
+  shape: string;
+  unit: 'GFLOP/s' | 'GB/s';
+  /** Work (flops or bytes) of one native call. */
+  work: number;
+  run: (be: Backend) => unknown;
+  /** A smaller JS variant, with its own work; default: the same call. */
+  jsShape?: string;
+  jsWork?: number;
+  jsRun?: (be: Backend) => unknown;
+  skipJs?: boolean;
+}
+
+async function measure(c: Case, pk: Awaited<ReturnType<typeof peaks>>) {
+  if (filter && !`${c.kernel} ${c.shape}`.includes(filter)) return;
+  const nativeS = await time(() => c.run(cpu));
+  let jsS: number | null = null;
+  let jsWork = c.jsWork ?? c.work;
+  if (!c.skipJs) {
+    const run = c.jsRun ?? c.run;
+    jsS = await time(() => run(js), Math.max(timeMs, 300));
+  }
+  const rate = c.work / nativeS / 1e9;
+  const jsRate = jsS === null ? null : jsWork / jsS / 1e9;
+  const peak = c.unit === 'GFLOP/s' ? pk.flops / 1e9 : pk.bw / 1e9;
+  const row: Row = {
+    kernel: c.kernel,
+    shape: c.shape,
+    jsShape: c.skipJs ? '-' : (c.jsShape ?? c.shape),
+    jsMs: jsS === null ? null : jsS * 1e3,
+    nativeMs: nativeS * 1e3,
+    speedup: jsRate === null ? null : rate / jsRate,
+    rate,
+    unit: c.unit,
+    ofPeak: rate / peak,
+    jsRate,
+  };
+  rows.push(row);
+  const f = (x: number | null, d = 2) => (x === null ? '-' : x.toFixed(d));
+  console.log(
+    `${(c.kernel + ' ' + c.shape).padEnd(52)} js ${f(row.jsMs, 2).padStart(9)} ms (${row.jsShape})  native ${f(row.nativeMs, 3).padStart(9)} ms  ` +
+      `${f(row.speedup, 1).padStart(6)}x  ${f(rate, 1).padStart(7)} ${c.unit}  ${(100 * row.ofPeak).toFixed(0).padStart(3)}% of peak`,
+  );
+}
+
+async function main() {
+  console.log(`tessera kernel bench — ${new Date().toISOString().slice(0, 10)} — ${os.cpus()[0]?.model ?? 'cpu'} — ` +
+    `node ${process.version} — native path ${info.isa}, ${info.threads} threads`);
+  const pk = await peaks();
+  console.log(`peaks: FMA ${(pk.flops / 1e9).toFixed(1)} GFLOP/s; read ${(pk.read / 1e9).toFixed(1)} GB/s; copy ${(pk.copy / 1e9).toFixed(1)} GB/s (bandwidth peak used: ${(pk.bw / 1e9).toFixed(1)} GB/s)\n`);
+
+  // GEMM (prefill): native at full size, JS at a smaller one; compare rates.
+  for (const dt of ['f32', 'f16', 'bf16'] as const) {
+    const M = 1024, N = 1024, K = 1024;
+    const x = f32([M, K]), w = dt === 'f32' ? f32([N, K]) : half(dt, [N, K]);
+    const xs = f32([128, 256]), ws = dt === 'f32' ? f32([256, 256]) : half(dt, [256, 256]);
+    await measure({
+      kernel: `linear ${dt} GEMM`, shape: `${M}x${N}x${K}`, unit: 'GFLOP/s', work: 2 * M * N * K, run: (be) => be.linear(x, w),
+      jsShape: '128x256x256', jsWork: 2 * 128 * 256 * 256, jsRun: (be) => be.linear(xs, ws),
+    }, pk);
+  }
+  {
+    const M = 64, N = 4096, K = 4096;
+    const x = f32([M, K]), w = half('f16', [N, K]);
+    const xs = f32([16, 1024]), ws = half('f16', [512, 1024]);
+    await measure({
+      kernel: 'linear f16 prefill', shape: `${M}x${N}x${K}`, unit: 'GFLOP/s', work: 2 * M * N * K, run: (be) => be.linear(x, w),
+      jsShape: '16x512x1024', jsWork: 2 * 16 * 512 * 1024, jsRun: (be) => be.linear(xs, ws),
+    }, pk);
+  }
+  // GEMV (decode): memory-bound; rate = weight bytes read per second.
+  for (const dt of ['f32', 'f16', 'bf16'] as const) {
+    const N = 4096, K = 4096;
+    const x = f32([1, K]), w = dt === 'f32' ? f32([N, K]) : half(dt, [N, K]);
+    await measure({ kernel: `linear ${dt} GEMV`, shape: `1x${N}x${K}`, unit: 'GB/s', work: w.byteLength, run: (be) => be.linear(x, w) }, pk);
+  }
+  // Attention
+  {
+    const T = 2048, H = 32, D = 128;
+    const q = f32([T, H, D]), k = f32([T, H, D]), v = f32([T, H, D]);
+    const Ts = 256, Hs = 4;
+    const qs = f32([Ts, Hs, D]), ks = f32([Ts, Hs, D]), vs = f32([Ts, Hs, D]);
+    const flops = (4 * T * T * D * H) / 2;
+    await measure({
+      kernel: 'flashAttention causal', shape: `T=S=${T} H=${H} D=${D}`, unit: 'GFLOP/s', work: flops,
+      run: (be) => be.flashAttention(q, k, v, { causal: true }),
+      jsShape: `T=S=${Ts} H=${Hs}`, jsWork: (4 * Ts * Ts * D * Hs) / 2, jsRun: (be) => be.flashAttention(qs, ks, vs, { causal: true }),
+    }, pk);
+  }
+  {
+    const B = 8, ctx = 1024, Hq = 32, Hkv = 8, D = 128, bs = 16;
+    const maxBlocks = ctx / bs, numBlocks = B * maxBlocks;
+    const kc = f32([numBlocks, bs, Hkv, D]), vc = f32([numBlocks, bs, Hkv, D]);
+    const tables = new Tensor('i32', [B, maxBlocks], Int32Array.from({ length: B * maxBlocks }, (_, i) => (i * 7919) % numBlocks));
+    const batch = {
+      blockTables: tables,
+      contextLens: new Tensor('i32', [B], new Int32Array(B).fill(ctx)),
+      queryStart: new Tensor('i32', [B + 1], Int32Array.from({ length: B + 1 }, (_, i) => i)),
+    };
+    const q = f32([B, Hq, D]);
+    await measure({
+      kernel: 'pagedAttention decode', shape: `B=${B} ctx=${ctx} Hq=${Hq} Hkv=${Hkv} D=${D}`, unit: 'GB/s',
+      work: 2 * B * ctx * Hkv * D * 4, run: (be) => be.pagedAttention(q, kc, vc, batch),
+    }, pk);
+  }
+  // Memory-bound elementwise / row ops: bytes = inputs read + outputs written.
+  {
+    const R = 512, Dm = 4096;
+    const x = f32([R, Dm]), w = f32([Dm]), u = f32([R, Dm]);
+    await measure({ kernel: 'rmsNorm', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.rmsNorm(x, w) }, pk);
+    await measure({ kernel: 'layerNorm', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.layerNorm(x, w, w) }, pk);
+    await measure({ kernel: 'softmax', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.softmax(x) }, pk);
+    await measure({ kernel: 'silu', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.silu(x) }, pk);
+    await measure({ kernel: 'gelu tanh', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.gelu(x) }, pk);
+    await measure({ kernel: 'swiglu', shape: `${R}x${Dm}`, unit: 'GB/s', work: 3 * x.byteLength, run: (be) => be.swiglu(x, u) }, pk);
+    await measure({ kernel: 'add', shape: `${R}x${Dm}`, unit: 'GB/s', work: 3 * x.byteLength, run: (be) => be.add(x, u) }, pk);
+  }
+  {
+    const T = 512, H = 32, D = 128;
+    const x = f32([T, H, D]);
+    const pos = new Tensor('i32', [T], Int32Array.from({ length: T }, (_, i) => i));
+    await measure({ kernel: 'rope neox', shape: `T=${T} H=${H} D=${D}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.rope(x, pos) }, pk);
+  }
+  {
+    const V = 32000, D = 2048, n = 512;
+    const table = half('f16', [V, D]);
+    const ids = new Tensor('i32', [n], Int32Array.from({ length: n }, (_, i) => (i * 7919) % V));
+    await measure({ kernel: 'embedding f16', shape: `${n} ids, ${V}x${D}`, unit: 'GB/s', work: n * D * 6, run: (be) => be.embedding(table, ids) }, pk);
+  }
+  {
+    const R = 128, V = 32000;
+    const logits = f32([R, V], 8);
+    const targets = new Tensor('i32', [R], Int32Array.from({ length: R }, (_, i) => (i * 31) % V));
+    await measure({ kernel: 'crossEntropy', shape: `${R}x${V}`, unit: 'GB/s', work: logits.byteLength, run: (be) => be.crossEntropy(logits, targets) }, pk);
+    await measure({ kernel: 'logSoftmax', shape: `${R}x${V}`, unit: 'GB/s', work: 2 * logits.byteLength, run: (be) => be.logSoftmax(logits) }, pk);
+    const one = f32([8, V], 8);
+    await measure({ kernel: 'topK k=40', shape: `8x${V}`, unit: 'GB/s', work: one.byteLength, run: (be) => be.topK(one, 40) }, pk);
+  }
+  {
+    const T = 512, E = 8, D = 1024;
+    const logits = f32([T, E]), x = f32([T, D]);
+    await measure({ kernel: 'moeRoute top-2', shape: `T=${T} E=${E}`, unit: 'GB/s', work: logits.byteLength, run: (be) => be.moeRoute(logits, 2) }, pk);
+    const route = cpu.moeRoute(logits, 2);
+    await measure({ kernel: 'moeGather', shape: `T=${T} k=2 D=${D}`, unit: 'GB/s', work: 3 * x.byteLength * 2, run: (be) => be.moeGather(x, route) }, pk);
+  }
+
+  if (jsonOut) {
+    writeFileSync(jsonOut, JSON.stringify({
+      date: new Date().toISOString(), cpu: os.cpus()[0]?.model, cores: os.cpus().length, node: process.version,
+      isa: info.isa, threads: info.threads,
+      peaks: { fmaGflops: pk.flops / 1e9, readGBs: pk.read / 1e9, copyGBs: pk.copy / 1e9, bandwidthGBs: pk.bw / 1e9 },
+      rows,
+    }, null, 2));
+    console.log(`\nwrote ${rows.length} rows to ${jsonOut}`);
+  }
+}
+
+await main();
