@@ -1,0 +1,86 @@
+/**
+ * Llama-family forward pass, written once against Backend (llama2.c's run.c order):
+ * embed -> per layer [RMSNorm -> Q,K,V (+bias) -> RoPE -> paged KV write -> paged attention ->
+ * output proj -> residual -> RMSNorm -> SwiGLU FFN -> residual] -> RMSNorm -> logits.
+ */
+import type { Backend } from '../backend/backend.js';
+import type { PagedKvCache } from '../runtime/kv-cache.js';
+import { Tensor } from '../tensor/tensor.js';
+import type { LlamaConfig } from './config.js';
+
+export interface LlamaLayerWeights {
+  attnNorm: Tensor; // (dim) f32
+  wq: Tensor; // (heads * headDim, dim)
+  wk: Tensor; // (kvHeads * headDim, dim)
+  wv: Tensor; // (kvHeads * headDim, dim)
+  bq?: Tensor | null; // (heads * headDim) Qwen2
+  bk?: Tensor | null;
+  bv?: Tensor | null;
+  wo: Tensor; // (dim, heads * headDim)
+  ffnNorm: Tensor; // (dim) f32
+  wGate: Tensor; // (ffnDim, dim)
+  wUp: Tensor; // (ffnDim, dim)
+  wDown: Tensor; // (dim, ffnDim)
+}
+
+export interface LlamaWeights {
+  tokEmbd: Tensor; // (vocab, dim)
+  layers: LlamaLayerWeights[];
+  outNorm: Tensor; // (dim) f32
+  output: Tensor; // (vocab, dim); the embedding table when tied
+}
+
+export interface ForwardOptions {
+  /** Return logits for every position (perplexity, verification) instead of the last only. */
+  allLogits?: boolean;
+}
+
+export class LlamaModel {
+  constructor(
+    readonly config: LlamaConfig,
+    readonly weights: LlamaWeights,
+    readonly backend: Backend,
+  ) {}
+
+  /**
+   * Runs `tokens` of sequence `seq` (appended after what the cache holds) and returns logits:
+   * (1, vocab) for the last token, or (T, vocab) with allLogits.
+   */
+  forward(tokens: Int32Array, cache: PagedKvCache, seq: number, opts: ForwardOptions = {}): Tensor<'f32'> {
+    const be = this.backend;
+    const c = this.config, w = this.weights;
+    const T = tokens.length;
+    if (T < 1) throw new RangeError('Expected at least one token to run');
+    const start = cache.length(seq);
+    if (start + T > c.contextLength)
+      throw new RangeError(`Sequence would reach ${start + T} tokens, past the model's context length ${c.contextLength}`);
+    const positions = new Tensor('i32', [T], Int32Array.from({ length: T }, (_, i) => start + i));
+    const slots = new Tensor('i32', [T], cache.append(seq, T));
+    const batch = cache.batch([seq], [T]);
+    const rope = { style: c.ropeStyle, theta: c.ropeTheta, rotaryDim: c.ropeDim, scaling: c.ropeScale !== 1 ? { type: 'linear' as const, factor: c.ropeScale } : null };
+    const attnOpts = { window: c.slidingWindow };
+
+    let x = be.embedding(w.tokEmbd, new Tensor('i32', [T], tokens)); // (T, dim)
+    for (let l = 0; l < c.layers; l++) {
+      const L = w.layers[l]!;
+      const h = be.rmsNorm(x, L.attnNorm, c.normEps); // (T, dim)
+      const q = be.rope(be.linear(h, L.wq, L.bq).reshape([T, c.heads, c.headDim]), positions, rope);
+      const k = be.rope(be.linear(h, L.wk, L.bk).reshape([T, c.kvHeads, c.headDim]), positions, rope);
+      const v = be.linear(h, L.wv, L.bv).reshape([T, c.kvHeads, c.headDim]);
+      be.pagedKvWrite(cache.k[l]!, cache.v[l]!, k, v, slots);
+      const att = be.pagedAttention(q, cache.k[l]!, cache.v[l]!, batch, attnOpts); // (T, heads, headDim)
+      x = be.add(x, be.linear(att.reshape([T, c.heads * c.headDim]), L.wo));
+      const h2 = be.rmsNorm(x, L.ffnNorm, c.normEps);
+      const ff = be.swiglu(be.linear(h2, L.wGate), be.linear(h2, L.wUp)); // (T, ffnDim)
+      x = be.add(x, be.linear(ff, L.wDown));
+    }
+    const last = opts.allLogits ? x : new Tensor('f32', [1, c.dim], (x.data as Float32Array).subarray((T - 1) * c.dim));
+    return be.linear(be.rmsNorm(last, w.outNorm, c.normEps), w.output); // (T or 1, vocab)
+  }
+
+  dispose(): void {
+    const w = this.weights;
+    for (const t of [w.tokEmbd, w.outNorm, w.output]) t.dispose();
+    for (const L of w.layers) for (const t of Object.values(L)) (t as Tensor | null | undefined)?.dispose();
+  }
+}
