@@ -1,12 +1,15 @@
 /** The `tessera` command line. Subcommands: info (and, as later work lands, generate, serve, ...). */
 import { runtimeInfo } from '../backend/index.js';
 import { VERSION } from '../version.js';
+import { UsageError } from './errors.js';
+import { generateCommand } from './generate.js';
 
 const HELP = `tessera ${VERSION} — transformer inference runtime for Node.js
 
 Usage: tessera <command> [options]
 
 Commands:
+  generate        Stream a completion of a prompt (default model: the bundled stories260K)
   info            Show the native addon status, the CPU kernel path (ISA) in use,
                   the supported paths, thread count and CPU features.
 
@@ -29,9 +32,6 @@ Options:
   --json   Print the same as JSON
 `;
 
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
 
 function info(args: string[]): void {
   if (args.includes('-h') || args.includes('--help')) return void process.stdout.write(INFO_HELP);
@@ -68,11 +68,12 @@ export async function main(argv: string[]): Promise<void> {
       return;
     }
     if (cmd === 'info') return info(rest);
+    if (cmd === 'generate') return await generateCommand(rest);
     throw new UsageError(`unknown command '${cmd}' (see tessera --help)`);
   } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`tessera: ${err.message}\n`);
-      process.exitCode = 2;
+    if (err instanceof UsageError || (err as Error)?.name === 'ModelFileError') {
+      process.stderr.write(`tessera: ${(err as Error).message}\n`);
+      process.exitCode = err instanceof UsageError ? 2 : 1;
       return;
     }
     throw err;

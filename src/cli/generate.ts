@@ -1,0 +1,122 @@
+/** `tessera generate`: stream a completion of a prompt to stdout. */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Engine } from '../engine/engine.js';
+import { UsageError } from './errors.js';
+
+export const GENERATE_HELP = `Usage: tessera generate [-m FILE] [-p TEXT] [options]
+
+Streams a completion of the prompt to stdout. Without -m, uses the small model shipped with
+tessera (stories260K, a 260K-parameter Llama trained on TinyStories; MIT).
+
+Options:
+  -m, --model FILE          GGUF model file (llama, mistral, qwen2 architectures)
+  -p, --prompt TEXT         Prompt text (default: "Once upon a time")
+  -n, --max-tokens N        Tokens to generate (default 128)
+      --temperature T       0 = greedy (default 0.8)
+      --top-k K             Keep the K most likely tokens, 0 = off (default 40)
+      --top-p P             Nucleus sampling threshold, 1 = off (default 0.95)
+      --min-p P             Drop tokens below P x the top probability (default 0.05)
+      --repeat-penalty R    Repetition penalty over the last 64 tokens (default 1 = off)
+      --presence-penalty X  (default 0)
+      --frequency-penalty X (default 0)
+      --seed S              RNG seed for reproducible sampling (default random)
+      --stop STR            Stop before STR (repeatable)
+      --ignore-eos          Keep generating past end-of-sequence
+      --no-bos              Do not prepend the BOS token
+      --backend B           cpu | js | auto (default auto)
+      --threads N           Native threads (default: available cores)
+  -v, --verbose             Print load progress and timing to stderr
+  -h, --help                Show this help
+`;
+
+export function defaultModelPath(): string {
+  return fileURLToPath(new URL('../../models/stories260K/stories260K.gguf', import.meta.url));
+}
+
+function num(v: string | undefined, name: string, int = false): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || (int && !Number.isInteger(n))) throw new UsageError(`--${name} expects ${int ? 'an integer' : 'a number'} but received '${v}'`);
+  return n;
+}
+
+export async function generateCommand(argv: string[]): Promise<void> {
+  let a;
+  try {
+    a = parseArgs({
+      args: argv,
+      options: {
+        model: { type: 'string', short: 'm' },
+        prompt: { type: 'string', short: 'p' },
+        'max-tokens': { type: 'string', short: 'n' },
+        temperature: { type: 'string' },
+        'top-k': { type: 'string' },
+        'top-p': { type: 'string' },
+        'min-p': { type: 'string' },
+        'repeat-penalty': { type: 'string' },
+        'presence-penalty': { type: 'string' },
+        'frequency-penalty': { type: 'string' },
+        seed: { type: 'string' },
+        stop: { type: 'string', multiple: true },
+        'ignore-eos': { type: 'boolean' },
+        'no-bos': { type: 'boolean' },
+        backend: { type: 'string' },
+        threads: { type: 'string' },
+        verbose: { type: 'boolean', short: 'v' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message} (see tessera generate --help)`);
+  }
+  if (a.help) return void process.stdout.write(GENERATE_HELP);
+  const model = a.model ?? defaultModelPath();
+  if (!existsSync(model)) throw new UsageError(`model file not found: ${model}`);
+  const backend = a.backend ?? 'auto';
+  if (!['cpu', 'js', 'auto'].includes(backend)) throw new UsageError(`--backend expects cpu, js or auto but received '${backend}'`);
+  const prompt = a.prompt ?? 'Once upon a time';
+  const verbose = a.verbose ?? false;
+  const t0 = performance.now();
+  const engine = await Engine.load(model, {
+    backend: backend as 'cpu' | 'js' | 'auto',
+    threads: num(a.threads, 'threads', true),
+    onProgress: verbose ? (d, t) => process.stderr.write(`\rloading tensors ${d}/${t}`) : undefined,
+  });
+  if (verbose) process.stderr.write(`\nloaded ${model} (${engine.info.config.architecture}, ${engine.info.backend} backend) in ${((performance.now() - t0) / 1e3).toFixed(2)} s\n`);
+  const ac = new AbortController();
+  const onSigint = () => ac.abort();
+  process.once('SIGINT', onSigint);
+  try {
+    process.stdout.write(prompt);
+    const t1 = performance.now();
+    const it = engine.stream(prompt, {
+      maxTokens: num(a['max-tokens'], 'max-tokens', true) ?? 128,
+      temperature: num(a.temperature, 'temperature'),
+      topK: num(a['top-k'], 'top-k', true),
+      topP: num(a['top-p'], 'top-p'),
+      minP: num(a['min-p'], 'min-p'),
+      repetitionPenalty: num(a['repeat-penalty'], 'repeat-penalty'),
+      presencePenalty: num(a['presence-penalty'], 'presence-penalty'),
+      frequencyPenalty: num(a['frequency-penalty'], 'frequency-penalty'),
+      seed: num(a.seed, 'seed', true),
+      stop: a.stop,
+      ignoreEos: a['ignore-eos'],
+      addBos: !a['no-bos'],
+      signal: ac.signal,
+    });
+    let r;
+    while (!(r = await it.next()).done) process.stdout.write(r.value.text);
+    process.stdout.write('\n');
+    if (verbose) {
+      const s = (performance.now() - t1) / 1e3;
+      process.stderr.write(`${r.value.completionTokens} tokens in ${s.toFixed(2)} s (${(r.value.completionTokens / s).toFixed(1)} tok/s incl. prompt), finish: ${r.value.finishReason}\n`);
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+    await engine.dispose();
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * Engine: owns a model inside a worker_thread and exposes an async API (Promises, async
+ * iterators, AbortSignal). The event loop of the caller keeps running while the model loads
+ * and generates.
+ */
+import { Worker } from 'node:worker_threads';
+import { DisposedError } from '../tensor/tensor.js';
+import type { Delta, FinishReason, GenerateOptions } from '../runtime/generate.js';
+import type { ModelInfo, Request, Response } from './protocol.js';
+
+export interface EngineOptions {
+  /** 'auto' (native when built), 'cpu' or 'js'. */
+  backend?: 'cpu' | 'js' | 'auto';
+  /** KV cache budget in bytes. Default 256 MiB. */
+  kvCacheBytes?: number;
+  /** Native thread pool size. */
+  threads?: number;
+  /** Called as tensors load. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface EngineGenerateOptions extends GenerateOptions {
+  /** Prepend BOS to a text prompt. Default true. */
+  addBos?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface GenerateResult {
+  text: string;
+  tokens: number[];
+  logprobs: number[];
+  finishReason: FinishReason;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+const asyncDisposeSymbol: symbol = (Symbol as { asyncDispose?: symbol }).asyncDispose ?? Symbol.for('nodejs.asyncDispose');
+
+interface Pending {
+  onDelta?: (d: Delta) => void;
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+}
+
+function workerUrl(): { url: URL; execArgv: string[] } {
+  const self = new URL(import.meta.url);
+  // Under a TypeScript loader (tests, tsx) the worker is a .ts file and needs the same loader.
+  if (self.pathname.endsWith('.ts')) return { url: new URL('./worker.ts', self), execArgv: ['--import', 'tsx'] };
+  return { url: new URL('./worker.js', self), execArgv: [] };
+}
+
+function revive(name: string, message: string): Error {
+  const Ctor = name === 'RangeError' ? RangeError : name === 'TypeError' ? TypeError : Error;
+  const e = new Ctor(message);
+  if (Ctor === Error) e.name = name;
+  return e;
+}
+
+export class Engine {
+  #worker: Worker;
+  #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #disposed = false;
+  #info: ModelInfo;
+
+  private constructor(worker: Worker, info: ModelInfo) {
+    this.#worker = worker;
+    this.#info = info;
+    worker.on('message', (m: Response) => this.#onMessage(m));
+    worker.on('error', (err) => this.#failAll(err));
+    worker.on('exit', (code) => {
+      if (!this.#disposed) this.#failAll(new Error(`model worker exited with code ${code}`));
+    });
+  }
+
+  /** Loads a model file (GGUF) in a new worker. */
+  static load(path: string, options: EngineOptions = {}): Promise<Engine> {
+    if (typeof path !== 'string' || !path) return Promise.reject(new TypeError('Expected a model file path for path'));
+    const { url, execArgv } = workerUrl();
+    const worker = new Worker(url, { execArgv });
+    return new Promise((resolve, reject) => {
+      const onMessage = (m: Response) => {
+        if (m.type === 'progress') options.onProgress?.(m.done, m.total);
+        else if (m.type === 'loaded') {
+          worker.off('message', onMessage);
+          worker.off('error', onError);
+          resolve(new Engine(worker, m.info));
+        } else if (m.type === 'error') {
+          worker.off('message', onMessage);
+          void worker.terminate();
+          reject(revive(m.name, m.message));
+        }
+      };
+      const onError = (err: Error) => reject(err);
+      worker.on('message', onMessage);
+      worker.on('error', onError);
+      const req: Request = {
+        type: 'load', path, backend: options.backend ?? 'auto', kvCacheBytes: options.kvCacheBytes ?? 256 * 2 ** 20, threads: options.threads,
+      };
+      worker.postMessage(req);
+    });
+  }
+
+  get info(): ModelInfo {
+    return this.#info;
+  }
+
+  #onMessage(m: Response): void {
+    if (m.type === 'delta') this.#pending.get(m.id)?.onDelta?.(m.delta);
+    else if (m.type === 'done') {
+      const p = this.#pending.get(m.id);
+      this.#pending.delete(m.id);
+      p?.resolve(m);
+    } else if (m.type === 'tokens') {
+      const p = this.#pending.get(m.id);
+      this.#pending.delete(m.id);
+      p?.resolve(m.tokens);
+    } else if (m.type === 'error') {
+      if (m.id === null) return;
+      const p = this.#pending.get(m.id);
+      this.#pending.delete(m.id);
+      p?.reject(revive(m.name, m.message));
+    }
+  }
+
+  #failAll(err: Error): void {
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+  }
+
+  #check(): void {
+    if (this.#disposed) throw new DisposedError('Engine');
+  }
+
+  /** Token ids of text (BOS prepended by default). */
+  tokenize(text: string, options: { addBos?: boolean } = {}): Promise<number[]> {
+    this.#check();
+    if (typeof text !== 'string') return Promise.reject(new TypeError('Expected a string for text'));
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.#worker.postMessage({ type: 'tokenize', id, text, addBos: options.addBos ?? true } satisfies Request);
+    });
+  }
+
+  /** Streams text deltas; ends when generation finishes. */
+  async *stream(prompt: string | number[], options: EngineGenerateOptions = {}): AsyncGenerator<Delta, GenerateResult> {
+    this.#check();
+    if (typeof prompt !== 'string' && !(Array.isArray(prompt) && prompt.every((t) => Number.isInteger(t))))
+      throw new TypeError('Expected a string or an array of token ids for prompt');
+    const { signal, ...rest } = options;
+    signal?.throwIfAborted();
+    const id = this.#nextId++;
+    const queue: Delta[] = [];
+    let wake: (() => void) | null = null;
+    let finished: { finishReason: FinishReason; promptTokens: number; completionTokens: number } | null = null;
+    let failure: Error | null = null;
+    const poke = () => {
+      const w = wake;
+      wake = null;
+      w?.();
+    };
+    this.#pending.set(id, {
+      onDelta: (d) => { queue.push(d); poke(); },
+      resolve: (v) => { finished = v as typeof finished; poke(); },
+      reject: (e) => { failure = e; poke(); },
+    });
+    const onAbort = () => this.#worker.postMessage({ type: 'abort', id } satisfies Request);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.#worker.postMessage({ type: 'generate', id, prompt, options: rest } satisfies Request);
+    const result: GenerateResult = { text: '', tokens: [], logprobs: [], finishReason: 'length', promptTokens: 0, completionTokens: 0 };
+    try {
+      for (;;) {
+        while (queue.length) {
+          const d = queue.shift()!;
+          result.text += d.text;
+          if (d.token !== null) {
+            result.tokens.push(d.token);
+            result.logprobs.push(d.logprob!);
+          }
+          yield d;
+        }
+        if (failure) throw failure;
+        if (finished) {
+          const f = finished as { finishReason: FinishReason; promptTokens: number; completionTokens: number };
+          Object.assign(result, f);
+          return result;
+        }
+        await new Promise<void>((r) => (wake = r));
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      if (!finished && !failure) onAbort(); // consumer stopped early
+      this.#pending.delete(id);
+    }
+  }
+
+  /** Generates to completion. */
+  async generate(prompt: string | number[], options: EngineGenerateOptions = {}): Promise<GenerateResult> {
+    const it = this.stream(prompt, options);
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /** Stops the worker and frees the model. Safe to call twice. */
+  async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#failAll(new DisposedError('Engine'));
+    await this.#worker.terminate();
+  }
+
+  [asyncDisposeSymbol](): Promise<void> {
+    return this.dispose();
+  }
+}

@@ -1,0 +1,34 @@
+/** Messages between Engine (main thread) and its model worker. */
+import type { LlamaConfig } from '../model/config.js';
+import type { Delta, FinishReason, GenerateOptions } from '../runtime/generate.js';
+
+export interface LoadRequest {
+  type: 'load';
+  path: string;
+  backend: 'cpu' | 'js' | 'auto';
+  kvCacheBytes: number;
+  threads?: number;
+}
+
+export type Request =
+  | LoadRequest
+  | { type: 'generate'; id: number; prompt: string | number[]; options: GenerateOptions & { addBos?: boolean } }
+  | { type: 'abort'; id: number }
+  | { type: 'tokenize'; id: number; text: string; addBos: boolean }
+  | { type: 'dispose' };
+
+export interface ModelInfo {
+  path: string;
+  backend: string;
+  config: LlamaConfig;
+  chatTemplate: string | null;
+}
+
+export type Response =
+  | { type: 'loaded'; info: ModelInfo }
+  | { type: 'progress'; done: number; total: number }
+  | { type: 'error'; id: number | null; name: string; message: string }
+  | { type: 'delta'; id: number; delta: Delta }
+  | { type: 'done'; id: number; finishReason: FinishReason; promptTokens: number; completionTokens: number }
+  | { type: 'tokens'; id: number; tokens: number[] }
+  | { type: 'disposed' };

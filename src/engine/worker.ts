@@ -1,0 +1,95 @@
+/**
+ * The model worker: loads a model and runs requests one at a time, yielding to its own event
+ * loop between tokens so abort messages arrive mid-generation. The main thread never runs model
+ * code (ARCHITECTURE rule 2).
+ */
+import { parentPort } from 'node:worker_threads';
+import { getBackend, setThreads } from '../backend/index.js';
+import { loadModelFile, type LoadedModel } from '../model/load.js';
+import { generateTokens } from '../runtime/generate.js';
+import { PagedKvCache } from '../runtime/kv-cache.js';
+import type { Request, Response } from './protocol.js';
+
+const port = parentPort!;
+const send = (m: Response) => port.postMessage(m);
+let loaded: LoadedModel | null = null;
+let cache: PagedKvCache | null = null;
+const aborted = new Set<number>();
+const queue: Request[] = [];
+let busy = false;
+let nextSeq = 0;
+
+const tick = () => new Promise<void>((r) => setImmediate(r));
+
+async function handle(req: Request): Promise<void> {
+  switch (req.type) {
+    case 'load': {
+      if (req.threads) setThreads(req.threads);
+      const backend = getBackend(req.backend);
+      loaded = loadModelFile(req.path, backend, (done, total) => send({ type: 'progress', done, total }));
+      const c = loaded.model.config;
+      cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, maxBytes: req.kvCacheBytes });
+      send({ type: 'loaded', info: { path: req.path, backend: backend.name, config: c, chatTemplate: loaded.chatTemplate } });
+      return;
+    }
+    case 'tokenize':
+      send({ type: 'tokens', id: req.id, tokens: loaded!.tokenizer.encode(req.text, { addBos: req.addBos, parseSpecial: true }) });
+      return;
+    case 'generate': {
+      const { model, tokenizer } = loaded!;
+      const prompt = typeof req.prompt === 'string'
+        ? tokenizer.encode(req.prompt, { addBos: req.options.addBos ?? true, parseSpecial: true })
+        : req.prompt;
+      const seq = nextSeq++;
+      cache!.add(seq);
+      let completion = 0;
+      try {
+        const it = generateTokens(model, tokenizer, cache!, seq, prompt, req.options, () => aborted.has(req.id));
+        for (;;) {
+          const r = it.next();
+          if (r.done) {
+            send({ type: 'done', id: req.id, finishReason: r.value, promptTokens: prompt.length, completionTokens: completion });
+            break;
+          }
+          if (r.value.token !== null) completion++;
+          send({ type: 'delta', id: req.id, delta: r.value });
+          await tick();
+        }
+      } finally {
+        cache!.free(seq);
+        aborted.delete(req.id);
+      }
+      return;
+    }
+    case 'dispose':
+      cache?.dispose();
+      loaded?.model.dispose();
+      loaded = null;
+      send({ type: 'disposed' });
+      return;
+  }
+}
+
+async function drain(): Promise<void> {
+  if (busy) return;
+  busy = true;
+  while (queue.length) {
+    const req = queue.shift()!;
+    try {
+      await handle(req);
+    } catch (err) {
+      const e = err as Error;
+      send({ type: 'error', id: 'id' in req ? req.id : null, name: e.name ?? 'Error', message: e.message ?? String(err) });
+    }
+  }
+  busy = false;
+}
+
+port.on('message', (req: Request) => {
+  if (req.type === 'abort') {
+    aborted.add(req.id);
+    return;
+  }
+  queue.push(req);
+  void drain();
+});

@@ -1,0 +1,193 @@
+// Logits vs llama.cpp (node-llama-cpp 3.21.1, its bundled CPU build) on stories260K in F32, F16,
+// Q8_0 and Q4_0, and on random-weight Llama GGUFs written by our GGUF writer (GQA, several shapes).
+// Compared in log space with each row's mean removed (llama.cpp only exposes probabilities).
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getBackend } from '../src/index.js';
+import { GGUF_VALUE, readGGUF, writeGGUF, type GGUFMetadataEntry } from '../src/formats/gguf.js';
+import { llamaConfigFromGGUF, llamaWeightsFromGGUF } from '../src/model/load-gguf.js';
+import { LlamaModel } from '../src/model/llama.js';
+import { PagedKvCache } from '../src/runtime/kv-cache.js';
+import { nativeAvailable, randn, relL2, rng } from './helpers.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+const STORIES = path.join(root, 'models/stories260K/stories260K.gguf');
+const FIX = path.join(root, 'test/fixtures/stories260K');
+
+type Llama = Awaited<ReturnType<typeof import('node-llama-cpp').getLlama>>;
+let llama: Llama | null = null;
+
+beforeAll(async () => {
+  const { getLlama } = await import('node-llama-cpp');
+  llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+}, 120_000);
+afterAll(async () => {
+  await llama?.dispose();
+});
+
+/** llama.cpp's log-probabilities at every position of `tokens`. */
+async function llamaCppLogProbs(file: string, tokens: number[], vocab: number): Promise<Float64Array[]> {
+  const model = await llama!.loadModel({ modelPath: file });
+  try {
+    const ctx = await model.createContext({
+      contextSize: 256, flashAttention: false, threads: { ideal: 2, min: 1 }, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32',
+    } as never);
+    try {
+      const seq = ctx.getSequence();
+      const res = await seq.controlledEvaluate(tokens.map((t) => [t, { generateNext: { probabilities: true } }]));
+      return res.map((r) => {
+        const row = new Float64Array(vocab).fill(Number.NaN);
+        for (const [k, p] of r!.next!.probabilities!) row[k] = Math.log(p);
+        return row;
+      });
+    } finally {
+      await ctx.dispose();
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
+function ourLogits(file: string, tokens: number[], backend: 'cpu' | 'js' = 'cpu'): Float32Array[] {
+  const g = readGGUF(file);
+  const c = llamaConfigFromGGUF(g);
+  const m = new LlamaModel(c, llamaWeightsFromGGUF(g, c), getBackend(backend));
+  const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 32, blockSize: 16 });
+  cache.add(0);
+  const out = m.forward(Int32Array.from(tokens), cache, 0, { allLogits: true });
+  const V = c.vocabSize;
+  return Array.from({ length: tokens.length }, (_, i) => out.data.subarray(i * V, (i + 1) * V));
+}
+
+/** Row-mean-centred comparison over entries llama.cpp reported with p > 0. */
+function compare(ours: Float32Array[], ref: Float64Array[]): { err: number; argmaxEqual: boolean; agree: number; kl: number } {
+  let num = 0, den = 0, argmaxEqual = true, agreeCount = 0, kl = 0;
+  ours.forEach((o, r) => {
+    const ref0 = ref[r]!;
+    const idx = [...ref0.keys()].filter((i) => Number.isFinite(ref0[i]!));
+    expect(idx.length).toBeGreaterThan(o.length * 0.9); // nearly every token reported
+    const mo = idx.reduce((a, i) => a + o[i]!, 0) / idx.length;
+    const mr = idx.reduce((a, i) => a + ref0[i]!, 0) / idx.length;
+    for (const i of idx) {
+      const d = o[i]! - mo - (ref0[i]! - mr);
+      num += d * d;
+      den += (ref0[i]! - mr) ** 2;
+    }
+    let ao = 0, ar = 0;
+    for (let i = 1; i < o.length; i++) {
+      if (o[i]! > o[ao]!) ao = i;
+      if ((ref0[i] ?? -Infinity) > (ref0[ar] ?? -Infinity)) ar = i;
+    }
+    if (ao !== ar) argmaxEqual = false;
+    else agreeCount++;
+    // KL(llama.cpp || ours) over the reported tokens
+    let mx = -Infinity;
+    for (const i of idx) mx = Math.max(mx, o[i]!);
+    let z = 0;
+    for (const i of idx) z += Math.exp(o[i]! - mx);
+    for (const i of idx) {
+      const lq = o[i]! - mx - Math.log(z);
+      kl += Math.exp(ref0[i]!) * (ref0[i]! - lq);
+    }
+  });
+  return { err: Math.sqrt(num / den), argmaxEqual, agree: agreeCount / ours.length, kl: kl / ours.length };
+}
+
+/**
+ * F32/F16: relative L2 within tol and every argmax equal. Q8_0/Q4_0: llama.cpp also quantises the
+ * activations to 8-bit blocks inside its dot products (../shared/PEERS.md), which alone moves
+ * logits by ~1e-2 relative, while tessera still dequantises the weights and keeps activations
+ * f32; until the integer-dot kernels land, quantised files are held to 2x that, a small KL
+ * divergence and >= 90% argmax agreement.
+ */
+function checkAgainstLlamaCpp(type: string, err: number, argmaxEqual: boolean, agree: number, kl: number, tol: number) {
+  if (type === 'F32' || type === 'F16') {
+    expect(err).toBeLessThan(tol);
+    expect(argmaxEqual).toBe(true);
+  } else {
+    expect(err).toBeLessThan(2 * tol);
+    expect(kl).toBeLessThan(2e-3);
+    expect(agree).toBeGreaterThanOrEqual(0.9);
+  }
+}
+
+const TOKENS = [1, 403, 407, 261, 378, 432, 269, 281, 333, 261, 368, 300, 284, 327, 46, 402, 405, 269, 288, 388, 296, 266, 431, 46];
+
+describe.runIf(nativeAvailable)('logits match llama.cpp', () => {
+  it.each([
+    ['F32', STORIES, 1e-4],
+    ['F16', path.join(FIX, 'stories260K-F16.gguf'), 1e-3],
+    ['Q8_0', path.join(FIX, 'stories260K-Q8_0.gguf'), 1e-2],
+    ['Q4_0', path.join(FIX, 'stories260K-Q4_0.gguf'), 1e-2],
+  ])('stories260K %s', async (_t, file, tol) => {
+    const ref = await llamaCppLogProbs(file, TOKENS, 512);
+    const { err, argmaxEqual, agree, kl } = compare(ourLogits(file, TOKENS), ref);
+    checkAgainstLlamaCpp(_t, err, argmaxEqual, agree, kl, tol);
+  }, 60_000);
+
+  const shapes = [
+    { dim: 128, layers: 2, heads: 4, kvHeads: 2, ffn: 256 },
+    { dim: 192, layers: 3, heads: 6, kvHeads: 1, ffn: 320 },
+    { dim: 256, layers: 2, heads: 8, kvHeads: 8, ffn: 512 },
+  ];
+  const dir = mkdtempSync(path.join(tmpdir(), 'tessera-llama-'));
+  it.each(shapes.flatMap((s) => (['F32', 'F16', 'Q8_0', 'Q4_0'] as const).map((t) => [t, s] as const)))(
+    'random-weight Llama %s %o',
+    async (type, s) => {
+      const file = path.join(dir, `rand-${s.dim}-${s.layers}-${s.heads}-${s.kvHeads}-${type}.gguf`);
+      writeRandomLlama(file, s, type);
+      const ref = await llamaCppLogProbs(file, TOKENS, 512);
+      const { err, argmaxEqual, agree, kl } = compare(ourLogits(file, TOKENS), ref);
+      checkAgainstLlamaCpp(type, err, argmaxEqual, agree, kl, type === 'F32' ? 1e-4 : type === 'F16' ? 1e-3 : 1e-2);
+    },
+    60_000,
+  );
+
+  it('js and cpu backends agree within 1e-4', () => {
+    const a = ourLogits(STORIES, TOKENS, 'cpu'), b = ourLogits(STORIES, TOKENS, 'js');
+    a.forEach((row, i) => expect(relL2(row, b[i]!)).toBeLessThan(1e-4));
+  });
+});
+
+/** A Llama GGUF with random weights (scaled so activations stay O(1)) and stories260K's vocab. */
+function writeRandomLlama(file: string, s: { dim: number; layers: number; heads: number; kvHeads: number; ffn: number }, type: 'F32' | 'F16' | 'Q8_0' | 'Q4_0') {
+  const vocab = readGGUF(STORIES);
+  const r = rng(s.dim * 31 + s.layers * 7 + s.kvHeads);
+  const hd = s.dim / s.heads;
+  const meta: GGUFMetadataEntry[] = [
+    { key: 'general.architecture', type: GGUF_VALUE.STRING, value: 'llama' },
+    { key: 'general.name', type: GGUF_VALUE.STRING, value: 'tessera-random' },
+    { key: 'llama.context_length', type: GGUF_VALUE.UINT32, value: 256 },
+    { key: 'llama.embedding_length', type: GGUF_VALUE.UINT32, value: s.dim },
+    { key: 'llama.feed_forward_length', type: GGUF_VALUE.UINT32, value: s.ffn },
+    { key: 'llama.block_count', type: GGUF_VALUE.UINT32, value: s.layers },
+    { key: 'llama.attention.head_count', type: GGUF_VALUE.UINT32, value: s.heads },
+    { key: 'llama.attention.head_count_kv', type: GGUF_VALUE.UINT32, value: s.kvHeads },
+    { key: 'llama.rope.dimension_count', type: GGUF_VALUE.UINT32, value: hd },
+    { key: 'llama.attention.layer_norm_rms_epsilon', type: GGUF_VALUE.FLOAT32, value: 1e-5 },
+    { key: 'llama.rope.freq_base', type: GGUF_VALUE.FLOAT32, value: 10000 },
+    { key: 'general.file_type', type: GGUF_VALUE.UINT32, value: { F32: 0, F16: 1, Q4_0: 2, Q8_0: 7 }[type] },
+    { key: 'tokenizer.ggml.model', type: GGUF_VALUE.STRING, value: 'llama' },
+    { key: 'tokenizer.ggml.tokens', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.STRING, value: vocab.metadata.get('tokenizer.ggml.tokens')! },
+    { key: 'tokenizer.ggml.scores', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.FLOAT32, value: vocab.metadata.get('tokenizer.ggml.scores')! },
+    { key: 'tokenizer.ggml.token_type', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.INT32, value: vocab.metadata.get('tokenizer.ggml.token_type')! },
+    { key: 'tokenizer.ggml.bos_token_id', type: GGUF_VALUE.UINT32, value: 1 },
+    { key: 'tokenizer.ggml.eos_token_id', type: GGUF_VALUE.UINT32, value: 2 },
+  ];
+  const mat = (name: string, rows: number, cols: number, t = type) => ({ name, shape: [rows, cols], type: t, data: randn(rows * cols, r, 1 / Math.sqrt(cols)) });
+  const norm = (name: string) => ({ name, shape: [s.dim], type: 'F32' as const, data: Float32Array.from({ length: s.dim }, () => 0.8 + 0.4 * r()) });
+  const tensors = [
+    { name: 'token_embd.weight', shape: [512, s.dim], type, data: randn(512 * s.dim, r) },
+    norm('output_norm.weight'),
+    mat('output.weight', 512, s.dim, type === 'Q4_0' ? 'Q8_0' : type),
+  ];
+  for (let l = 0; l < s.layers; l++) {
+    tensors.push(norm(`blk.${l}.attn_norm.weight`), norm(`blk.${l}.ffn_norm.weight`),
+      mat(`blk.${l}.attn_q.weight`, s.dim, s.dim), mat(`blk.${l}.attn_k.weight`, s.kvHeads * hd, s.dim),
+      mat(`blk.${l}.attn_v.weight`, s.kvHeads * hd, s.dim), mat(`blk.${l}.attn_output.weight`, s.dim, s.dim),
+      mat(`blk.${l}.ffn_gate.weight`, s.ffn, s.dim), mat(`blk.${l}.ffn_up.weight`, s.ffn, s.dim), mat(`blk.${l}.ffn_down.weight`, s.dim, s.ffn));
+  }
+  writeGGUF(file, meta, tensors);
+}
