@@ -32,6 +32,12 @@ int default_threads() {
 
 thread_local bool t_in_pool = false;
 
+// Jobs are claimed through one 64-bit word: job tag (high 32 bits) | next task index (low 32).
+// The caller returns as soon as every task has *finished*, without waiting for workers to check
+// in, so a worker that the OS has descheduled (another process on a busy core) never stalls the
+// caller; it simply finds the job over when it runs. A claim succeeds only while the word still
+// carries the worker's job tag, and a job's parameters (in slot tag & 1) are only rewritten two
+// jobs later, so a late worker can never run a stale or half-written job.
 class Pool {
  public:
   explicit Pool(int n) { start(n); }
@@ -47,27 +53,44 @@ class Pool {
 
   void run(int64_t n_tasks, TaskFn fn, void* ctx) {
     std::unique_lock<std::mutex> run_lock(run_mu_, std::try_to_lock);
-    if (t_in_pool || !run_lock.owns_lock() || nthreads_ <= 1) {
+    if (t_in_pool || !run_lock.owns_lock() || nthreads_ <= 1 || n_tasks >= (int64_t(1) << 31)) {
       for (int64_t t = 0; t < n_tasks; t++) fn(ctx, t);
       return;
     }
-    fn_ = fn;
-    ctx_ = ctx;
-    n_tasks_ = n_tasks;
-    next_.store(0, std::memory_order_relaxed);
-    active_.store((int)workers_.size(), std::memory_order_relaxed);
+    uint32_t tag = ++tag_;
+    Job& job = jobs_[tag & 1];
+    job.fn = fn;
+    job.ctx = ctx;
+    job.n = n_tasks;
+    job.done.store(0, std::memory_order_relaxed);
+    state_.store((uint64_t)tag << 32, std::memory_order_release);
     {
       std::lock_guard<std::mutex> lk(mu_);
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     t_in_pool = true;
-    work();
+    work(tag);
     t_in_pool = false;
-    while (active_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    for (int spin = 0; job.done.load(std::memory_order_acquire) != n_tasks; spin++) {
+      if (spin < 4096) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      } else {
+        std::this_thread::yield();
+      }
+    }
   }
 
  private:
+  struct Job {
+    TaskFn fn = nullptr;
+    void* ctx = nullptr;
+    int64_t n = 0;
+    std::atomic<int64_t> done{0};
+  };
+
   void start(int n) {
     nthreads_ = n < 1 ? 1 : n;
     quit_ = false;
@@ -88,11 +111,17 @@ class Pool {
     workers_.clear();
   }
 
-  void work() {
+  // Claims and runs tasks of job `tag` until none are left or the job is over.
+  void work(uint32_t tag) {
+    Job& job = jobs_[tag & 1];
     for (;;) {
-      int64_t t = next_.fetch_add(1, std::memory_order_relaxed);
-      if (t >= n_tasks_) break;
-      fn_(ctx_, t);
+      uint64_t v = state_.load(std::memory_order_acquire);
+      if ((uint32_t)(v >> 32) != tag) return;
+      int64_t idx = (int64_t)(v & 0xffffffffu);
+      if (idx >= job.n) return;
+      if (!state_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) continue;
+      job.fn(job.ctx, idx);
+      job.done.fetch_add(1, std::memory_order_acq_rel);
     }
   }
 
@@ -115,8 +144,7 @@ class Pool {
       }
       seen = g;
       if (quit_) return;
-      work();
-      active_.fetch_sub(1, std::memory_order_acq_rel);
+      work((uint32_t)(state_.load(std::memory_order_acquire) >> 32));
     }
   }
 
@@ -126,12 +154,10 @@ class Pool {
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int64_t> next_{0};
-  std::atomic<int> active_{0};
+  std::atomic<uint64_t> state_{0};
+  uint32_t tag_ = 0;
+  Job jobs_[2];
   bool quit_ = false;
-  TaskFn fn_ = nullptr;
-  void* ctx_ = nullptr;
-  int64_t n_tasks_ = 0;
 };
 
 Pool& pool() {

@@ -1,9 +1,9 @@
 /** `tessera generate`: stream a completion of a prompt to stdout. */
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Engine } from '../engine/engine.js';
 import { UsageError } from './errors.js';
+import { backendName, defaultModelPath, num } from './common.js';
 
 export const GENERATE_HELP = `Usage: tessera generate [-m FILE] [-p TEXT] [options]
 
@@ -31,16 +31,6 @@ Options:
   -h, --help                Show this help
 `;
 
-export function defaultModelPath(): string {
-  return fileURLToPath(new URL('../../models/stories260K/stories260K.gguf', import.meta.url));
-}
-
-function num(v: string | undefined, name: string, int = false): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || (int && !Number.isInteger(n))) throw new UsageError(`--${name} expects ${int ? 'an integer' : 'a number'} but received '${v}'`);
-  return n;
-}
 
 export async function generateCommand(argv: string[]): Promise<void> {
   let a;
@@ -76,13 +66,12 @@ export async function generateCommand(argv: string[]): Promise<void> {
   if (a.help) return void process.stdout.write(GENERATE_HELP);
   const model = a.model ?? defaultModelPath();
   if (!existsSync(model)) throw new UsageError(`model file not found: ${model}`);
-  const backend = a.backend ?? 'auto';
-  if (!['cpu', 'js', 'auto'].includes(backend)) throw new UsageError(`--backend expects cpu, js or auto but received '${backend}'`);
+  const backend = backendName(a.backend);
   const prompt = a.prompt ?? 'Once upon a time';
   const verbose = a.verbose ?? false;
   const t0 = performance.now();
   const engine = await Engine.load(model, {
-    backend: backend as 'cpu' | 'js' | 'auto',
+    backend,
     threads: num(a.threads, 'threads', true),
     onProgress: verbose ? (d, t) => process.stderr.write(`\rloading tensors ${d}/${t}`) : undefined,
   });

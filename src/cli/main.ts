@@ -2,7 +2,12 @@
 import { runtimeInfo } from '../backend/index.js';
 import { VERSION } from '../version.js';
 import { UsageError } from './errors.js';
+import { benchCommand } from './bench.js';
 import { generateCommand } from './generate.js';
+import { inspectCommand } from './inspect.js';
+import { logitsCommand } from './logits.js';
+import { perplexityCommand } from './perplexity.js';
+import { tokenizeCommand } from './tokenize.js';
 
 const HELP = `tessera ${VERSION} — transformer inference runtime for Node.js
 
@@ -10,6 +15,11 @@ Usage: tessera <command> [options]
 
 Commands:
   generate        Stream a completion of a prompt (default model: the bundled stories260K)
+  perplexity      Perplexity of a text file (llama.cpp chunk convention or sliding window)
+  tokenize        Print the token ids of a text
+  logits          Write all positions' logits as raw float32 [n_tokens, vocab]
+  inspect         Print a GGUF file's metadata and tensors
+  bench           Prefill and decode speed of a model
   info            Show the native addon status, the CPU kernel path (ISA) in use,
                   the supported paths, thread count and CPU features.
 
@@ -69,6 +79,11 @@ export async function main(argv: string[]): Promise<void> {
     }
     if (cmd === 'info') return info(rest);
     if (cmd === 'generate') return await generateCommand(rest);
+    if (cmd === 'perplexity') return perplexityCommand(rest);
+    if (cmd === 'tokenize') return tokenizeCommand(rest);
+    if (cmd === 'logits') return logitsCommand(rest);
+    if (cmd === 'inspect') return inspectCommand(rest);
+    if (cmd === 'bench') return benchCommand(rest);
     throw new UsageError(`unknown command '${cmd}' (see tessera --help)`);
   } catch (err) {
     if (err instanceof UsageError || (err as Error)?.name === 'ModelFileError') {

@@ -18,7 +18,7 @@ export interface TextTokenizer {
   encode(text: string, options?: { addBos?: boolean; parseSpecial?: boolean }): number[];
   createStreamDecoder(): StreamDecoder;
   /** Tokens that end generation (EOS, EOT, ...). */
-  readonly stopIds: readonly number[];
+  readonly eogIds: ReadonlySet<number>;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -54,7 +54,7 @@ export function resolveGenerateOptions(o: GenerateOptions, tok: TextTokenizer): 
   const stop = o.stop ?? [];
   if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0))
     throw new TypeError('Expected an array of non-empty strings for stop');
-  const stopTokens = new Set<number>(o.ignoreEos ? [] : tok.stopIds);
+  const stopTokens = new Set<number>(o.ignoreEos ? [] : tok.eogIds);
   for (const t of o.stopTokens ?? []) stopTokens.add(check.int(t, 'stopTokens[]', 0));
   return { maxTokens, stop, stopTokens };
 }

@@ -133,7 +133,62 @@ export function specFromGGUF(g: GGUFFile): TokenizerSpec {
 
   const vocab = new Vocab(tokens, scores, types, (msg) => fail(`${KEY}tokens: ${msg}`));
 
-  // End-of-turn / end-of-generation tokens by text, forced to control type (llama.cpp does the same).
+  const eog = detectEndOfGeneration(vocab, special);
+
+  // Phi-3 special tokens swallow the whitespace after them (llama.cpp sets RSTRIP by model name).
+  const name = md.get('general.name');
+  if (typeof name === 'string' && /phi-?3/.test(name.toLowerCase())) {
+    for (const id of vocab.specials) vocab.rstrip.add(id);
+    const rs = vocab.ids.get('</s>');
+    if (rs !== undefined) vocab.rstrip.add(rs);
+    for (const t of ['<unk>', '<s>', '<|endoftext|>']) {
+      const id = vocab.ids.get(t);
+      if (id !== undefined) vocab.rstrip.delete(id);
+    }
+  }
+
+  if (addBos && special.bos === undefined) fail(`Expected ${KEY}bos_token_id because ${KEY}add_bos_token is true but received no valid id`);
+  if (addEos && kind !== 'wpm' && special.eos === undefined) fail(`Expected ${KEY}eos_token_id because ${KEY}add_eos_token is true but received no valid id`);
+  if (addEos && kind === 'wpm' && special.sep === undefined) fail(`Expected ${KEY}seperator_token_id for a BERT vocabulary but received no valid id`);
+
+  let wordPiece: TokenizerSpec['wordPiece'];
+  if (kind === 'wpm') {
+    const lowercase = flag('normalizer.lowercase') ?? true;
+    wordPiece = { lowercase, stripAccents: flag('normalizer.strip_accents') ?? lowercase };
+  }
+
+  const tmpl = md.get('tokenizer.chat_template');
+  return {
+    source: file,
+    kind,
+    vocab,
+    special,
+    eog,
+    addBos,
+    addEos,
+    addSpacePrefix,
+    merges,
+    preTokenize,
+    ignoreMerges,
+    byteFallback: false,
+    fuseUnk: false,
+    wordPiece,
+    decode: {
+      byteLevel: kind === 'bpe',
+      unescapeSpaces: kind !== 'bpe',
+      stripLeadingSpace: (kind === 'spm' && addSpacePrefix) || kind === 'wpm',
+    },
+    chatTemplate: typeof tmpl === 'string' ? tmpl : undefined,
+    bosToken: special.bos !== undefined ? vocab.tokens[special.bos] : undefined,
+    eosToken: special.eos !== undefined ? vocab.tokens[special.eos] : undefined,
+  };
+}
+
+/**
+ * Fills special.eot / special.eom from llama.cpp's list of end-of-turn texts when the file gives
+ * none, forcing those tokens to control type as llama.cpp does, and returns the end-of-generation set.
+ */
+export function detectEndOfGeneration(vocab: Vocab, special: SpecialIds): Set<number> {
   const forceControl = (id: number) => {
     if (vocab.types[id] !== TOKEN_TYPE.CONTROL) {
       vocab.types[id] = TOKEN_TYPE.CONTROL;
@@ -163,52 +218,5 @@ export function specFromGGUF(g: GGUFFile): TokenizerSpec {
     if (id !== undefined) eog.add(id);
   }
   for (const id of [special.eos, special.eot, special.eom]) if (id !== undefined) eog.add(id);
-
-  // Phi-3 special tokens swallow the whitespace after them (llama.cpp sets RSTRIP by model name).
-  const name = md.get('general.name');
-  if (typeof name === 'string' && /phi-?3/.test(name.toLowerCase())) {
-    for (const id of vocab.specials) vocab.rstrip.add(id);
-    const rs = vocab.ids.get('</s>');
-    if (rs !== undefined) vocab.rstrip.add(rs);
-    for (const t of ['<unk>', '<s>', '<|endoftext|>']) {
-      const id = vocab.ids.get(t);
-      if (id !== undefined) vocab.rstrip.delete(id);
-    }
-  }
-
-  if (addBos && special.bos === undefined) fail(`Expected ${KEY}bos_token_id because ${KEY}add_bos_token is true but received no valid id`);
-  if (addEos && kind !== 'wpm' && special.eos === undefined) fail(`Expected ${KEY}eos_token_id because ${KEY}add_eos_token is true but received no valid id`);
-  if (addEos && kind === 'wpm' && special.sep === undefined) fail(`Expected ${KEY}seperator_token_id for a BERT vocabulary but received no valid id`);
-
-  let wordPiece: TokenizerSpec['wordPiece'];
-  if (kind === 'wpm') {
-    const lowercase = flag('lowercase') ?? true;
-    wordPiece = { lowercase, stripAccents: flag('strip_accents') ?? lowercase };
-  }
-
-  const tmpl = md.get('tokenizer.chat_template');
-  return {
-    source: file,
-    kind,
-    vocab,
-    special,
-    eog,
-    addBos,
-    addEos,
-    addSpacePrefix,
-    merges,
-    preTokenize,
-    ignoreMerges,
-    byteFallback: false,
-    fuseUnk: false,
-    wordPiece,
-    decode: {
-      byteLevel: kind === 'bpe',
-      unescapeSpaces: kind !== 'bpe',
-      stripLeadingSpace: (kind === 'spm' && addSpacePrefix) || kind === 'wpm',
-    },
-    chatTemplate: typeof tmpl === 'string' ? tmpl : undefined,
-    bosToken: special.bos !== undefined ? vocab.tokens[special.bos] : undefined,
-    eosToken: special.eos !== undefined ? vocab.tokens[special.eos] : undefined,
-  };
+  return eog;
 }

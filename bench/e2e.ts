@@ -1,0 +1,184 @@
+/**
+ * End-to-end: a TinyLlama-1.1B-shaped random-weight GGUF (dim 2048, 22 layers, 32 heads, 4 KV
+ * heads, ffn 5632, vocab 32000) written by tessera's GGUF writer in F16, Q8_0 and Q4_0, run by
+ * tessera and by llama.cpp (node-llama-cpp 3.21.1, 2 threads; run this with UV_THREADPOOL_SIZE=1,
+ * which `npm run bench:e2e` sets) in the same process: prefill tok/s (512 tokens) and decode tok/s
+ * (128 tokens), median of 3, side by side, plus the decode roofline (measured read bandwidth /
+ * bytes of weights read per token).
+ *
+ *   npm run bench:e2e [-- --types F16,Q8_0,Q4_0] [-- --dir DIR] [-- --runs 3] [-- --json FILE]
+ *                     [-- --small]   (a 4-layer model for a quick check)
+ */
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { getBackend, runtimeInfo } from '../src/index.js';
+import { loadNative } from '../src/backend/cpu/native.js';
+import { GGUF_VALUE, readGGUF, writeGGUF, type GGUFMetadataEntry } from '../src/formats/gguf.js';
+import { llamaConfigFromGGUF, llamaWeightsFromGGUF } from '../src/model/load-gguf.js';
+import { LlamaModel } from '../src/model/llama.js';
+import { PagedKvCache } from '../src/runtime/kv-cache.js';
+
+const args = process.argv.slice(2);
+const arg = (n: string) => {
+  const i = args.indexOf(n);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const types = (arg('--types') ?? 'F16,Q8_0,Q4_0').split(',') as ('F16' | 'Q8_0' | 'Q4_0')[];
+const dir = arg('--dir') ?? path.join(os.tmpdir(), 'tessera-e2e');
+const runs = Number(arg('--runs') ?? 3);
+const jsonOut = arg('--json');
+const small = args.includes('--small');
+const PREFILL = Number(arg('--prefill') ?? 512), DECODE = Number(arg('--decode') ?? 128);
+
+const SHAPE = { dim: 2048, layers: small ? 4 : 22, heads: 32, kvHeads: 4, ffn: 5632, vocab: 32000, ctx: 2048 };
+
+if (process.env.UV_THREADPOOL_SIZE !== '1') console.warn('note: run with UV_THREADPOOL_SIZE=1 for llama.cpp\'s best decode speed on 2 cores (npm run bench:e2e does)');
+
+let seed = 1;
+function randn(n: number, scale: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    // sum of 4 uniforms: cheap, roughly normal
+    const a = seed & 0xff, b = (seed >>> 8) & 0xff, c = (seed >>> 16) & 0xff, d = seed >>> 24;
+    out[i] = ((a + b + c + d) / 1020 - 0.5) * 3.46 * scale;
+  }
+  return out;
+}
+
+function vocabMetadata(V: number): GGUFMetadataEntry[] {
+  const tokens: string[] = ['<unk>', '<s>', '</s>'];
+  const types = [2, 3, 3];
+  for (let b = 0; b < 256; b++) { tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`); types.push(6); }
+  while (tokens.length < V) { tokens.push(`▁t${tokens.length}`); types.push(1); }
+  return [
+    { key: 'tokenizer.ggml.model', type: GGUF_VALUE.STRING, value: 'llama' },
+    { key: 'tokenizer.ggml.tokens', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.STRING, value: tokens },
+    { key: 'tokenizer.ggml.scores', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.FLOAT32, value: Float32Array.from(tokens, (_, i) => -i) },
+    { key: 'tokenizer.ggml.token_type', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.INT32, value: Int32Array.from(types) },
+    { key: 'tokenizer.ggml.bos_token_id', type: GGUF_VALUE.UINT32, value: 1 },
+    { key: 'tokenizer.ggml.eos_token_id', type: GGUF_VALUE.UINT32, value: 2 },
+  ];
+}
+
+function writeModel(file: string, type: 'F16' | 'Q8_0' | 'Q4_0') {
+  const s = SHAPE, hd = s.dim / s.heads;
+  const meta: GGUFMetadataEntry[] = [
+    { key: 'general.architecture', type: GGUF_VALUE.STRING, value: 'llama' },
+    { key: 'general.name', type: GGUF_VALUE.STRING, value: `tinyllama-shaped-random-${type}` },
+    { key: 'general.file_type', type: GGUF_VALUE.UINT32, value: { F16: 1, Q4_0: 2, Q8_0: 7 }[type] },
+    { key: 'llama.context_length', type: GGUF_VALUE.UINT32, value: s.ctx },
+    { key: 'llama.embedding_length', type: GGUF_VALUE.UINT32, value: s.dim },
+    { key: 'llama.feed_forward_length', type: GGUF_VALUE.UINT32, value: s.ffn },
+    { key: 'llama.block_count', type: GGUF_VALUE.UINT32, value: s.layers },
+    { key: 'llama.attention.head_count', type: GGUF_VALUE.UINT32, value: s.heads },
+    { key: 'llama.attention.head_count_kv', type: GGUF_VALUE.UINT32, value: s.kvHeads },
+    { key: 'llama.rope.dimension_count', type: GGUF_VALUE.UINT32, value: hd },
+    { key: 'llama.attention.layer_norm_rms_epsilon', type: GGUF_VALUE.FLOAT32, value: 1e-5 },
+    ...vocabMetadata(s.vocab),
+  ];
+  const m = (name: string, rows: number, cols: number, t: 'F16' | 'Q8_0' | 'Q4_0' | 'F32' = type) =>
+    ({ name, shape: [rows, cols], type: t, load: () => randn(rows * cols, 1 / Math.sqrt(cols)) });
+  const norm = (name: string) => ({ name, shape: [s.dim], type: 'F32' as const, load: () => new Float32Array(s.dim).fill(1) });
+  // llama.cpp's own quantisation keeps token_embd at the file type and output at Q6_K/Q8_0; we use Q8_0 for Q4_0 files.
+  const tensors = [m('token_embd.weight', s.vocab, s.dim), norm('output_norm.weight'), m('output.weight', s.vocab, s.dim, type === 'Q4_0' ? 'Q8_0' : type)];
+  for (let l = 0; l < s.layers; l++)
+    tensors.push(norm(`blk.${l}.attn_norm.weight`), norm(`blk.${l}.ffn_norm.weight`),
+      m(`blk.${l}.attn_q.weight`, s.dim, s.dim), m(`blk.${l}.attn_k.weight`, s.kvHeads * hd, s.dim), m(`blk.${l}.attn_v.weight`, s.kvHeads * hd, s.dim),
+      m(`blk.${l}.attn_output.weight`, s.dim, s.dim), m(`blk.${l}.ffn_gate.weight`, s.ffn, s.dim), m(`blk.${l}.ffn_up.weight`, s.ffn, s.dim),
+      m(`blk.${l}.ffn_down.weight`, s.dim, s.ffn));
+  writeGGUF(file, meta, tensors);
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const promptTokens = Array.from({ length: PREFILL }, (_, i) => 259 + ((i * 7919) % (SHAPE.vocab - 259)));
+
+async function benchTessera(file: string) {
+  const g = readGGUF(file);
+  const c = llamaConfigFromGGUF(g);
+  const model = new LlamaModel(c, llamaWeightsFromGGUF(g, c), getBackend('cpu'));
+  const weightBytes = g.tensors.filter((t) => t.name !== 'token_embd.weight').reduce((a, t) => a + t.elements * 2, 0); // f16 in memory
+  const pre: number[] = [], dec: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: Math.ceil((PREFILL + DECODE) / 16) + 1 });
+    cache.add(0);
+    let t0 = performance.now();
+    let logits = model.forward(Int32Array.from(promptTokens), cache, 0).data;
+    pre.push(PREFILL / ((performance.now() - t0) / 1e3));
+    t0 = performance.now();
+    for (let i = 0; i < DECODE; i++) {
+      let best = 0;
+      for (let j = 1; j < logits.length; j++) if (logits[j]! > logits[best]!) best = j;
+      logits = model.forward(Int32Array.of(best), cache, 0).data;
+    }
+    dec.push(DECODE / ((performance.now() - t0) / 1e3));
+    cache.dispose();
+  }
+  model.dispose();
+  return { prefill: median(pre), decode: median(dec), weightBytes };
+}
+
+async function benchLlamaCpp(file: string) {
+  const { getLlama } = await import('node-llama-cpp');
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+  const model = await llama.loadModel({ modelPath: file });
+  const pre: number[] = [], dec: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    const ctx = await model.createContext({ contextSize: PREFILL + DECODE + 16, batchSize: PREFILL, threads: { ideal: 2, min: 2 } } as never);
+    const seq = ctx.getSequence();
+    let t0 = performance.now();
+    await seq.evaluateWithoutGeneratingNewTokens(promptTokens as never);
+    pre.push(PREFILL / ((performance.now() - t0) / 1e3));
+    t0 = performance.now();
+    let n = 0;
+    for await (const _t of seq.evaluate([promptTokens[PREFILL - 1]!] as never, { temperature: 0 } as never)) {
+      if (++n >= DECODE) break;
+    }
+    dec.push(DECODE / ((performance.now() - t0) / 1e3));
+    await ctx.dispose();
+  }
+  await model.dispose();
+  await llama.dispose();
+  return { prefill: median(pre), decode: median(dec) };
+}
+
+async function main() {
+  if (!loadNative()) throw new Error('native addon not built');
+  const info = runtimeInfo();
+  console.log(`tessera e2e bench — ${new Date().toISOString().slice(0, 10)} — ${os.cpus()[0]?.model} x${os.cpus().length} — ${info.isa}, ${info.threads} threads — ${SHAPE.layers} layers${small ? ' (--small)' : ''}`);
+  const big = new Float32Array(64 << 20).fill(1);
+  const n = loadNative()!;
+  n.readStream(big);
+  let best = Infinity;
+  for (let i = 0; i < 5; i++) { const t0 = performance.now(); n.readStream(big); best = Math.min(best, performance.now() - t0); }
+  const bw = big.byteLength / (best / 1e3);
+  console.log(`measured read bandwidth ${(bw / 1e9).toFixed(1)} GB/s\n`);
+  mkdirSync(dir, { recursive: true });
+  const rows = [];
+  for (const type of types) {
+    const file = path.join(dir, `tinyllama-random-${SHAPE.layers}L-${type}.gguf`);
+    if (!existsSync(file)) {
+      const t0 = performance.now();
+      writeModel(file, type);
+      console.log(`wrote ${file} (${(statSync(file).size / 1e9).toFixed(2)} GB) in ${((performance.now() - t0) / 1e3).toFixed(0)} s`);
+    }
+    const ours = await benchTessera(file);
+    const theirs = await benchLlamaCpp(file);
+    const fileBytes = statSync(file).size;
+    const g = readGGUF(file);
+    const llamaBytes = g.tensors.filter((t) => t.name !== 'token_embd.weight').reduce((a, t) => a + t.byteLength, 0);
+    const row = {
+      type, prefillTessera: ours.prefill, prefillLlamaCpp: theirs.prefill, prefillRatio: ours.prefill / theirs.prefill,
+      decodeTessera: ours.decode, decodeLlamaCpp: theirs.decode, decodeRatio: ours.decode / theirs.decode,
+      rooflineTessera: bw / ours.weightBytes, rooflineLlamaCpp: bw / llamaBytes, fileBytes,
+    };
+    rows.push(row);
+    console.log(`${type.padEnd(5)} prefill ${ours.prefill.toFixed(1)} vs ${theirs.prefill.toFixed(1)} tok/s (${row.prefillRatio.toFixed(2)}x)   ` +
+      `decode ${ours.decode.toFixed(1)} vs ${theirs.decode.toFixed(1)} tok/s (${row.decodeRatio.toFixed(2)}x)   ` +
+      `roofline: tessera ${row.rooflineTessera.toFixed(1)} tok/s (${((100 * ours.decode) / row.rooflineTessera).toFixed(0)}%), llama.cpp ${row.rooflineLlamaCpp.toFixed(1)} tok/s (${((100 * theirs.decode) / row.rooflineLlamaCpp).toFixed(0)}%)`);
+  }
+  if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ date: new Date().toISOString(), shape: SHAPE, bandwidthGBs: bw / 1e9, rows }, null, 2));
+}
+
+await main();

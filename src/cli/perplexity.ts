@@ -1,0 +1,60 @@
+/** `tessera perplexity`: perplexity of a text file. */
+import { existsSync, readFileSync } from 'node:fs';
+import { perplexity } from '../runtime/perplexity.js';
+import { MODEL_OPTIONS, num, openModel, parse } from './common.js';
+import { UsageError } from './errors.js';
+
+export const PERPLEXITY_HELP = `Usage: tessera perplexity [-m FILE] -f TEXTFILE [--ctx N] [--mode chunks|sliding] [--stride S]
+
+Prints the perplexity of the text under the model (default model: the bundled stories260K).
+
+Modes:
+  chunks   (default) llama.cpp's llama-perplexity convention: the tokenized text (BOS first) is
+           cut into non-overlapping chunks of --ctx tokens, each chunk starts with BOS, and the
+           second half of each chunk is scored. Leftover tokens are dropped.
+  sliding  Windows of --ctx tokens every --stride tokens (default ctx/2); every token after the
+           first is scored once, with up to ctx - stride tokens of context.
+
+Options:
+  -m, --model FILE   GGUF model
+  -f, --file FILE    Text file
+      --ctx N        Context length (default 512, at most the model's)
+      --mode M       chunks | sliding
+      --stride S     Sliding-window step
+      --json         Print the result as JSON
+      --backend B    cpu | js | auto
+      --threads N    Native threads
+  -h, --help         Show this help
+`;
+
+export function perplexityCommand(argv: string[]): void {
+  const { values: a } = parse('perplexity', argv, {
+    ...MODEL_OPTIONS,
+    file: { type: 'string', short: 'f' },
+    ctx: { type: 'string' },
+    mode: { type: 'string' },
+    stride: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  if (a.help) return void process.stdout.write(PERPLEXITY_HELP);
+  if (!a.file) throw new UsageError('missing -f TEXTFILE (see tessera perplexity --help)');
+  if (!existsSync(a.file)) throw new UsageError(`text file not found: ${a.file}`);
+  const mode = a.mode ?? 'chunks';
+  if (mode !== 'chunks' && mode !== 'sliding') throw new UsageError(`--mode expects chunks or sliding but received '${mode}'`);
+  const { model, tokenizer } = openModel(a, true);
+  const tokens = tokenizer.encode(readFileSync(a.file, 'utf8'), { addBos: true });
+  const ctx = num(a.ctx, 'ctx', true, 2) ?? Math.min(512, model.config.contextLength);
+  if (ctx > model.config.contextLength) throw new UsageError(`--ctx ${ctx} exceeds the model's context length ${model.config.contextLength}`);
+  const t0 = performance.now();
+  const r = perplexity(model, tokens, {
+    ctx,
+    mode,
+    stride: num(a.stride, 'stride', true, 1),
+    bosId: tokenizer.bosId ?? null,
+    onProgress: (d, t, ppl) => process.stderr.write(`\r[${d}/${t}] ppl ${ppl.toFixed(4)}`),
+  });
+  process.stderr.write('\n');
+  const secs = (performance.now() - t0) / 1e3;
+  if (a.json) process.stdout.write(JSON.stringify({ ...r, ctx, mode, tokens: tokens.length, seconds: secs }) + '\n');
+  else process.stdout.write(`perplexity ${r.ppl.toFixed(4)} (${mode}, ctx ${ctx}, ${r.scoredTokens} tokens scored in ${r.windows} windows, ${secs.toFixed(1)} s)\n`);
+}

@@ -1,0 +1,85 @@
+/**
+ * Perplexity of a token stream. Two modes:
+ *  - 'chunks' (llama.cpp's llama-perplexity): non-overlapping chunks of ctx tokens, the first
+ *    token of each chunk replaced by BOS, and only the second half of each chunk scored (each
+ *    scored token then has at least ctx/2 tokens of context). Trailing tokens that do not fill a
+ *    chunk are dropped, as llama.cpp does.
+ *  - 'sliding' (Hugging Face's strided evaluation): windows of ctx tokens advancing by stride;
+ *    each window scores only the tokens the previous window did not, so every token after the
+ *    first is scored exactly once with up to ctx - stride tokens of context.
+ */
+import type { LlamaModel } from '../model/llama.js';
+import * as check from '../tensor/check.js';
+import { Tensor } from '../tensor/tensor.js';
+import { PagedKvCache } from './kv-cache.js';
+
+export interface PerplexityOptions {
+  /** Context (window) length. Default: min(512, model context). */
+  ctx?: number;
+  mode?: 'chunks' | 'sliding';
+  /** Sliding mode: tokens between window starts. Default ctx / 2. */
+  stride?: number;
+  /** BOS id (chunks mode puts it first in every chunk). */
+  bosId?: number | null;
+  /** Called after each chunk/window with the running perplexity. */
+  onProgress?: (done: number, total: number, ppl: number) => void;
+}
+
+export interface PerplexityResult {
+  ppl: number;
+  /** Mean negative log-likelihood (nats/token). */
+  nll: number;
+  scoredTokens: number;
+  windows: number;
+}
+
+export function perplexity(model: LlamaModel, tokens: readonly number[], options: PerplexityOptions = {}): PerplexityResult {
+  const o = check.options<PerplexityOptions>(options, 'options');
+  const mode = check.oneOf(o.mode ?? 'chunks', 'options.mode', ['chunks', 'sliding'] as const);
+  const ctx = check.int(o.ctx ?? Math.min(512, model.config.contextLength), 'options.ctx', 2, model.config.contextLength);
+  const stride = check.int(o.stride ?? Math.max(1, ctx >> 1), 'options.stride', 1, ctx);
+  const be = model.backend;
+  const c = model.config;
+  const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: Math.ceil(ctx / 16) + 1, blockSize: 16 });
+  let sum = 0, count = 0, windows = 0;
+  // Scores targets[from..] of window `win` (logits row j predicts win[j+1]).
+  const score = (win: number[], from: number) => {
+    cache.add(0);
+    try {
+      const logits = model.forward(Int32Array.from(win), cache, 0, { allLogits: true });
+      const V = c.vocabSize;
+      const rows = win.length - 1 - from;
+      const sub = new Tensor('f32', [rows, V], (logits.data as Float32Array).subarray(from * V, (win.length - 1) * V));
+      const targets = new Tensor('i32', [rows], Int32Array.from(win.slice(from + 1)));
+      const r = be.crossEntropyStats(sub, targets);
+      sum += r.sum;
+      count += r.count;
+    } finally {
+      cache.free(0);
+    }
+    windows++;
+  };
+  if (mode === 'chunks') {
+    const n = Math.floor(tokens.length / ctx);
+    if (n < 1) throw new RangeError(`Expected at least ctx = ${ctx} tokens for perplexity but the text has ${tokens.length}`);
+    for (let i = 0; i < n; i++) {
+      const win = tokens.slice(i * ctx, (i + 1) * ctx);
+      if (o.bosId !== undefined && o.bosId !== null) win[0] = o.bosId;
+      score(win, ctx >> 1);
+      o.onProgress?.(i + 1, n, Math.exp(sum / count));
+    }
+  } else {
+    if (tokens.length < 2) throw new RangeError('Expected at least 2 tokens for perplexity');
+    const total = Math.max(1, Math.ceil((tokens.length - ctx) / stride) + 1);
+    let prevEnd = 1; // token 0 is never a target
+    for (let begin = 0; prevEnd < tokens.length; begin += stride) {
+      const end = Math.min(begin + ctx, tokens.length);
+      const win = tokens.slice(begin, end);
+      score(win, prevEnd - 1 - begin);
+      prevEnd = end;
+      o.onProgress?.(windows, total, Math.exp(sum / count));
+    }
+  }
+  cache.dispose();
+  return { ppl: Math.exp(sum / count), nll: sum / count, scoredTokens: count, windows };
+}
