@@ -42,11 +42,12 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-function workerUrl(): { url: URL; execArgv: string[] } {
+function spawnWorker(): Worker {
   const self = new URL(import.meta.url);
-  // Under a TypeScript loader (tests, tsx) the worker is a .ts file and needs the same loader.
-  if (self.pathname.endsWith('.ts')) return { url: new URL('./worker.ts', self), execArgv: ['--import', 'tsx'] };
-  return { url: new URL('./worker.js', self), execArgv: [] };
+  if (!self.pathname.endsWith('.ts')) return new Worker(new URL('./worker.js', self));
+  // Running from TypeScript sources (tests, tsx): the worker registers tsx's loader itself.
+  const src = new URL('./worker.ts', self).href;
+  return new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(src)}); });`, { eval: true });
 }
 
 function revive(name: string, message: string): Error {
@@ -76,8 +77,7 @@ export class Engine {
   /** Loads a model file (GGUF) in a new worker. */
   static load(path: string, options: EngineOptions = {}): Promise<Engine> {
     if (typeof path !== 'string' || !path) return Promise.reject(new TypeError('Expected a model file path for path'));
-    const { url, execArgv } = workerUrl();
-    const worker = new Worker(url, { execArgv });
+    const worker = spawnWorker();
     return new Promise((resolve, reject) => {
       const onMessage = (m: Response) => {
         if (m.type === 'progress') options.onProgress?.(m.done, m.total);

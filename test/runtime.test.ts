@@ -1,0 +1,199 @@
+// The Llama runtime on stories260K: published greedy text, .gguf vs llama2.c .bin logits,
+// perplexity vs llama.cpp under the same convention, the KV cache's bookkeeping, and the
+// Engine's async behaviour (event loop, abort, stop strings, dispose).
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { getBackend } from '../src/index.js';
+import { Engine } from '../src/engine/engine.js';
+import { readLlama2c } from '../src/formats/llama2c.js';
+import { readGGUF } from '../src/formats/gguf.js';
+import { LlamaModel } from '../src/model/llama.js';
+import { llamaFromLlama2c } from '../src/model/load-llama2c.js';
+import { loadModelFile } from '../src/model/load.js';
+import { KvCacheFullError, PagedKvCache } from '../src/runtime/kv-cache.js';
+import { perplexity } from '../src/runtime/perplexity.js';
+import { DisposedError } from '../src/tensor/tensor.js';
+import { nativeAvailable, relL2 } from './helpers.js';
+import { readFileSync } from 'node:fs';
+
+const root = path.resolve(import.meta.dirname, '..');
+const STORIES = path.join(root, 'models/stories260K/stories260K.gguf');
+const FIX = path.join(root, 'test/fixtures/stories260K');
+const backend = nativeAvailable ? 'cpu' : 'js';
+
+// llama2.c doc/stories260K.md: greedy continuation of BOS + "Once upon a time".
+const PUBLISHED =
+  'Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.';
+
+describe('stories260K', () => {
+  it('greedy decoding reproduces the published continuation', async () => {
+    const engine = await Engine.load(STORIES, { backend });
+    try {
+      const prompt = 'Once upon a time';
+      const r = await engine.generate(prompt, { temperature: 0, maxTokens: 60 });
+      expect(prompt + r.text).toContain(PUBLISHED);
+      expect(r.promptTokens).toBe(5);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('the .gguf and the llama2.c .bin give the same logits', () => {
+    const tokens = Int32Array.from([1, 403, 407, 261, 378, 432, 269, 281, 333, 261, 368]);
+    const run = (m: LlamaModel) => {
+      const c = m.config;
+      const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 8 });
+      cache.add(0);
+      return m.forward(tokens, cache, 0, { allLogits: true }).data;
+    };
+    const fromGguf = loadModelFile(STORIES, getBackend(backend)).model;
+    const { config, weights } = llamaFromLlama2c(readLlama2c(path.join(FIX, 'stories260K.bin')));
+    const fromBin = new LlamaModel(config, weights, getBackend(backend));
+    expect(relL2(run(fromBin), run(fromGguf))).toBeLessThan(1e-6);
+  });
+});
+
+describe('paged KV cache', () => {
+  it('allocates blocks as sequences grow, frees them, and refuses to overflow', () => {
+    const c = new PagedKvCache({ layers: 2, kvHeads: 2, headDim: 4, blockSize: 4, numBlocks: 5 });
+    c.add(1);
+    c.add(2);
+    const s1 = c.append(1, 6); // 2 blocks
+    expect(s1.length).toBe(6);
+    expect(new Set(Array.from(s1, (s) => Math.floor(s / 4))).size).toBe(2);
+    expect(c.freeBlocks).toBe(3);
+    c.append(2, 9); // 3 blocks
+    expect(c.freeBlocks).toBe(0);
+    expect(() => c.append(1, 3)).toThrow(KvCacheFullError);
+    expect(c.length(1)).toBe(6); // unchanged after the refusal
+    const more = c.append(1, 2); // fits in its partly used block
+    expect(Array.from(more, (s) => Math.floor(s / 4))).toEqual([Math.floor(s1[5]! / 4), Math.floor(s1[5]! / 4)]);
+    c.truncate(2, 4);
+    expect(c.freeBlocks).toBe(2);
+    c.free(1);
+    expect(c.freeBlocks).toBe(4);
+    const b = c.batch([2], [1]);
+    expect(Array.from(b.contextLens.data)).toEqual([4]);
+    expect(() => c.append(7, 1)).toThrow(/Unknown sequence 7/);
+    expect(() => c.add(2)).toThrow(/already exists/);
+  });
+
+  it('a long generation that outgrows the cache ends with a clear error, not corruption', () => {
+    const { model } = loadModelFile(STORIES, getBackend(backend));
+    const c = model.config;
+    const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, blockSize: 16, numBlocks: 2 });
+    cache.add(0);
+    expect(() => model.forward(new Int32Array(40).fill(5), cache, 0)).toThrow(KvCacheFullError);
+  });
+});
+
+describe('perplexity', () => {
+  const text = readFileSync(path.join(root, 'test/fixtures/text/tinystories-valid-head.txt'), 'utf8');
+
+  it.runIf(nativeAvailable)('matches llama.cpp under the llama-perplexity convention within 0.5%', async () => {
+    const { model, tokenizer } = loadModelFile(STORIES, getBackend('cpu'));
+    const tokens = tokenizer.encode(text, { addBos: true });
+    const ctx = 128;
+    const ours = perplexity(model, tokens, { ctx, bosId: 1 });
+    // llama.cpp: the same chunks, its own probabilities.
+    const { getLlama } = await import('node-llama-cpp');
+    const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+    const m = await llama.loadModel({ modelPath: STORIES });
+    let nll = 0, n = 0;
+    for (let i = 0; i < Math.floor(tokens.length / ctx); i++) {
+      const chunk = tokens.slice(i * ctx, (i + 1) * ctx);
+      chunk[0] = 1;
+      const context = await m.createContext({ contextSize: ctx, flashAttention: false, threads: { ideal: 2, min: 1 } } as never);
+      const res = await context.getSequence().controlledEvaluate(chunk.map((t, j) => (j >= ctx / 2 && j < ctx - 1 ? [t, { generateNext: { probabilities: true } }] : t)) as never);
+      for (let j = ctx / 2; j < ctx - 1; j++) {
+        nll -= Math.log((res[j] as { next: { probabilities: Map<number, number> } }).next.probabilities.get(chunk[j + 1]!)!);
+        n++;
+      }
+      await context.dispose();
+    }
+    await m.dispose();
+    await llama.dispose();
+    const theirs = Math.exp(nll / n);
+    expect(ours.scoredTokens).toBe(n);
+    expect(Math.abs(ours.ppl - theirs) / theirs).toBeLessThan(0.005);
+  }, 120_000);
+
+  it('sliding-window mode scores every token after the first exactly once', () => {
+    const { model, tokenizer } = loadModelFile(STORIES, getBackend(backend));
+    const tokens = tokenizer.encode(text.slice(0, 1500), { addBos: true });
+    const r = perplexity(model, tokens, { mode: 'sliding', ctx: 64, stride: 32 });
+    expect(r.scoredTokens).toBe(tokens.length - 1);
+    // With stride = ctx there is no overlap: the same as scoring each window from its start.
+    const whole = perplexity(model, tokens.slice(0, 64), { mode: 'sliding', ctx: 64 });
+    expect(whole.scoredTokens).toBe(63);
+    expect(whole.ppl).toBeGreaterThan(1);
+    expect(() => perplexity(model, tokens.slice(0, 10), { ctx: 64 })).toThrow(/at least ctx = 64 tokens/);
+  });
+});
+
+describe('Engine', () => {
+  it('keeps the event loop ticking (no gap > 50 ms) while a model loads and generates', async () => {
+    let last = performance.now(), worst = 0;
+    const timer = setInterval(() => {
+      const now = performance.now();
+      worst = Math.max(worst, now - last);
+      last = now;
+    }, 5);
+    try {
+      const engine = await Engine.load(STORIES, { backend });
+      const r = await engine.generate('Once upon a time', { maxTokens: 200, ignoreEos: true, temperature: 0.8, seed: 1 });
+      expect(r.completionTokens).toBe(200);
+      await engine.dispose();
+    } finally {
+      clearInterval(timer);
+    }
+    expect(worst).toBeLessThan(50);
+  });
+
+  it('streams deltas that add up to the result, honours stop strings, seeds and abort', async () => {
+    const engine = await Engine.load(STORIES, { backend });
+    try {
+      let text = '';
+      const it = engine.stream('Once upon a time', { temperature: 0, maxTokens: 40 });
+      let r;
+      while (!(r = await it.next()).done) text += r.value.text;
+      expect(text).toBe(r.value.text);
+      expect(r.value.tokens.length).toBe(r.value.completionTokens);
+
+      const stopped = await engine.generate('Once upon a time', { temperature: 0, maxTokens: 60, stop: ['Lily'] });
+      expect(stopped.text).toBe(', there was a little girl named ');
+      expect(stopped.finishReason).toBe('stop');
+
+      const a = await engine.generate('One day', { temperature: 1, seed: 42, maxTokens: 30 });
+      const b = await engine.generate('One day', { temperature: 1, seed: 42, maxTokens: 30 });
+      expect(b.tokens).toEqual(a.tokens);
+
+      const ac = new AbortController();
+      let n = 0;
+      const s = engine.stream('Once upon a time', { maxTokens: 500, ignoreEos: true, signal: ac.signal });
+      let last;
+      while (!(last = await s.next()).done) if (++n === 5) ac.abort();
+      expect(last.value.finishReason).toBe('abort');
+      expect(last.value.completionTokens).toBeLessThan(500);
+
+      await expect(engine.generate('x', { temperature: -1 })).rejects.toThrow(/temperature/);
+    } finally {
+      await engine.dispose();
+      await engine.dispose(); // safe twice
+    }
+    await expect(engine.generate('x')).rejects.toThrow(DisposedError);
+  });
+
+  it('rejects a missing or invalid model file with a clear error', async () => {
+    await expect(Engine.load(path.join(root, 'nope.gguf'))).rejects.toThrow(/nope.gguf: model file not found/);
+    await expect(Engine.load(path.join(root, 'package.json'))).rejects.toThrow(/package.json: not a GGUF file/);
+  });
+});
+
+describe('GGUF reader on real files', () => {
+  it('reads the stories260K metadata', () => {
+    const g = readGGUF(STORIES);
+    expect(g.metadata.get('general.architecture')).toBe('llama');
+    expect(g.tensors.find((t) => t.name === 'token_embd.weight')!.shape).toEqual([512, 64]);
+  });
+});
