@@ -36,7 +36,7 @@ async function llamaCppLogProbs(file: string, tokens: number[], vocab: number): 
     } as never);
     try {
       const seq = ctx.getSequence();
-      const res = await seq.controlledEvaluate(tokens.map((t) => [t, { generateNext: { probabilities: true } }]));
+      const res = await seq.controlledEvaluate(tokens.map((t) => [t, { generateNext: { probabilities: true } }]) as never);
       return res.map((r) => {
         const row = new Float64Array(vocab).fill(Number.NaN);
         for (const [k, p] of r!.next!.probabilities!) row[k] = Math.log(p);

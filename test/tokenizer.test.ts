@@ -10,7 +10,7 @@ import { rng } from './helpers.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const VOCAB = path.join(here, 'fixtures', 'vocab');
-const STORIES = path.join(here, 'fixtures', 'stories260K', 'stories260K.gguf');
+const STORIES = path.join(here, '..', 'models', 'stories260K', 'stories260K.gguf');
 
 /**
  * Reads llama.cpp's vocab test vectors exactly as tests/test-tokenizer-0.cpp does: the .inp text
