@@ -197,3 +197,37 @@ describe('GGUF reader on real files', () => {
     expect(g.tensors.find((t) => t.name === 'token_embd.weight')!.shape).toEqual([512, 64]);
   });
 });
+
+describe('other model formats', () => {
+  const DRAFT = path.join(root, 'test/fixtures/shakespeare-draft');
+
+  it('a Hugging Face directory (NeoX RoPE, unpermuted) and its GGUF (permuted Q/K) give the same logits', () => {
+    const hf = loadModelFile(path.join(DRAFT, 'hf'), getBackend(backend));
+    const gg = loadModelFile(path.join(DRAFT, 'shakespeare-draft-F32.gguf'), getBackend(backend));
+    const text = 'ROMEO:\nBut soft, what light through yonder window breaks?';
+    const ids = hf.tokenizer.encode(text, { addBos: true });
+    expect(gg.tokenizer.encode(text, { addBos: true })).toEqual(ids);
+    const run = (m: LlamaModel) => {
+      const c = m.config;
+      const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 8 });
+      cache.add(0);
+      return m.forward(Int32Array.from(ids), cache, 0, { allLogits: true }).data;
+    };
+    expect(hf.model.config.ropeStyle).toBe('neox');
+    expect(gg.model.config.ropeStyle).toBe('interleaved');
+    expect(relL2(run(hf.model), run(gg.model))).toBeLessThan(1e-5);
+  });
+
+  it('llama2.c tokenizer.bin tokenizes like the GGUF vocabulary', () => {
+    const bin = loadModelFile(path.join(FIX, 'stories260K.bin'), getBackend(backend));
+    const gg = loadModelFile(STORIES, getBackend(backend));
+    const text = readFileSync(path.join(root, 'test/fixtures/text/tinystories-valid-head.txt'), 'utf8').slice(0, 3000);
+    expect(bin.tokenizer.encode(text, { addBos: true })).toEqual(gg.tokenizer.encode(text, { addBos: true }));
+  });
+
+  it('bad directories and checkpoints get clear errors', () => {
+    expect(() => loadModelFile(path.join(root, 'test'), getBackend('js'))).toThrow(/test: no config.json in the directory/);
+    expect(() => loadModelFile(path.join(root, 'package.json'), getBackend('js'))).toThrow(/package.json: not a GGUF file/);
+    expect(() => loadModelFile(path.join(root, 'test/fixtures/stories260K/tok512.bin'), getBackend('js'))).toThrow(/tok512.bin: /);
+  });
+});

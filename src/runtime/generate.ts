@@ -16,7 +16,7 @@ export interface StreamDecoder {
 /** What the loop needs from a tokenizer. */
 export interface TextTokenizer {
   encode(text: string, options?: { addBos?: boolean; parseSpecial?: boolean }): number[];
-  createStreamDecoder(): StreamDecoder;
+  createStreamDecoder(options?: { skipSpecial?: boolean }): StreamDecoder;
   /** Tokens that end generation (EOS, EOT, ...). */
   readonly eogIds: ReadonlySet<number>;
 }
@@ -88,7 +88,7 @@ export function* generateTokens(
   const sampler = new Sampler(options);
   if (prompt.length === 0) throw new RangeError('Expected a non-empty prompt (at least one token)');
   const history = [...prompt];
-  const decoder = tok.createStreamDecoder();
+  const decoder = tok.createStreamDecoder({ skipSpecial: true }); // control tokens (BOS, ...) are not text
   let pending = '';
   if (r.maxTokens === 0) return 'length';
   let logits = model.forward(Int32Array.from(prompt), cache, seq).data;

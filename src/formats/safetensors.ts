@@ -1,0 +1,136 @@
+/**
+ * safetensors reader (format: huggingface/safetensors README): u64 little-endian header length,
+ * a JSON header {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?}, then the
+ * data. Every entry is checked against the file before any tensor is read. Sharded checkpoints
+ * (model.safetensors.index.json with a weight_map) are opened as one map of tensors.
+ */
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import path from 'node:path';
+import { Tensor } from '../tensor/tensor.js';
+import { ModelFileError } from './errors.js';
+
+const DTYPE_BYTES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+const MAX_HEADER = 100 * 2 ** 20;
+
+export interface SafetensorsEntry {
+  name: string;
+  file: string;
+  dtype: string;
+  shape: number[];
+  /** Absolute byte offset in the file. */
+  offset: number;
+  byteLength: number;
+}
+
+export interface SafetensorsFile {
+  path: string;
+  metadata: Record<string, string>;
+  tensors: Map<string, SafetensorsEntry>;
+}
+
+export function readSafetensorsHeader(file: string): SafetensorsFile {
+  const name = path.basename(file);
+  const fail = (m: string): never => {
+    throw new ModelFileError(name, m);
+  };
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (err) {
+    return fail(`cannot open: ${(err as Error).message}`);
+  }
+  try {
+    const size = fstatSync(fd).size;
+    if (size < 8) fail(`truncated: ${size} bytes, not even a header length`);
+    const lb = Buffer.alloc(8);
+    readSync(fd, lb, 0, 8, 0);
+    const n = lb.readBigUInt64LE(0);
+    if (n > BigInt(Math.min(MAX_HEADER, size - 8))) fail(`header length ${n} exceeds the file (${size} bytes) or the ${MAX_HEADER}-byte limit`);
+    const hb = Buffer.alloc(Number(n));
+    readSync(fd, hb, 0, hb.length, 8);
+    let header: unknown;
+    try {
+      header = JSON.parse(hb.toString('utf8'));
+    } catch (err) {
+      return fail(`header is not valid JSON (${(err as Error).message})`);
+    }
+    if (typeof header !== 'object' || header === null || Array.isArray(header)) return fail('header is not a JSON object');
+    const dataStart = 8 + hb.length;
+    const tensors = new Map<string, SafetensorsEntry>();
+    let metadata: Record<string, string> = {};
+    for (const [key, v] of Object.entries(header as Record<string, unknown>)) {
+      if (key === '__metadata__') {
+        metadata = (v ?? {}) as Record<string, string>;
+        continue;
+      }
+      const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+      if (typeof e !== 'object' || e === null) fail(`tensor '${key}': entry is not an object`);
+      const elt = DTYPE_BYTES[e.dtype as string];
+      if (elt === undefined) fail(`tensor '${key}': unknown dtype ${JSON.stringify(e.dtype)}`);
+      if (!Array.isArray(e.shape) || e.shape.length > 8 || e.shape.some((d) => !Number.isSafeInteger(d) || d < 0))
+        fail(`tensor '${key}': invalid shape ${JSON.stringify(e.shape)}`);
+      const off = e.data_offsets as unknown[];
+      if (!Array.isArray(off) || off.length !== 2 || !off.every((x) => Number.isSafeInteger(x) && (x as number) >= 0) || (off[1] as number) < (off[0] as number))
+        fail(`tensor '${key}': invalid data_offsets ${JSON.stringify(e.data_offsets)}`);
+      const shape = e.shape as number[];
+      const [b, end] = off as [number, number];
+      const bytes = shape.reduce((a, d) => a * d, 1) * elt!;
+      if (end - b !== bytes) fail(`tensor '${key}': data_offsets span ${end - b} bytes but ${e.dtype} [${shape.join(', ')}] needs ${bytes}`);
+      if (dataStart + end > size) fail(`truncated: tensor '${key}' ends at byte ${dataStart + end} but the file has ${size}`);
+      tensors.set(key, { name: key, file, dtype: e.dtype as string, shape, offset: dataStart + b, byteLength: bytes });
+    }
+    return { path: file, metadata, tensors };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Opens model.safetensors or a sharded checkpoint (model.safetensors.index.json) in dir. */
+export function openSafetensorsDir(dir: string): Map<string, SafetensorsEntry> {
+  const single = path.join(dir, 'model.safetensors');
+  const index = path.join(dir, 'model.safetensors.index.json');
+  if (existsSync(single)) return readSafetensorsHeader(single).tensors;
+  if (!existsSync(index)) throw new ModelFileError(path.basename(dir), 'no model.safetensors or model.safetensors.index.json in the directory');
+  let idx: { weight_map?: Record<string, string> };
+  try {
+    idx = JSON.parse(readFileSync(index, 'utf8'));
+  } catch (err) {
+    throw new ModelFileError('model.safetensors.index.json', `not valid JSON (${(err as Error).message})`);
+  }
+  if (!idx.weight_map || typeof idx.weight_map !== 'object') throw new ModelFileError('model.safetensors.index.json', 'missing weight_map');
+  const out = new Map<string, SafetensorsEntry>();
+  const shards = new Map<string, SafetensorsFile>();
+  for (const [name, shard] of Object.entries(idx.weight_map)) {
+    if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\'))
+      throw new ModelFileError('model.safetensors.index.json', `weight_map['${name}'] is not a shard file name`);
+    let f = shards.get(shard);
+    if (!f) {
+      f = readSafetensorsHeader(path.join(dir, shard));
+      shards.set(shard, f);
+    }
+    const e = f.tensors.get(name);
+    if (!e) throw new ModelFileError(shard, `tensor '${name}' listed in the index is not in the shard`);
+    out.set(name, e);
+  }
+  return out;
+}
+
+/** Reads a tensor: F32 -> f32, F16 -> f16, BF16 -> bf16 (zero conversion). */
+export function loadSafetensor(e: SafetensorsEntry): Tensor {
+  const kind = ({ F32: 'f32', F16: 'f16', BF16: 'bf16' } as const)[e.dtype as 'F32'];
+  if (!kind) throw new ModelFileError(path.basename(e.file), `tensor '${e.name}' has dtype ${e.dtype}; tessera reads F32, F16 and BF16 weights`);
+  const buf = new ArrayBuffer(e.byteLength);
+  const fd = openSync(e.file, 'r');
+  try {
+    let done = 0;
+    while (done < e.byteLength) {
+      const n = readSync(fd, new Uint8Array(buf, done), 0, Math.min(e.byteLength - done, 1 << 30), e.offset + done);
+      if (n <= 0) throw new ModelFileError(path.basename(e.file), `short read of tensor '${e.name}'`);
+      done += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  if (kind === 'f32') return new Tensor('f32', e.shape, new Float32Array(buf));
+  return new Tensor<'f16' | 'bf16'>(kind, e.shape, new Uint16Array(buf));
+}

@@ -1,0 +1,103 @@
+/**
+ * A LlamaModel from a Hugging Face directory (config.json + safetensors): LlamaForCausalLM,
+ * MistralForCausalLM, Qwen2ForCausalLM. HF weights rotate the two halves of each head (NeoX
+ * RoPE) and are used as stored (no Q/K permutation).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { ModelFileError } from '../formats/errors.js';
+import { loadSafetensor, openSafetensorsDir, type SafetensorsEntry } from '../formats/safetensors.js';
+import { Tensor } from '../tensor/tensor.js';
+import type { LlamaConfig } from './config.js';
+import type { LlamaWeights } from './llama.js';
+
+const ARCHS: Record<string, string> = { LlamaForCausalLM: 'llama', MistralForCausalLM: 'mistral', Qwen2ForCausalLM: 'qwen2' };
+
+export function llamaConfigFromHF(dir: string): LlamaConfig {
+  const file = path.join(dir, 'config.json');
+  if (!existsSync(file)) throw new ModelFileError(path.basename(dir), 'no config.json in the directory');
+  let j: Record<string, unknown>;
+  try {
+    j = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ModelFileError('config.json', `not valid JSON (${(err as Error).message})`);
+  }
+  const fail = (m: string): never => {
+    throw new ModelFileError('config.json', m);
+  };
+  const archName = (j.architectures as string[] | undefined)?.[0];
+  const arch = ARCHS[archName ?? ''];
+  if (!arch) fail(`architecture ${JSON.stringify(archName)} is not supported (supported: ${Object.keys(ARCHS).join(', ')})`);
+  const int = (k: string, def?: number, min = 1): number => {
+    const v = j[k] ?? def;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) fail(`${k} must be an integer >= ${min} but is ${JSON.stringify(v)}`);
+    return v as number;
+  };
+  const dim = int('hidden_size');
+  const heads = int('num_attention_heads');
+  const kvHeads = int('num_key_value_heads', heads);
+  if (heads % kvHeads) fail(`num_attention_heads (${heads}) is not a multiple of num_key_value_heads (${kvHeads})`);
+  const headDim = int('head_dim', Math.floor(dim / heads));
+  const rp = (j.rope_parameters ?? {}) as Record<string, unknown>;
+  const scaling = (j.rope_scaling ?? null) as Record<string, unknown> | null;
+  let ropeScale = 1;
+  if (scaling) {
+    const t = scaling.rope_type ?? scaling.type;
+    if (t === 'linear') ropeScale = Number(scaling.factor);
+    else if (t !== 'default') fail(`rope_scaling type ${JSON.stringify(t)} is not supported (only linear)`);
+  }
+  const sw = j.sliding_window;
+  return {
+    architecture: arch!,
+    dim, layers: int('num_hidden_layers'), heads, kvHeads, headDim, ffnDim: int('intermediate_size'), vocabSize: int('vocab_size'),
+    contextLength: int('max_position_embeddings', 2048),
+    normEps: typeof j.rms_norm_eps === 'number' ? j.rms_norm_eps : 1e-6,
+    ropeTheta: Number(j.rope_theta ?? rp.rope_theta ?? 10000),
+    ropeDim: headDim,
+    ropeStyle: 'neox',
+    ropeScale,
+    slidingWindow: typeof sw === 'number' && (j.use_sliding_window ?? true) ? sw : 0,
+  };
+}
+
+export function llamaWeightsFromHF(dir: string, c: LlamaConfig, onProgress?: (done: number, total: number) => void): LlamaWeights {
+  const map = openSafetensorsDir(dir);
+  const total = map.size;
+  let done = 0;
+  const get = (name: string, shape: number[], optional = false): Tensor | null => {
+    const e: SafetensorsEntry | undefined = map.get(name);
+    if (!e) {
+      if (optional) return null;
+      throw new ModelFileError(path.basename(dir), `missing tensor '${name}'`);
+    }
+    if (e.shape.length !== shape.length || e.shape.some((d, i) => d !== shape[i]))
+      throw new ModelFileError(path.basename(e.file), `tensor '${name}' has shape [${e.shape.join(', ')}], expected [${shape.join(', ')}]`);
+    const t = loadSafetensor(e);
+    onProgress?.(++done, total);
+    return t;
+  };
+  const vec = (name: string, n: number, optional = false) => {
+    const t = get(name, [n], optional);
+    return t && t.dtype !== 'f32' ? new Tensor('f32', t.shape, t.toFloat32()) : t;
+  };
+  const qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
+  const layers = Array.from({ length: c.layers }, (_, l) => {
+    const p = `model.layers.${l}.`;
+    return {
+      attnNorm: vec(p + 'input_layernorm.weight', c.dim)!,
+      wq: get(p + 'self_attn.q_proj.weight', [qd, c.dim])!,
+      wk: get(p + 'self_attn.k_proj.weight', [kvd, c.dim])!,
+      wv: get(p + 'self_attn.v_proj.weight', [kvd, c.dim])!,
+      bq: vec(p + 'self_attn.q_proj.bias', qd, true),
+      bk: vec(p + 'self_attn.k_proj.bias', kvd, true),
+      bv: vec(p + 'self_attn.v_proj.bias', kvd, true),
+      wo: get(p + 'self_attn.o_proj.weight', [c.dim, qd])!,
+      ffnNorm: vec(p + 'post_attention_layernorm.weight', c.dim)!,
+      wGate: get(p + 'mlp.gate_proj.weight', [c.ffnDim, c.dim])!,
+      wUp: get(p + 'mlp.up_proj.weight', [c.ffnDim, c.dim])!,
+      wDown: get(p + 'mlp.down_proj.weight', [c.dim, c.ffnDim])!,
+    };
+  });
+  const tokEmbd = get('model.embed_tokens.weight', [c.vocabSize, c.dim])!;
+  return { tokEmbd, layers, outNorm: vec('model.norm.weight', c.dim)!, output: get('lm_head.weight', [c.vocabSize, c.dim], true) ?? tokEmbd };
+}

@@ -1,0 +1,77 @@
+// safetensors: sharded checkpoints equal the single file; hostile headers fail with clear errors.
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ModelFileError } from '../src/formats/errors.js';
+import { loadSafetensor, openSafetensorsDir, readSafetensorsHeader } from '../src/formats/safetensors.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+const HF = path.join(root, 'test/fixtures/shakespeare-draft/hf');
+const tmp = mkdtempSync(path.join(tmpdir(), 'tessera-st-'));
+
+/** Writes a safetensors file from raw entries (independent of the reader). */
+function writeSt(file: string, entries: { name: string; dtype: string; shape: number[]; bytes: Uint8Array }[], headerOverride?: string) {
+  let off = 0;
+  const header: Record<string, unknown> = {};
+  for (const e of entries) {
+    header[e.name] = { dtype: e.dtype, shape: e.shape, data_offsets: [off, off + e.bytes.length] };
+    off += e.bytes.length;
+  }
+  const h = Buffer.from(headerOverride ?? JSON.stringify(header));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(h.length));
+  writeFileSync(file, Buffer.concat([len, h, ...entries.map((e) => Buffer.from(e.bytes))]));
+}
+
+describe('safetensors', () => {
+  it('a sharded checkpoint reads the same tensors as the single file', () => {
+    const single = readSafetensorsHeader(path.join(HF, 'model.safetensors'));
+    const names = [...single.tensors.keys()];
+    const dir = path.join(tmp, 'sharded');
+    mkdirSync(dir);
+    const shards = [names.slice(0, names.length >> 1), names.slice(names.length >> 1)];
+    const weightMap: Record<string, string> = {};
+    shards.forEach((ns, i) => {
+      const file = `model-0000${i + 1}-of-00002.safetensors`;
+      writeSt(path.join(dir, file), ns.map((n) => {
+        const e = single.tensors.get(n)!;
+        return { name: n, dtype: e.dtype, shape: e.shape, bytes: new Uint8Array(loadSafetensor(e).data.buffer) };
+      }));
+      for (const n of ns) weightMap[n] = file;
+    });
+    writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+    const sharded = openSafetensorsDir(dir);
+    expect([...sharded.keys()].sort()).toEqual([...names].sort());
+    for (const n of names) expect(loadSafetensor(sharded.get(n)!).data).toEqual(loadSafetensor(single.tensors.get(n)!).data);
+  });
+
+  it.each([
+    ['header longer than the file', (f: string) => writeFileSync(f, Buffer.concat([Buffer.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]), Buffer.from('{}')])), /header length 4294967295 exceeds the file/],
+    ['truncated length', (f: string) => writeFileSync(f, Buffer.from([1, 2, 3])), /truncated: 3 bytes/],
+    ['header not JSON', (f: string) => writeSt(f, [], '{"a": '), /header is not valid JSON/],
+    ['header not an object', (f: string) => writeSt(f, [], '[1,2]'), /header is not a JSON object/],
+    ['unknown dtype', (f: string) => writeSt(f, [{ name: 'w', dtype: 'F8', shape: [2], bytes: new Uint8Array(2) }]), /tensor 'w': unknown dtype "F8"/],
+    ['bad shape', (f: string) => writeSt(f, [], JSON.stringify({ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } })), /tensor 'w': invalid shape \[-1\]/],
+    ['size mismatch', (f: string) => writeSt(f, [], JSON.stringify({ w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } })), /data_offsets span 8 bytes but F32 \[3\] needs 12/],
+    ['data past the end', (f: string) => writeSt(f, [], JSON.stringify({ w: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } })), /truncated: tensor 'w' ends at byte/],
+    ['offsets reversed', (f: string) => writeSt(f, [], JSON.stringify({ w: { dtype: 'F32', shape: [0], data_offsets: [8, 4] } })), /invalid data_offsets \[8,4\]/],
+  ])('%s', (_n, make, msg) => {
+    const f = path.join(tmp, 'bad.safetensors');
+    make(f);
+    expect(() => readSafetensorsHeader(f)).toThrow(msg);
+    expect(() => readSafetensorsHeader(f)).toThrow(ModelFileError);
+  });
+
+  it('an index pointing at a missing tensor or a path outside the directory is rejected', () => {
+    const dir = path.join(tmp, 'badindex');
+    mkdirSync(dir);
+    copyFileSync(path.join(HF, 'model.safetensors'), path.join(dir, 'a.safetensors'));
+    writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'nope.weight': 'a.safetensors' } }));
+    expect(() => openSafetensorsDir(dir)).toThrow(/a.safetensors: tensor 'nope.weight' listed in the index is not in the shard/);
+    writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { w: '../../etc/passwd' } }));
+    expect(() => openSafetensorsDir(dir)).toThrow(/is not a shard file name/);
+    writeFileSync(path.join(dir, 'model.safetensors.index.json'), readFileSync(path.join(HF, 'config.json')).subarray(0, 20));
+    expect(() => openSafetensorsDir(dir)).toThrow(/model.safetensors.index.json: not valid JSON/);
+  });
+});
