@@ -22,6 +22,8 @@ Options:
       --presence-penalty X  (default 0)
       --frequency-penalty X (default 0)
       --seed S              RNG seed for reproducible sampling (default random)
+      --beams B             Beam search with B beams (deterministic; sampling options ignored)
+      --length-penalty X    Beam search length normalisation exponent (default 1)
       --stop STR            Stop before STR (repeatable)
       --ignore-eos          Keep generating past end-of-sequence
       --no-bos              Do not prepend the BOS token
@@ -49,6 +51,8 @@ export async function generateCommand(argv: string[]): Promise<void> {
         'presence-penalty': { type: 'string' },
         'frequency-penalty': { type: 'string' },
         seed: { type: 'string' },
+        beams: { type: 'string' },
+        'length-penalty': { type: 'string' },
         stop: { type: 'string', multiple: true },
         'ignore-eos': { type: 'boolean' },
         'no-bos': { type: 'boolean' },
@@ -92,6 +96,8 @@ export async function generateCommand(argv: string[]): Promise<void> {
       presencePenalty: num(a['presence-penalty'], 'presence-penalty'),
       frequencyPenalty: num(a['frequency-penalty'], 'frequency-penalty'),
       seed: num(a.seed, 'seed', true),
+      beams: num(a.beams, 'beams', true, 1),
+      lengthPenalty: num(a['length-penalty'], 'length-penalty'),
       stop: a.stop,
       ignoreEos: a['ignore-eos'],
       addBos: !a['no-bos'],

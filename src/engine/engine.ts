@@ -176,7 +176,7 @@ export class Engine {
           result.text += d.text;
           if (d.token !== null) {
             result.tokens.push(d.token);
-            result.logprobs.push(d.logprob!);
+            if (d.logprob !== null) result.logprobs.push(d.logprob);
           }
           yield d;
         }

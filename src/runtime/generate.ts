@@ -4,6 +4,7 @@
  * UTF-8 character or the beginning of a stop string that may still complete.
  */
 import type { LlamaModel } from '../model/llama.js';
+import { beamSearch } from '../sampling/beam.js';
 import { Sampler, type SamplingOptions } from '../sampling/sampler.js';
 import * as check from '../tensor/check.js';
 import type { PagedKvCache } from './kv-cache.js';
@@ -30,6 +31,12 @@ export interface GenerateOptions extends SamplingOptions {
   stopTokens?: number[];
   /** Keep generating through EOS. Default false. */
   ignoreEos?: boolean;
+  /** Beam search with this many beams (> 1); sampling options are then ignored. */
+  beams?: number;
+  /** Beam search: exponent of the length normalisation. Default 1. */
+  lengthPenalty?: number;
+  /** Beam search: stop once `beams` hypotheses finished (default true). */
+  earlyStopping?: boolean;
 }
 
 export type FinishReason = 'length' | 'stop' | 'abort' | 'context';
@@ -39,7 +46,7 @@ export interface Delta {
   text: string;
   /** The generated token; null for text flushed at the end without a new token. */
   token: number | null;
-  /** log p(token) under the unmodified model distribution; null with token null. */
+  /** log p(token) under the unmodified model distribution; null with token null (and in beam search). */
   logprob: number | null;
 }
 
@@ -85,8 +92,19 @@ export function* generateTokens(
   shouldStop: () => boolean = () => false,
 ): Generator<Delta, FinishReason> {
   const r = resolveGenerateOptions(options, tok);
-  const sampler = new Sampler(options);
   if (prompt.length === 0) throw new RangeError('Expected a non-empty prompt (at least one token)');
+  if (options.beams !== undefined && check.int(options.beams, 'beams', 1, 64) > 1) {
+    if (r.maxTokens === 0) return 'length';
+    const [best] = beamSearch(model, cache, seq, prompt, {
+      beams: options.beams, maxTokens: r.maxTokens, lengthPenalty: options.lengthPenalty, earlyStopping: options.earlyStopping, eogIds: r.stopTokens,
+    }, shouldStop);
+    const dec = tok.createStreamDecoder({ skipSpecial: true });
+    for (const t of best!.tokens) yield { text: dec.push(t), token: t, logprob: null };
+    const tail = dec.flush();
+    if (tail) yield { text: tail, token: null, logprob: null };
+    return shouldStop() ? 'abort' : best!.finished ? 'stop' : 'length';
+  }
+  const sampler = new Sampler(options);
   const history = [...prompt];
   const decoder = tok.createStreamDecoder({ skipSpecial: true }); // control tokens (BOS, ...) are not text
   let pending = '';

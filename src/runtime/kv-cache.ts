@@ -2,6 +2,8 @@
  * Paged KV cache (vLLM's PagedAttention, Kwon et al. 2023): per layer a block pool
  * (numBlocks, blockSize, kvHeads, headDim) for K and one for V; a sequence is a list of block ids.
  * Sequences grow block by block; running out of blocks is a KvCacheFullError, never corruption.
+ * fork() shares blocks (reference counts); a shared, partly filled last block is copied before
+ * it is written (copy-on-write), so beams and shared prefixes never copy full blocks.
  */
 import { Tensor } from '../tensor/tensor.js';
 
@@ -38,6 +40,7 @@ export class PagedKvCache {
   readonly k: Tensor<'f32'>[];
   readonly v: Tensor<'f32'>[];
   readonly #free: number[];
+  readonly #ref: Int32Array;
   readonly #seqs = new Map<number, Sequence>();
 
   constructor(o: KvCacheOptions) {
@@ -54,6 +57,7 @@ export class PagedKvCache {
     this.k = Array.from({ length: o.layers }, () => new Tensor('f32', shape));
     this.v = Array.from({ length: o.layers }, () => new Tensor('f32', shape));
     this.#free = Array.from({ length: n }, (_, i) => n - 1 - i);
+    this.#ref = new Int32Array(n);
   }
 
   get freeBlocks(): number {
@@ -91,12 +95,19 @@ export class PagedKvCache {
    */
   append(seq: number, n: number): Int32Array {
     const s = this.#get(seq);
+    const partial = s.length % this.blockSize !== 0 ? s.blocks.length - 1 : -1;
+    const cow = partial >= 0 && n > 0 && this.#ref[s.blocks[partial]!]! > 1 ? 1 : 0;
     const need = Math.ceil((s.length + n) / this.blockSize) - s.blocks.length;
-    if (need > this.#free.length)
+    if (need + cow > this.#free.length)
       throw new KvCacheFullError(
-        `KV cache full: sequence ${seq} needs ${need} more blocks of ${this.blockSize} tokens but ${this.#free.length} are free (${this.numBlocks} in total)`,
+        `KV cache full: sequence ${seq} needs ${need + cow} more blocks of ${this.blockSize} tokens but ${this.#free.length} are free (${this.numBlocks} in total)`,
       );
-    for (let i = 0; i < need; i++) s.blocks.push(this.#free.pop()!);
+    if (cow) s.blocks[partial] = this.#copyBlock(s.blocks[partial]!);
+    for (let i = 0; i < need; i++) {
+      const b = this.#free.pop()!;
+      this.#ref[b] = 1;
+      s.blocks.push(b);
+    }
     const slots = new Int32Array(n);
     for (let i = 0; i < n; i++) {
       const p = s.length + i;
@@ -112,15 +123,37 @@ export class PagedKvCache {
     if (!Number.isInteger(newLength) || newLength < 0 || newLength > s.length)
       throw new RangeError(`Expected a length in [0, ${s.length}] for sequence ${seq} but received ${newLength}`);
     const keep = Math.ceil(newLength / this.blockSize);
-    while (s.blocks.length > keep) this.#free.push(s.blocks.pop()!);
+    while (s.blocks.length > keep) this.#release(s.blocks.pop()!);
     s.length = newLength;
+  }
+
+  /** A new sequence dst sharing all of src's tokens (no copy until one of them writes). */
+  fork(src: number, dst: number): void {
+    const s = this.#get(src);
+    if (this.#seqs.has(dst)) throw new RangeError(`Sequence ${dst} already exists in the KV cache`);
+    for (const b of s.blocks) this.#ref[b]!++;
+    this.#seqs.set(dst, { blocks: [...s.blocks], length: s.length });
   }
 
   free(seq: number): void {
     const s = this.#seqs.get(seq);
     if (!s) return;
-    for (const b of s.blocks) this.#free.push(b);
+    for (const b of s.blocks) this.#release(b);
     this.#seqs.delete(seq);
+  }
+
+  #release(b: number): void {
+    if (--this.#ref[b]! === 0) this.#free.push(b);
+  }
+
+  /** Copies block b (every layer's K and V) into a free block; drops one reference to b. */
+  #copyBlock(b: number): number {
+    const nb = this.#free.pop()!;
+    this.#ref[nb] = 1;
+    const span = this.blockSize * this.kvHeads * this.headDim;
+    for (const t of [...this.k, ...this.v]) t.data.copyWithin(nb * span, b * span, (b + 1) * span);
+    this.#release(b);
+    return nb;
   }
 
   /** Block tables (B, maxBlocks) and lengths for a batch of sequences. */
