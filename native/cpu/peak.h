@@ -14,9 +14,13 @@ static double fma_peak(int64_t iters, double* flops_out) {
   float sink[256] = {0};
   auto t0 = std::chrono::steady_clock::now();
   parallel_for(threads, [&](int64_t t) {
-    S::V a0 = S::set1(1.0f + t * 1e-7f), a1 = S::set1(1.0f), a2 = S::set1(1.0f), a3 = S::set1(1.0f),
-         a4 = S::set1(1.0f), a5 = S::set1(1.0f), a6 = S::set1(1.0f), a7 = S::set1(1.0f),
-         a8 = S::set1(1.0f), a9 = S::set1(1.0f), a10 = S::set1(1.0f), a11 = S::set1(1.0f);
+    // Distinct starting values: with equal ones the compiler proves the chains identical and
+    // merges them, leaving 2 FMAs per iteration while 12 are counted.
+    const float s0 = 1.0f + t * 1e-7f;
+    S::V a0 = S::set1(s0), a1 = S::set1(s0 + 0.001f), a2 = S::set1(s0 + 0.002f),
+         a3 = S::set1(s0 + 0.003f), a4 = S::set1(s0 + 0.004f), a5 = S::set1(s0 + 0.005f),
+         a6 = S::set1(s0 + 0.006f), a7 = S::set1(s0 + 0.007f), a8 = S::set1(s0 + 0.008f),
+         a9 = S::set1(s0 + 0.009f), a10 = S::set1(s0 + 0.010f), a11 = S::set1(s0 + 0.011f);
     S::V m = S::set1(0.999999f), c = S::set1(1e-7f);
     for (int64_t i = 0; i < iters; i++) {
       a0 = S::fma(a0, m, c); a1 = S::fma(a1, m, c); a2 = S::fma(a2, m, c); a3 = S::fma(a3, m, c);
