@@ -231,3 +231,22 @@ describe('other model formats', () => {
     expect(() => loadModelFile(path.join(root, 'test/fixtures/stories260K/tok512.bin'), getBackend('js'))).toThrow(/tok512.bin: /);
   });
 });
+
+describe('Engine chat', () => {
+  it('renders messages with a template and rejects malformed prompts', async () => {
+    const engine = await Engine.load(STORIES, { backend });
+    try {
+      const tpl = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}";
+      const it = engine.chat([{ role: 'user', content: 'Once upon a time' }], { template: tpl, temperature: 0, maxTokens: 12 });
+      let r;
+      while (!(r = await it.next()).done);
+      const direct = await engine.generate('Once upon a time', { temperature: 0, maxTokens: 12 });
+      expect(r.value.text).toBe(direct.text); // "<s>" from the template is BOS itself, not added twice
+      expect(r.value.promptTokens).toBe(direct.promptTokens);
+      await expect(engine.generate({ messages: [{ role: 'user' }] } as never)).rejects.toThrow(/Expected a string, an array of token ids or \{ messages/);
+      await expect(engine.generate({ messages: [{ role: 'user', content: 'hi' }] })).rejects.toThrow(/chat template/);
+    } finally {
+      await engine.dispose();
+    }
+  });
+});

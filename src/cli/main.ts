@@ -3,6 +3,7 @@ import { runtimeInfo } from '../backend/index.js';
 import { VERSION } from '../version.js';
 import { UsageError } from './errors.js';
 import { benchCommand } from './bench.js';
+import { chatCommand } from './chat.js';
 import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
 import { logitsCommand } from './logits.js';
@@ -15,6 +16,7 @@ Usage: tessera <command> [options]
 
 Commands:
   generate        Stream a completion of a prompt (default model: the bundled stories260K)
+  chat            Interactive chat with the model's chat template
   perplexity      Perplexity of a text file (llama.cpp chunk convention or sliding window)
   tokenize        Print the token ids of a text
   logits          Write all positions' logits as raw float32 [n_tokens, vocab]
@@ -79,6 +81,7 @@ export async function main(argv: string[]): Promise<void> {
     }
     if (cmd === 'info') return info(rest);
     if (cmd === 'generate') return await generateCommand(rest);
+    if (cmd === 'chat') return await chatCommand(rest);
     if (cmd === 'perplexity') return perplexityCommand(rest);
     if (cmd === 'tokenize') return tokenizeCommand(rest);
     if (cmd === 'logits') return logitsCommand(rest);

@@ -6,7 +6,7 @@
 import { Worker } from 'node:worker_threads';
 import { DisposedError } from '../tensor/tensor.js';
 import type { Delta, FinishReason, GenerateOptions } from '../runtime/generate.js';
-import type { ModelInfo, Request, Response } from './protocol.js';
+import type { ChatMessage, ModelInfo, Prompt, Request, Response } from './protocol.js';
 
 export interface EngineOptions {
   /** 'auto' (native when built), 'cpu' or 'js'. */
@@ -144,10 +144,13 @@ export class Engine {
   }
 
   /** Streams text deltas; ends when generation finishes. */
-  async *stream(prompt: string | number[], options: EngineGenerateOptions = {}): AsyncGenerator<Delta, GenerateResult> {
+  async *stream(prompt: Prompt, options: EngineGenerateOptions = {}): AsyncGenerator<Delta, GenerateResult> {
     this.#check();
-    if (typeof prompt !== 'string' && !(Array.isArray(prompt) && prompt.every((t) => Number.isInteger(t))))
-      throw new TypeError('Expected a string or an array of token ids for prompt');
+    const isMessages = (p: unknown): p is { messages: ChatMessage[] } =>
+      typeof p === 'object' && p !== null && Array.isArray((p as { messages?: unknown }).messages) &&
+      (p as { messages: unknown[] }).messages.every((m) => typeof (m as ChatMessage)?.role === 'string' && typeof (m as ChatMessage)?.content === 'string');
+    if (typeof prompt !== 'string' && !(Array.isArray(prompt) && prompt.every((t) => Number.isInteger(t))) && !isMessages(prompt))
+      throw new TypeError('Expected a string, an array of token ids or { messages: [{ role, content }] } for prompt');
     const { signal, ...rest } = options;
     signal?.throwIfAborted();
     const id = this.#nextId++;
@@ -195,8 +198,14 @@ export class Engine {
     }
   }
 
+  /** Chat: renders the messages with the model's chat template (or `template`) and streams the reply. */
+  chat(messages: ChatMessage[], options: EngineGenerateOptions & { template?: string } = {}): AsyncGenerator<Delta, GenerateResult> {
+    const { template, ...rest } = options;
+    return this.stream({ messages, template }, rest);
+  }
+
   /** Generates to completion. */
-  async generate(prompt: string | number[], options: EngineGenerateOptions = {}): Promise<GenerateResult> {
+  async generate(prompt: Prompt, options: EngineGenerateOptions = {}): Promise<GenerateResult> {
     const it = this.stream(prompt, options);
     for (;;) {
       const r = await it.next();

@@ -2,6 +2,12 @@
 import type { LlamaConfig } from '../model/config.js';
 import type { Delta, FinishReason, GenerateOptions } from '../runtime/generate.js';
 
+import type { ChatMessage } from '../tokenizer/chat-template.js';
+export type { ChatMessage };
+
+/** Text, token ids, or chat messages rendered with the model's (or the given) chat template. */
+export type Prompt = string | number[] | { messages: ChatMessage[]; template?: string };
+
 export interface LoadRequest {
   type: 'load';
   path: string;
@@ -12,7 +18,7 @@ export interface LoadRequest {
 
 export type Request =
   | LoadRequest
-  | { type: 'generate'; id: number; prompt: string | number[]; options: GenerateOptions & { addBos?: boolean } }
+  | { type: 'generate'; id: number; prompt: Prompt; options: GenerateOptions & { addBos?: boolean } }
   | { type: 'abort'; id: number }
   | { type: 'tokenize'; id: number; text: string; addBos: boolean }
   | { type: 'dispose' };

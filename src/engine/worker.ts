@@ -37,9 +37,15 @@ async function handle(req: Request): Promise<void> {
       return;
     case 'generate': {
       const { model, tokenizer } = loaded!;
-      const prompt = typeof req.prompt === 'string'
-        ? tokenizer.encode(req.prompt, { addBos: req.options.addBos ?? true, parseSpecial: true })
-        : req.prompt;
+      let prompt: number[];
+      if (typeof req.prompt === 'string') prompt = tokenizer.encode(req.prompt, { addBos: req.options.addBos ?? true, parseSpecial: true });
+      else if (Array.isArray(req.prompt)) prompt = req.prompt;
+      else {
+        const text = tokenizer.applyChatTemplate(req.prompt.messages, { addGenerationPrompt: true, template: req.prompt.template });
+        // Templates that write the BOS text themselves must not get a second BOS.
+        const bos = tokenizer.bosId === undefined ? '' : tokenizer.piece(tokenizer.bosId);
+        prompt = tokenizer.encode(text, { addBos: req.options.addBos ?? (tokenizer.addBos && !(bos && text.startsWith(bos))), parseSpecial: true });
+      }
       const seq = nextSeq++;
       cache!.add(seq);
       let completion = 0;
