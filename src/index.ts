@@ -23,3 +23,16 @@ export type {
   RopeOptions,
 } from './backend/backend.js';
 export { VERSION } from './version.js';
+export { Engine, type EngineOptions, type EngineGenerateOptions, type GenerateResult } from './engine/engine.js';
+export type { ChatMessage, ModelInfo, Prompt } from './engine/protocol.js';
+export { readGGUF, writeGGUF, loadTensor, GGUF_VALUE, type GGUFFile, type GGUFTensorInfo, type GGUFMetadataEntry } from './formats/gguf.js';
+export { ModelFileError } from './formats/errors.js';
+export { Tokenizer } from './tokenizer/index.js';
+export { LlamaModel, type LlamaWeights } from './model/llama.js';
+export type { LlamaConfig } from './model/config.js';
+export { loadModelFile, type LoadedModel } from './model/load.js';
+export { PagedKvCache, KvCacheFullError } from './runtime/kv-cache.js';
+export { perplexity, type PerplexityOptions, type PerplexityResult } from './runtime/perplexity.js';
+export type { Delta, FinishReason, GenerateOptions } from './runtime/generate.js';
+export { Sampler, type SamplingOptions } from './sampling/sampler.js';
+export { beamSearch, type BeamSearchOptions, type BeamHypothesis } from './sampling/beam.js';

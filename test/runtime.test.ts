@@ -50,6 +50,9 @@ describe('stories260K', () => {
     const { config, weights } = llamaFromLlama2c(readLlama2c(path.join(FIX, 'stories260K.bin')));
     const fromBin = new LlamaModel(config, weights, getBackend(backend));
     expect(relL2(run(fromBin), run(fromGguf))).toBeLessThan(1e-6);
+    fromBin.dispose();
+    fromBin.dispose(); // safe twice
+    expect(() => run(fromBin)).toThrow(/LlamaModel has been disposed/);
   });
 });
 

@@ -5,7 +5,7 @@
  */
 import type { Backend } from '../backend/backend.js';
 import type { PagedKvCache } from '../runtime/kv-cache.js';
-import { Tensor } from '../tensor/tensor.js';
+import { DisposedError, Tensor } from '../tensor/tensor.js';
 import type { LlamaConfig } from './config.js';
 
 export interface LlamaLayerWeights {
@@ -36,6 +36,8 @@ export interface ForwardOptions {
 }
 
 export class LlamaModel {
+  #disposed = false;
+
   constructor(
     readonly config: LlamaConfig,
     readonly weights: LlamaWeights,
@@ -47,6 +49,7 @@ export class LlamaModel {
    * (1, vocab) for the last token, or (T, vocab) with allLogits.
    */
   forward(tokens: Int32Array, cache: PagedKvCache, seq: number, opts: ForwardOptions = {}): Tensor<'f32'> {
+    if (this.#disposed) throw new DisposedError('LlamaModel');
     const be = this.backend;
     const c = this.config, w = this.weights;
     const T = tokens.length;
@@ -78,7 +81,10 @@ export class LlamaModel {
     return be.linear(be.rmsNorm(last, w.outNorm, c.normEps), w.output); // (T or 1, vocab)
   }
 
+  /** Drops the weights (their memory goes back at the next GC; an Engine frees its whole worker). Safe twice. */
   dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
     const w = this.weights;
     for (const t of [w.tokEmbd, w.outNorm, w.output]) t.dispose();
     for (const L of w.layers) for (const t of Object.values(L)) (t as Tensor | null | undefined)?.dispose();
