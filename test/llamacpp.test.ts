@@ -53,7 +53,7 @@ async function llamaCppLogProbs(file: string, tokens: number[], vocab: number): 
 function ourLogits(file: string, tokens: number[], backend: 'cpu' | 'js' = 'cpu'): Float32Array[] {
   const g = readGGUF(file);
   const c = llamaConfigFromGGUF(g);
-  const m = new LlamaModel(c, llamaWeightsFromGGUF(g, c), getBackend(backend));
+  const m = new LlamaModel(c, llamaWeightsFromGGUF(g, c, { quantized: (process.env.TESSERA_TEST_QMODE as 'packed' | 'f16' | 'f32') ?? 'f16' }), getBackend(backend));
   const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 32, blockSize: 16 });
   cache.add(0);
   const out = m.forward(Int32Array.from(tokens), cache, 0, { allLogits: true });
@@ -80,7 +80,10 @@ function compare(ours: Float32Array[], ref: Float64Array[]): { err: number; argm
       if (o[i]! > o[ao]!) ao = i;
       if ((ref0[i] ?? -Infinity) > (ref0[ar] ?? -Infinity)) ar = i;
     }
-    if (ao !== ar) argmaxEqual = false;
+    if (ao !== ar) {
+      argmaxEqual = false;
+      if (process.env.TESSERA_TEST_PACKED) console.log('argmax differs at', r, 'ours', ao, o[ao], o[ar], 'llama.cpp', ar, ref0[ar], ref0[ao]);
+    }
     else agreeCount++;
     // KL(llama.cpp || ours) over the reported tokens
     let mx = -Infinity;
@@ -113,6 +116,8 @@ function checkAgainstLlamaCpp(type: string, err: number, argmaxEqual: boolean, a
   }
 }
 
+const PACKED = process.env.TESSERA_TEST_PACKED === '1';
+
 const TOKENS = [1, 403, 407, 261, 378, 432, 269, 281, 333, 261, 368, 300, 284, 327, 46, 402, 405, 269, 288, 388, 296, 266, 431, 46];
 
 describe.runIf(nativeAvailable)('logits match llama.cpp', () => {
@@ -123,7 +128,8 @@ describe.runIf(nativeAvailable)('logits match llama.cpp', () => {
     ['Q4_0', path.join(FIX, 'stories260K-Q4_0.gguf'), 1e-2],
   ])('stories260K %s', async (_t, file, tol) => {
     const ref = await llamaCppLogProbs(file, TOKENS, 512);
-    const { err, argmaxEqual, agree, kl } = compare(ourLogits(file, TOKENS), ref);
+    const { err, argmaxEqual, agree, kl } = compare(ourLogits(file, TOKENS, PACKED ? 'js' : 'cpu'), ref);
+    if (process.env.TESSERA_TEST_PACKED) console.log(_t, err, kl, agree);
     checkAgainstLlamaCpp(_t, err, argmaxEqual, agree, kl, tol);
   }, 60_000);
 
@@ -139,7 +145,8 @@ describe.runIf(nativeAvailable)('logits match llama.cpp', () => {
       const file = path.join(dir, `rand-${s.dim}-${s.layers}-${s.heads}-${s.kvHeads}-${type}.gguf`);
       writeRandomLlama(file, s, type);
       const ref = await llamaCppLogProbs(file, TOKENS, 512);
-      const { err, argmaxEqual, agree, kl } = compare(ourLogits(file, TOKENS), ref);
+      const { err, argmaxEqual, agree, kl } = compare(ourLogits(file, TOKENS, PACKED ? 'js' : 'cpu'), ref);
+      if (process.env.TESSERA_TEST_PACKED) console.log(type, s.dim, err, kl, agree);
       checkAgainstLlamaCpp(type, err, argmaxEqual, agree, kl, type === 'F32' ? 1e-4 : type === 'F16' ? 1e-3 : 1e-2);
     },
     60_000,

@@ -14,7 +14,7 @@ describe.each(backends)('validation on %s', (name) => {
 
   it('wrong kinds and dtypes are TypeErrors naming the argument', () => {
     expect(() => be.linear(x.data as never, w)).toThrow(new TypeError('Expected a Tensor for x but received Float32Array(16)'));
-    expect(() => be.linear(x, new Tensor('i8', [4, 8]))).toThrow(new TypeError('Expected dtype f32 or f16 or bf16 for w but received i8'));
+    expect(() => be.linear(x, new Tensor('i8', [4, 8]))).toThrow(new TypeError('Expected dtype f32 or f16 or bf16 or q8_0 or q4_0 for w but received i8'));
     expect(() => be.linear(new Tensor('f16', [2, 8]), w)).toThrow(/Expected dtype f32 for x but received f16/);
     expect(() => be.embedding(w, Tensor.from('f32', [1], [0]))).toThrow(new TypeError('Expected dtype i32 for ids but received f32'));
     expect(() => be.gelu(x, 'fast' as never)).toThrow(new TypeError(`Expected one of 'tanh', 'none' for approximate but received "fast"`));

@@ -66,6 +66,7 @@ export interface MoeRouting {
 }
 
 const F32 = ['f32'] as const;
+const WEIGHT_DTYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const;
 const I32 = ['i32'] as const;
 
 function rows(t: Tensor, dim: number): number {
@@ -85,10 +86,14 @@ export class Backend {
     this.#k = kernels;
   }
 
-  /** y (..., N) = x (..., K) @ w (N, K)^T + bias (N). w is f32, f16 or bf16. */
+  /**
+   * y (..., N) = x (..., K) @ w (N, K)^T + bias (N). w is f32, f16, bf16, or GGUF q8_0 / q4_0
+   * blocks; with q8_0/q4_0 the activations are quantised to 8-bit blocks per row first and the
+   * dot products are integer per block, as llama.cpp computes them.
+   */
   linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor<'f32'> {
     check.tensor(x, 'x', F32);
-    check.tensor(w, 'w', FLOAT_DTYPES);
+    check.tensor(w, 'w', WEIGHT_DTYPES);
     check.rank(w, 'w', 2);
     const [N, K] = w.shape as [number, number];
     const xk = check.lastDim(x, 'x');
@@ -213,7 +218,7 @@ export class Backend {
     if (vocab < 1 || dim < 1) throw new RangeError(`Expected a non-empty table but received [${table.shape.join(', ')}]`);
     check.idsInRange(ids, 'ids', 0, vocab);
     const out = f32([...ids.shape, dim]);
-    this.#k.embedding({ table: table.data as WeightData, dtype: table.dtype as WeightType, vocab, dim, ids: ids.data as Int32Array, out: out.data });
+    this.#k.embedding({ table: table.data as Float32Array | Uint16Array, dtype: table.dtype as 'f32' | 'f16' | 'bf16', vocab, dim, ids: ids.data as Int32Array, out: out.data });
     return out;
   }
 

@@ -4,12 +4,12 @@
  * Shapes are row-major and contiguous; comments give them.
  */
 
-export type WeightType = 'f32' | 'f16' | 'bf16';
-export type WeightData = Float32Array | Uint16Array;
+export type WeightType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
+export type WeightData = Float32Array | Uint16Array | Uint8Array;
 
 export interface LinearPlan {
   x: Float32Array; // (M, K)
-  w: WeightData; // (N, K) in wtype
+  w: WeightData; // (N, K) in wtype; q8_0/q4_0: N * K/32 blocks, activations quantised to Q8_0 as llama.cpp does
   wtype: WeightType;
   bias: Float32Array | null; // (N)
   y: Float32Array; // (M, N)
@@ -59,8 +59,8 @@ export interface BinaryPlan {
 }
 
 export interface EmbeddingPlan {
-  table: WeightData; // (vocab, dim)
-  dtype: WeightType;
+  table: Float32Array | Uint16Array; // (vocab, dim)
+  dtype: 'f32' | 'f16' | 'bf16';
   vocab: number;
   dim: number;
   ids: Int32Array; // (n)

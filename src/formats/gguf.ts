@@ -6,7 +6,10 @@
  */
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { f16ToF32, f32ToF16 } from '../tensor/half.js';
+import { f32ToF16 } from '../tensor/half.js';
+import { dequantize, quantizeQ4_0, quantizeQ8_0 } from '../tensor/quant.js';
+
+export { dequantize, quantizeQ4_0, quantizeQ8_0 };
 import { Tensor } from '../tensor/tensor.js';
 import { ModelFileError } from './errors.js';
 import { GGML_TYPE, GGML_TYPES, OTHER_GGML_TYPES, type GgmlTypeInfo, type GgmlTypeName } from './ggml-types.js';
@@ -242,35 +245,14 @@ export function readTensorBytes(g: GGUFFile, t: GGUFTensorInfo): Uint8Array {
   return out;
 }
 
-/** Dequantises Q8_0 / Q4_0 blocks to float32 (ggml's reference dequantize_row_*). */
-export function dequantize(type: 'Q8_0' | 'Q4_0', bytes: Uint8Array, elements: number): Float32Array {
-  const out = new Float32Array(elements);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const nb = elements / 32;
-  if (type === 'Q8_0') {
-    for (let b = 0; b < nb; b++) {
-      const base = b * 34, d = f16ToF32(dv.getUint16(base, true));
-      for (let j = 0; j < 32; j++) out[b * 32 + j] = d * dv.getInt8(base + 2 + j);
-    }
-  } else {
-    for (let b = 0; b < nb; b++) {
-      const base = b * 18, d = f16ToF32(dv.getUint16(base, true));
-      for (let j = 0; j < 16; j++) {
-        const q = bytes[base + 2 + j]!;
-        out[b * 32 + j] = ((q & 0x0f) - 8) * d;
-        out[b * 32 + j + 16] = ((q >> 4) - 8) * d;
-      }
-    }
-  }
-  return out;
-}
-
 /**
- * A tensor as tessera uses it: F32 -> f32, F16 -> f16, BF16 -> bf16, Q8_0/Q4_0 -> dequantised to
- * `quantizedAs` (f16 by default: half the memory of f32 for large models).
+ * A tensor as tessera uses it: F32 -> f32, F16 -> f16, BF16 -> bf16; Q8_0/Q4_0 -> their packed
+ * q8_0/q4_0 blocks ('packed', what linear runs on) or dequantised to f16 / f32.
  */
-export function loadTensor(g: GGUFFile, t: GGUFTensorInfo, quantizedAs: 'f16' | 'f32' = 'f16'): Tensor {
+export function loadTensor(g: GGUFFile, t: GGUFTensorInfo, quantizedAs: 'packed' | 'f16' | 'f32' = 'f16'): Tensor {
   const bytes = readTensorBytes(g, t);
+  if (quantizedAs === 'packed' && (t.type === 'Q8_0' || t.type === 'Q4_0'))
+    return new Tensor(t.type === 'Q8_0' ? 'q8_0' : 'q4_0', t.shape, bytes);
   switch (t.type) {
     case 'F32': return new Tensor('f32', t.shape, new Float32Array(bytes.buffer, 0, t.elements));
     case 'F16': return new Tensor('f16', t.shape, new Uint16Array(bytes.buffer, 0, t.elements));
@@ -338,43 +320,6 @@ function writeValue(s: ByteSink, type: number, v: GGUFValue, elementType?: numbe
     }
   }
   throw new TypeError(`unknown GGUF value type ${type}`);
-}
-
-/** ggml's quantize_row_q8_0_ref: d = max|x| / 127, q = round(x / d). */
-export function quantizeQ8_0(x: Float32Array): Uint8Array {
-  if (x.length % 32) throw new RangeError(`Q8_0 needs a multiple of 32 values but received ${x.length}`);
-  const out = new Uint8Array((x.length / 32) * 34);
-  const dv = new DataView(out.buffer);
-  for (let b = 0; b < x.length / 32; b++) {
-    let amax = 0;
-    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[b * 32 + j]!));
-    const d = Math.fround(amax / 127), id = d ? Math.fround(1 / d) : 0;
-    dv.setUint16(b * 34, f32ToF16(d), true);
-    for (let j = 0; j < 32; j++) dv.setInt8(b * 34 + 2 + j, Math.round(Math.fround(x[b * 32 + j]! * id)));
-  }
-  return out;
-}
-
-/** ggml's quantize_row_q4_0_ref: d = (value of max |x|) / -8, q = min(15, trunc(x / d + 8.5)). */
-export function quantizeQ4_0(x: Float32Array): Uint8Array {
-  if (x.length % 32) throw new RangeError(`Q4_0 needs a multiple of 32 values but received ${x.length}`);
-  const out = new Uint8Array((x.length / 32) * 18);
-  const dv = new DataView(out.buffer);
-  for (let b = 0; b < x.length / 32; b++) {
-    let amax = 0, max = 0;
-    for (let j = 0; j < 32; j++) {
-      const v = x[b * 32 + j]!;
-      if (Math.abs(v) > amax) { amax = Math.abs(v); max = v; }
-    }
-    const d = Math.fround(max / -8), id = d ? Math.fround(1 / d) : 0;
-    dv.setUint16(b * 18, f32ToF16(d), true);
-    for (let j = 0; j < 16; j++) {
-      const q0 = Math.min(15, Math.trunc(Math.fround(Math.fround(x[b * 32 + j]! * id) + 8.5)));
-      const q1 = Math.min(15, Math.trunc(Math.fround(Math.fround(x[b * 32 + j + 16]! * id) + 8.5)));
-      out[b * 18 + 2 + j] = q0 | (q1 << 4);
-    }
-  }
-  return out;
 }
 
 function tensorBytes(t: GGUFTensorInput): Uint8Array {

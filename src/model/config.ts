@@ -19,4 +19,10 @@ export interface LlamaConfig {
   ropeScale: number;
   /** Mistral-style sliding window (0 = none). */
   slidingWindow: number;
+  /** Mixture of experts: experts per MoE layer (0 = dense FFN). */
+  experts?: number;
+  /** Experts each token uses (top-k). */
+  expertsUsed?: number;
+  /** Renormalise the k routing weights to sum to 1 (Mixtral: yes; Qwen-MoE: norm_topk_prob). */
+  normTopK?: boolean;
 }

@@ -18,9 +18,28 @@ export interface LlamaLayerWeights {
   bv?: Tensor | null;
   wo: Tensor; // (dim, heads * headDim)
   ffnNorm: Tensor; // (dim) f32
-  wGate: Tensor; // (ffnDim, dim)
-  wUp: Tensor; // (ffnDim, dim)
-  wDown: Tensor; // (dim, ffnDim)
+  wGate?: Tensor; // (ffnDim, dim) — dense FFN
+  wUp?: Tensor; // (ffnDim, dim)
+  wDown?: Tensor; // (dim, ffnDim)
+  moe?: MoeWeights; // instead of the dense FFN
+}
+
+/** A sparse MoE FFN: a router and E SwiGLU experts. */
+export interface MoeWeights {
+  router: Tensor; // (experts, dim)
+  gate: Tensor[]; // experts x (ffnDim, dim)
+  up: Tensor[]; // experts x (ffnDim, dim)
+  down: Tensor[]; // experts x (dim, ffnDim)
+}
+
+/** Routing seen by one MoE layer during a forward pass (for statistics). */
+export interface RoutingRecord {
+  layer: number;
+  /** (T, experts) softmax of the router logits. */
+  probs: Float32Array;
+  /** (T, k) selected experts. */
+  experts: Int32Array;
+  tokens: number;
 }
 
 export interface LlamaWeights {
@@ -33,6 +52,8 @@ export interface LlamaWeights {
 export interface ForwardOptions {
   /** Return logits for every position (perplexity, verification) instead of the last only. */
   allLogits?: boolean;
+  /** Receives each MoE layer's routing (moe-stats). */
+  onRouting?: (r: RoutingRecord) => void;
 }
 
 export class LlamaModel {
@@ -74,11 +95,36 @@ export class LlamaModel {
       const att = be.pagedAttention(q, cache.k[l]!, cache.v[l]!, batch, attnOpts); // (T, heads, headDim)
       x = be.add(x, be.linear(att.reshape([T, c.heads * c.headDim]), L.wo));
       const h2 = be.rmsNorm(x, L.ffnNorm, c.normEps);
-      const ff = be.swiglu(be.linear(h2, L.wGate), be.linear(h2, L.wUp)); // (T, ffnDim)
-      x = be.add(x, be.linear(ff, L.wDown));
+      if (L.moe) x = be.add(x, this.#moeFfn(h2, L.moe, l, opts));
+      else x = be.add(x, be.linear(be.swiglu(be.linear(h2, L.wGate!), be.linear(h2, L.wUp!)), L.wDown!)); // SwiGLU (T, ffnDim) -> (T, dim)
     }
     const last = opts.allLogits ? x : new Tensor('f32', [1, c.dim], (x.data as Float32Array).subarray((T - 1) * c.dim));
     return be.linear(be.rmsNorm(last, w.outNorm, c.normEps), w.output); // (T or 1, vocab)
+  }
+
+  /**
+   * Sparse MoE FFN (Mixtral): route each token to its top-k experts, group the tokens by expert
+   * so each expert's weights are read once, run the SwiGLU experts, and scatter back weighted.
+   * Experts no token chose are never touched.
+   */
+  #moeFfn(h: Tensor, m: MoeWeights, layer: number, opts: ForwardOptions): Tensor<'f32'> {
+    const be = this.backend, c = this.config;
+    const T = h.shape[0]!;
+    const logits = be.linear(h, m.router); // (T, experts)
+    const route = be.moeRoute(logits, c.expertsUsed!, { renormalize: c.normTopK ?? true });
+    if (opts.onRouting)
+      opts.onRouting({ layer, probs: be.softmax(logits).data, experts: route.experts.data, tokens: T });
+    const grouped = be.moeGather(h, route); // (T * k, dim), rows grouped by expert
+    const out = new Tensor('f32', [T * route.k, c.dim]);
+    const off = route.expertOffsets.data;
+    for (let e = 0; e < m.gate.length; e++) {
+      const n = off[e + 1]! - off[e]!;
+      if (n === 0) continue;
+      const rows = new Tensor('f32', [n, c.dim], grouped.data.subarray(off[e]! * c.dim, off[e + 1]! * c.dim));
+      const y = be.linear(be.swiglu(be.linear(rows, m.gate[e]!), be.linear(rows, m.up[e]!)), m.down[e]!);
+      out.data.set(y.data, off[e]! * c.dim);
+    }
+    return be.moeScatter(out, route); // (T, dim)
   }
 
   /** Drops the weights (their memory goes back at the next GC; an Engine frees its whole worker). Safe twice. */
@@ -87,6 +133,9 @@ export class LlamaModel {
     this.#disposed = true;
     const w = this.weights;
     for (const t of [w.tokEmbd, w.outNorm, w.output]) t.dispose();
-    for (const L of w.layers) for (const t of Object.values(L)) (t as Tensor | null | undefined)?.dispose();
+    for (const L of w.layers) {
+      for (const t of Object.values(L)) if (t instanceof Tensor) t.dispose();
+      if (L.moe) for (const t of [L.moe.router, ...L.moe.gate, ...L.moe.up, ...L.moe.down]) t.dispose();
+    }
   }
 }

@@ -3,7 +3,7 @@ import { ModelFileError } from '../formats/errors.js';
 import { loadTensor, type GGUFFile, type GGUFTensorInfo } from '../formats/gguf.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { LlamaConfig } from './config.js';
-import type { LlamaLayerWeights, LlamaWeights } from './llama.js';
+import type { LlamaLayerWeights, LlamaWeights, MoeWeights } from './llama.js';
 
 const SUPPORTED = ['llama', 'mistral', 'qwen2'];
 
@@ -58,15 +58,35 @@ export function llamaConfigFromGGUF(g: GGUFFile): LlamaConfig {
     ropeStyle: arch === 'qwen2' ? 'neox' : 'interleaved',
     ropeScale,
     slidingWindow: int('attention.sliding_window', 0, 0, 1 << 24),
+    ...moeConfig(g, arch as string, fail),
   };
 }
 
-export function llamaWeightsFromGGUF(g: GGUFFile, c: LlamaConfig, onProgress?: (done: number, total: number) => void): LlamaWeights {
+function moeConfig(g: GGUFFile, arch: string, fail: (m: string) => never): Partial<LlamaConfig> {
+  const e = g.metadata.get(`${arch}.expert_count`);
+  if (e === undefined || e === 0) return {};
+  const k = g.metadata.get(`${arch}.expert_used_count`);
+  if (typeof e !== 'number' || !Number.isInteger(e) || e < 1 || e > 1024) fail(`${arch}.expert_count = ${String(e)} is invalid`);
+  if (typeof k !== 'number' || !Number.isInteger(k) || k < 1 || k > (e as number)) fail(`${arch}.expert_used_count = ${String(k)} must be in [1, ${String(e)}]`);
+  const norm = g.metadata.get(`${arch}.expert_weights_norm`);
+  return { experts: e as number, expertsUsed: k as number, normTopK: typeof norm === 'boolean' ? norm : true };
+}
+
+export interface GGUFWeightOptions {
+  /** Q8_0/Q4_0 matrices: kept as packed blocks (linear runs on them) or dequantised (default f16). */
+  quantized?: 'packed' | 'f16' | 'f32';
+  onProgress?: (done: number, total: number) => void;
+}
+
+export function llamaWeightsFromGGUF(g: GGUFFile, c: LlamaConfig, options: GGUFWeightOptions | ((done: number, total: number) => void) = {}): LlamaWeights {
+  const o = typeof options === 'function' ? { onProgress: options } : options;
+  const onProgress = o.onProgress;
+  const qmode = o.quantized ?? 'f16';
   const file = g.path.split('/').pop()!;
   const byName = new Map<string, GGUFTensorInfo>(g.tensors.map((t) => [t.name, t]));
   let done = 0;
   const total = g.tensors.length;
-  const get = (name: string, shape: number[], optional = false): Tensor | null => {
+  const get = (name: string, shape: number[], optional = false, mode: 'packed' | 'f16' | 'f32' = qmode): Tensor | null => {
     const info = byName.get(name);
     if (!info) {
       if (optional) return null;
@@ -74,12 +94,12 @@ export function llamaWeightsFromGGUF(g: GGUFFile, c: LlamaConfig, onProgress?: (
     }
     if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
       throw new ModelFileError(file, `tensor '${name}' has shape [${info.shape.join(', ')}], expected [${shape.join(', ')}]`);
-    const t = loadTensor(g, info);
+    const t = loadTensor(g, info, mode);
     onProgress?.(++done, total);
     return t;
   };
   const vec = (name: string, n: number, optional = false): Tensor | null => {
-    const t = get(name, [n], optional);
+    const t = get(name, [n], optional, 'f32');
     return t && t.dtype !== 'f32' ? new Tensor('f32', t.shape, t.toFloat32()) : t;
   };
   const qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
@@ -96,13 +116,42 @@ export function llamaWeightsFromGGUF(g: GGUFFile, c: LlamaConfig, onProgress?: (
       bv: vec(p + 'attn_v.bias', kvd, true),
       wo: get(p + 'attn_output.weight', [c.dim, qd])!,
       ffnNorm: vec(p + 'ffn_norm.weight', c.dim)!,
-      wGate: get(p + 'ffn_gate.weight', [c.ffnDim, c.dim])!,
-      wUp: get(p + 'ffn_up.weight', [c.ffnDim, c.dim])!,
-      wDown: get(p + 'ffn_down.weight', [c.dim, c.ffnDim])!,
+      ...(c.experts
+        ? { moe: moeWeights(p, c, get) }
+        : {
+            wGate: get(p + 'ffn_gate.weight', [c.ffnDim, c.dim])!,
+            wUp: get(p + 'ffn_up.weight', [c.ffnDim, c.dim])!,
+            wDown: get(p + 'ffn_down.weight', [c.dim, c.ffnDim])!,
+          }),
     });
   }
-  const tokEmbd = get('token_embd.weight', [c.vocabSize, c.dim])!;
+  // The embedding is a row lookup on f32/f16/bf16 tables: quantised ones are dequantised exactly
+  // (to f32); a tied output still runs on the packed form.
+  const tokEmbd = get('token_embd.weight', [c.vocabSize, c.dim], false, qmode === 'f16' ? 'f16' : 'f32')!;
   const outNorm = vec('output_norm.weight', c.dim)!;
-  const output = get('output.weight', [c.vocabSize, c.dim], true) ?? tokEmbd;
+  const output = get('output.weight', [c.vocabSize, c.dim], true) ?? get('token_embd.weight', [c.vocabSize, c.dim])!;
   return { tokEmbd, layers, outNorm, output };
+}
+
+type Getter = (name: string, shape: number[], optional?: boolean) => Tensor | null;
+
+/** Experts from merged 3-D tensors (ffn_*_exps, each expert a contiguous slice) or per-expert ones. */
+function moeWeights(p: string, c: LlamaConfig, get: Getter): MoeWeights {
+  const E = c.experts!;
+  const router = get(p + 'ffn_gate_inp.weight', [E, c.dim])!;
+  const split = (t: Tensor, rows: number, cols: number): Tensor[] => {
+    const per = t.data.length / E; // storage elements per expert (blocks for packed types)
+    return Array.from({ length: E }, (_, e) => new Tensor(t.dtype, [rows, cols], t.data.subarray(e * per, (e + 1) * per) as never));
+  };
+  const merged = get(p + 'ffn_gate_exps.weight', [E, c.ffnDim, c.dim], true);
+  if (merged) {
+    return {
+      router,
+      gate: split(merged, c.ffnDim, c.dim),
+      up: split(get(p + 'ffn_up_exps.weight', [E, c.ffnDim, c.dim])!, c.ffnDim, c.dim),
+      down: split(get(p + 'ffn_down_exps.weight', [E, c.dim, c.ffnDim])!, c.dim, c.ffnDim),
+    };
+  }
+  const each = (kind: string, rows: number, cols: number) => Array.from({ length: E }, (_, e) => get(`${p}ffn_${kind}.${e}.weight`, [rows, cols])!);
+  return { router, gate: each('gate', c.ffnDim, c.dim), up: each('up', c.ffnDim, c.dim), down: each('down', c.dim, c.ffnDim) };
 }

@@ -1,4 +1,5 @@
-import { DTYPE_BYTES, STORAGE_CTOR, isDType, type DType, type StorageOf } from './dtype.js';
+import { BLOCK_TYPES, DTYPE_BYTES, STORAGE_CTOR, isDType, storageLength, type DType, type StorageOf } from './dtype.js';
+import { dequantizeBlocks, quantizeBlocks } from './quant.js';
 import { decodeHalf, encodeHalf } from './half.js';
 import { describe } from './describe.js';
 
@@ -36,7 +37,7 @@ export class Tensor<D extends DType = DType> {
 
   constructor(dtype: D, shape: readonly number[], data?: StorageOf[D]) {
     if (!isDType(dtype)) throw new TypeError(`Expected a dtype (f32|f16|bf16|i8|i32|u8) for dtype but received ${describe(dtype)}`);
-    const n = checkShape(shape, 'shape');
+    const n = storageLength(dtype, shape, checkShape(shape, 'shape'));
     const Ctor = STORAGE_CTOR[dtype];
     if (data === undefined) {
       data = new Ctor(n) as StorageOf[D];
@@ -44,19 +45,20 @@ export class Tensor<D extends DType = DType> {
       if (!(data instanceof Ctor))
         throw new TypeError(`Expected ${Ctor.name} for ${dtype} tensor data but received ${describe(data)}`);
       if (data.length !== n)
-        throw new RangeError(`Expected ${n} elements for data of shape [${shape.join(', ')}] but received ${data.length}`);
+        throw new RangeError(`Expected ${n} elements for ${BLOCK_TYPES[dtype] ? `${dtype} blocks` : 'data'} of shape [${shape.join(', ')}] but received ${data.length}`);
     }
     this.dtype = dtype;
     this.shape = Object.freeze([...shape]);
     this.#data = data;
   }
 
-  /** A tensor from numbers (encoded to f16/bf16 as needed) or its storage typed array (no copy;
+  /** A tensor from numbers (encoded to f16/bf16 or quantised to q8_0/q4_0 as needed) or its storage typed array (no copy;
    *  for f16/bf16 a Uint16Array of bit patterns). */
   static from<D extends DType>(dtype: D, shape: readonly number[], values: ArrayLike<number> | StorageOf[D]): Tensor<D> {
     const Ctor = STORAGE_CTOR[dtype];
     if (values instanceof Ctor) return new Tensor(dtype, shape, values as StorageOf[D]);
     if (dtype === 'f16' || dtype === 'bf16') return new Tensor(dtype, shape, encodeHalf(values, dtype) as StorageOf[D]);
+    if (dtype === 'q8_0' || dtype === 'q4_0') return new Tensor(dtype, shape, quantizeBlocks(dtype, Float32Array.from(values)) as StorageOf[D]);
     return new Tensor(dtype, shape, Ctor.from(values as ArrayLike<number>) as StorageOf[D]);
   }
 
@@ -85,7 +87,7 @@ export class Tensor<D extends DType = DType> {
   }
 
   get byteLength(): number {
-    return this.size * DTYPE_BYTES[this.dtype];
+    return storageLength(this.dtype, this.shape, this.size) * DTYPE_BYTES[this.dtype];
   }
 
   /** A view with another shape over the same data. */
@@ -100,6 +102,7 @@ export class Tensor<D extends DType = DType> {
     const d = this.data;
     if (this.dtype === 'f32') return d as Float32Array;
     if (this.dtype === 'f16' || this.dtype === 'bf16') return decodeHalf(d as Uint16Array, this.dtype);
+    if (this.dtype === 'q8_0' || this.dtype === 'q4_0') return dequantizeBlocks(this.dtype, d as Uint8Array, this.size);
     return Float32Array.from(d as ArrayLike<number>);
   }
 

@@ -2,7 +2,7 @@
 import type { Kernels } from '../kernels.js';
 import type { NativeAddon } from './native.js';
 
-const WTYPE = { f32: 0, f16: 1, bf16: 2 } as const;
+const WTYPE = { f32: 0, f16: 1, bf16: 2, q8_0: 6, q4_0: 7 } as const;
 const ACT = { silu: 0, gelu_tanh: 1, gelu_erf: 2 } as const;
 
 export function cpuKernels(n: NativeAddon): Kernels {

@@ -23,7 +23,7 @@ export interface NativeAddon {
   info(): NativeInfo;
   setIsa(isa: string): void;
   setThreads(n: number): void;
-  linear(x: F32, w: F32 | Uint16Array, wtype: number, bias: F32 | null, y: F32, M: number, N: number, K: number): void;
+  linear(x: F32, w: F32 | Uint16Array | Uint8Array, wtype: number, bias: F32 | null, y: F32, M: number, N: number, K: number): void;
   fmaPeak(iters: number): { seconds: number; flops: number };
   readStream(src: F32): number;
   flashAttention(q: F32, k: F32, v: F32, o: F32, T: number, S: number, Hq: number, Hkv: number, D: number, scale: number,
