@@ -162,3 +162,22 @@ describe('Mixtral layouts and backends', () => {
     }
   });
 });
+
+describe('tessera moe-stats', () => {
+  it('prints per-layer load and balance loss; refuses dense models', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const f = path.join(dir, 'cli.gguf');
+    writeRandomMixtral(f, SHAPES[0]!);
+    const bin = path.join(root, 'bin/tessera.js');
+    const text = path.join(root, 'test/fixtures/text/tinystories-valid-head.txt');
+    const r = spawnSync(process.execPath, [bin, 'moe-stats', '-m', f, '-f', text, '--ctx', '128', '--json'], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.experts).toBe(4);
+    expect(j.layers.length).toBe(2);
+    for (const L of j.layers) expect(L.counts.reduce((a: number, b: number) => a + b, 0)).toBe(j.tokens * 2);
+    const dense = spawnSync(process.execPath, [bin, 'moe-stats', '-m', STORIES, '-f', text], { encoding: 'utf8' });
+    expect(dense.status).toBe(2);
+    expect(dense.stderr).toContain('no mixture-of-experts layers');
+  }, 60_000);
+});

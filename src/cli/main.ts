@@ -7,6 +7,7 @@ import { chatCommand } from './chat.js';
 import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
 import { logitsCommand } from './logits.js';
+import { moeStatsCommand } from './moe-stats.js';
 import { perplexityCommand } from './perplexity.js';
 import { tokenizeCommand } from './tokenize.js';
 
@@ -21,6 +22,7 @@ Commands:
   tokenize        Print the token ids of a text
   logits          Write all positions' logits as raw float32 [n_tokens, vocab]
   inspect         Print a GGUF file's metadata and tensors
+  moe-stats       Expert load and load-balancing loss of a MoE model over a text
   bench           Prefill and decode speed of a model
   info            Show the native addon status, the CPU kernel path (ISA) in use,
                   the supported paths, thread count and CPU features.
@@ -86,6 +88,7 @@ export async function main(argv: string[]): Promise<void> {
     if (cmd === 'tokenize') return tokenizeCommand(rest);
     if (cmd === 'logits') return logitsCommand(rest);
     if (cmd === 'inspect') return inspectCommand(rest);
+    if (cmd === 'moe-stats') return moeStatsCommand(rest);
     if (cmd === 'bench') return benchCommand(rest);
     throw new UsageError(`unknown command '${cmd}' (see tessera --help)`);
   } catch (err) {
