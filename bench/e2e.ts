@@ -8,6 +8,8 @@
  *
  *   npm run bench:e2e [-- --types F16,Q8_0,Q4_0] [-- --dir DIR] [-- --runs 3] [-- --json FILE]
  *                     [-- --small]   (a 4-layer model for a quick check)
+ *                     [-- --mixtral] (a Mixtral-shaped MoE instead: dim 1024, 8 layers, 8 experts,
+ *                                     top-2, ffn 2816; also reports the expert bytes a decode step reads)
  */
 import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -24,14 +26,17 @@ const arg = (n: string) => {
   const i = args.indexOf(n);
   return i >= 0 ? args[i + 1] : undefined;
 };
-const types = (arg('--types') ?? 'F16,Q8_0,Q4_0').split(',') as ('F16' | 'Q8_0' | 'Q4_0')[];
+const types = (arg('--types') ?? (args.includes('--mixtral') ? 'F16,Q8_0' : 'F16,Q8_0,Q4_0')).split(',') as ('F16' | 'Q8_0' | 'Q4_0')[];
 const dir = arg('--dir') ?? path.join(os.tmpdir(), 'tessera-e2e');
 const runs = Number(arg('--runs') ?? 3);
 const jsonOut = arg('--json');
 const small = args.includes('--small');
 const PREFILL = Number(arg('--prefill') ?? 512), DECODE = Number(arg('--decode') ?? 128);
 
-const SHAPE = { dim: 2048, layers: small ? 4 : 22, heads: 32, kvHeads: 4, ffn: 5632, vocab: 32000, ctx: 2048 };
+const mixtral = args.includes('--mixtral');
+const SHAPE = mixtral
+  ? { name: 'mixtral', dim: 1024, layers: small ? 2 : 8, heads: 8, kvHeads: 2, ffn: 2816, vocab: 32000, ctx: 2048, experts: 8, used: 2 }
+  : { name: 'tinyllama', dim: 2048, layers: small ? 4 : 22, heads: 32, kvHeads: 4, ffn: 5632, vocab: 32000, ctx: 2048, experts: 0, used: 0 };
 
 if (process.env.UV_THREADPOOL_SIZE !== '1') console.warn('note: run with UV_THREADPOOL_SIZE=1 for llama.cpp\'s best decode speed on 2 cores (npm run bench:e2e does)');
 
@@ -76,18 +81,27 @@ function writeModel(file: string, type: 'F16' | 'Q8_0' | 'Q4_0') {
     { key: 'llama.attention.head_count_kv', type: GGUF_VALUE.UINT32, value: s.kvHeads },
     { key: 'llama.rope.dimension_count', type: GGUF_VALUE.UINT32, value: hd },
     { key: 'llama.attention.layer_norm_rms_epsilon', type: GGUF_VALUE.FLOAT32, value: 1e-5 },
+    ...(s.experts
+      ? [
+          { key: 'llama.expert_count', type: GGUF_VALUE.UINT32, value: s.experts },
+          { key: 'llama.expert_used_count', type: GGUF_VALUE.UINT32, value: s.used },
+        ]
+      : []),
     ...vocabMetadata(s.vocab),
   ];
-  const m = (name: string, rows: number, cols: number, t: 'F16' | 'Q8_0' | 'Q4_0' | 'F32' = type) =>
-    ({ name, shape: [rows, cols], type: t, load: () => randn(rows * cols, 1 / Math.sqrt(cols)) });
+  const m = (name: string, rows: number, cols: number, t: 'F16' | 'Q8_0' | 'Q4_0' | 'F32' = type, E = 0) =>
+    ({ name, shape: E ? [E, rows, cols] : [rows, cols], type: t, load: () => randn((E || 1) * rows * cols, 1 / Math.sqrt(cols)) });
   const norm = (name: string) => ({ name, shape: [s.dim], type: 'F32' as const, load: () => new Float32Array(s.dim).fill(1) });
   // llama.cpp's own quantisation keeps token_embd at the file type and output at Q6_K/Q8_0; we use Q8_0 for Q4_0 files.
   const tensors = [m('token_embd.weight', s.vocab, s.dim), norm('output_norm.weight'), m('output.weight', s.vocab, s.dim, type === 'Q4_0' ? 'Q8_0' : type)];
   for (let l = 0; l < s.layers; l++)
     tensors.push(norm(`blk.${l}.attn_norm.weight`), norm(`blk.${l}.ffn_norm.weight`),
       m(`blk.${l}.attn_q.weight`, s.dim, s.dim), m(`blk.${l}.attn_k.weight`, s.kvHeads * hd, s.dim), m(`blk.${l}.attn_v.weight`, s.kvHeads * hd, s.dim),
-      m(`blk.${l}.attn_output.weight`, s.dim, s.dim), m(`blk.${l}.ffn_gate.weight`, s.ffn, s.dim), m(`blk.${l}.ffn_up.weight`, s.ffn, s.dim),
-      m(`blk.${l}.ffn_down.weight`, s.dim, s.ffn));
+      m(`blk.${l}.attn_output.weight`, s.dim, s.dim),
+      ...(s.experts
+        ? [m(`blk.${l}.ffn_gate_inp.weight`, s.experts, s.dim, 'F32'), m(`blk.${l}.ffn_gate_exps.weight`, s.ffn, s.dim, type, s.experts),
+            m(`blk.${l}.ffn_up_exps.weight`, s.ffn, s.dim, type, s.experts), m(`blk.${l}.ffn_down_exps.weight`, s.dim, s.ffn, type, s.experts)]
+        : [m(`blk.${l}.ffn_gate.weight`, s.ffn, s.dim), m(`blk.${l}.ffn_up.weight`, s.ffn, s.dim), m(`blk.${l}.ffn_down.weight`, s.dim, s.ffn)]));
   writeGGUF(file, meta, tensors);
 }
 
@@ -98,8 +112,13 @@ async function benchTessera(file: string) {
   const g = readGGUF(file);
   const c = llamaConfigFromGGUF(g);
   const model = new LlamaModel(c, llamaWeightsFromGGUF(g, c), getBackend('cpu'));
-  const weightBytes = g.tensors.filter((t) => t.name !== 'token_embd.weight').reduce((a, t) => a + t.elements * 2, 0); // f16 in memory
+  // Bytes of weights a dense decode step streams (everything but the embedding table), as loaded.
+  const w = model.weights;
+  const mats = [w.outNorm, w.output, ...w.layers.flatMap((L) => [L.attnNorm, L.wq, L.wk, L.wv, L.wo, L.ffnNorm, L.wGate, L.wUp, L.wDown,
+    ...(L.moe ? [L.moe.router, ...L.moe.gate, ...L.moe.up, ...L.moe.down] : [])])];
+  const weightBytes = mats.reduce((a, t) => a + (t ? t.byteLength : 0), 0);
   const pre: number[] = [], dec: number[] = [];
+  let expertsTouched = 0;
   for (let r = 0; r < runs; r++) {
     const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: Math.ceil((PREFILL + DECODE) / 16) + 1 });
     cache.add(0);
@@ -110,13 +129,15 @@ async function benchTessera(file: string) {
     for (let i = 0; i < DECODE; i++) {
       let best = 0;
       for (let j = 1; j < logits.length; j++) if (logits[j]! > logits[best]!) best = j;
-      logits = model.forward(Int32Array.of(best), cache, 0).data;
+      logits = model.forward(Int32Array.of(best), cache, 0, c.experts ? { onRouting: (rt) => (expertsTouched += new Set(rt.experts).size) } : {}).data;
     }
     dec.push(DECODE / ((performance.now() - t0) / 1e3));
     cache.dispose();
   }
   model.dispose();
-  return { prefill: median(pre), decode: median(dec), weightBytes };
+  // MoE: the share of expert weights a decode step actually reads (distinct experts used / E, per layer).
+  const expertShare = c.experts ? expertsTouched / (runs * DECODE * c.layers * c.experts) : null;
+  return { prefill: median(pre), decode: median(dec), weightBytes, expertShare };
 }
 
 async function benchLlamaCpp(file: string) {
@@ -146,7 +167,7 @@ async function benchLlamaCpp(file: string) {
 async function main() {
   if (!loadNative()) throw new Error('native addon not built');
   const info = runtimeInfo();
-  console.log(`tessera e2e bench — ${new Date().toISOString().slice(0, 10)} — ${os.cpus()[0]?.model} x${os.cpus().length} — ${info.isa}, ${info.threads} threads — ${SHAPE.layers} layers${small ? ' (--small)' : ''}`);
+  console.log(`tessera e2e bench — ${new Date().toISOString().slice(0, 10)} — ${os.cpus()[0]?.model} x${os.cpus().length} — ${info.isa}, ${info.threads} threads — ${SHAPE.name}-shaped, ${SHAPE.layers} layers${small ? ' (--small)' : ''}`);
   const big = new Float32Array(64 << 20).fill(1);
   const n = loadNative()!;
   n.readStream(big);
@@ -157,7 +178,7 @@ async function main() {
   mkdirSync(dir, { recursive: true });
   const rows = [];
   for (const type of types) {
-    const file = path.join(dir, `tinyllama-random-${SHAPE.layers}L-${type}.gguf`);
+    const file = path.join(dir, `${SHAPE.name}-random-${SHAPE.layers}L-${type}.gguf`);
     if (!existsSync(file)) {
       const t0 = performance.now();
       writeModel(file, type);
@@ -171,12 +192,14 @@ async function main() {
     const row = {
       type, prefillTessera: ours.prefill, prefillLlamaCpp: theirs.prefill, prefillRatio: ours.prefill / theirs.prefill,
       decodeTessera: ours.decode, decodeLlamaCpp: theirs.decode, decodeRatio: ours.decode / theirs.decode,
-      rooflineTessera: bw / ours.weightBytes, rooflineLlamaCpp: bw / llamaBytes, fileBytes,
+      rooflineTessera: bw / ours.weightBytes, rooflineLlamaCpp: bw / llamaBytes, fileBytes, expertShare: ours.expertShare,
     };
     rows.push(row);
     console.log(`${type.padEnd(5)} prefill ${ours.prefill.toFixed(1)} vs ${theirs.prefill.toFixed(1)} tok/s (${row.prefillRatio.toFixed(2)}x)   ` +
       `decode ${ours.decode.toFixed(1)} vs ${theirs.decode.toFixed(1)} tok/s (${row.decodeRatio.toFixed(2)}x)   ` +
-      `roofline: tessera ${row.rooflineTessera.toFixed(1)} tok/s (${((100 * ours.decode) / row.rooflineTessera).toFixed(0)}%), llama.cpp ${row.rooflineLlamaCpp.toFixed(1)} tok/s (${((100 * theirs.decode) / row.rooflineLlamaCpp).toFixed(0)}%)`);
+      (ours.expertShare !== null
+        ? `expert weights read per decode step: ${(100 * ours.expertShare).toFixed(1)}% (k/E = ${((100 * SHAPE.used) / SHAPE.experts).toFixed(1)}%)`
+        : `roofline: tessera ${row.rooflineTessera.toFixed(1)} tok/s (${((100 * ours.decode) / row.rooflineTessera).toFixed(0)}%), llama.cpp ${row.rooflineLlamaCpp.toFixed(1)} tok/s (${((100 * theirs.decode) / row.rooflineLlamaCpp).toFixed(0)}%)`));
   }
   if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ date: new Date().toISOString(), shape: SHAPE, bandwidthGBs: bw / 1e9, rows }, null, 2));
 }
