@@ -48,6 +48,8 @@ export interface Path {
 }
 
 const info = runtimeInfo();
+// CI sets TESSERA_REQUIRE_NATIVE=1: a missing addon must fail the suite, not skip the native tests.
+if (process.env.TESSERA_REQUIRE_NATIVE === '1' && !info.native) throw new Error(`TESSERA_REQUIRE_NATIVE=1 but ${info.nativeError}`);
 
 /** js, then cpu on every ISA this machine supports. */
 export function paths(): Path[] {
