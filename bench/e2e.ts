@@ -16,7 +16,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { getBackend, runtimeInfo } from '../src/index.js';
 import { loadNative } from '../src/backend/cpu/native.js';
-import { GGUF_VALUE, readGGUF, writeGGUF, type GGUFMetadataEntry } from '../src/formats/gguf.js';
+import { readGGUF, writeGGUF } from '../src/formats/gguf.js';
+import { llamaGGUFMetadata, syntheticSpmVocab } from '../src/formats/llama-gguf.js';
 import { llamaConfigFromGGUF, llamaWeightsFromGGUF } from '../src/model/load-gguf.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { PagedKvCache } from '../src/runtime/kv-cache.js';
@@ -52,43 +53,10 @@ function randn(n: number, scale: number): Float32Array {
   return out;
 }
 
-function vocabMetadata(V: number): GGUFMetadataEntry[] {
-  const tokens: string[] = ['<unk>', '<s>', '</s>'];
-  const types = [2, 3, 3];
-  for (let b = 0; b < 256; b++) { tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`); types.push(6); }
-  while (tokens.length < V) { tokens.push(`▁t${tokens.length}`); types.push(1); }
-  return [
-    { key: 'tokenizer.ggml.model', type: GGUF_VALUE.STRING, value: 'llama' },
-    { key: 'tokenizer.ggml.tokens', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.STRING, value: tokens },
-    { key: 'tokenizer.ggml.scores', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.FLOAT32, value: Float32Array.from(tokens, (_, i) => -i) },
-    { key: 'tokenizer.ggml.token_type', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.INT32, value: Int32Array.from(types) },
-    { key: 'tokenizer.ggml.bos_token_id', type: GGUF_VALUE.UINT32, value: 1 },
-    { key: 'tokenizer.ggml.eos_token_id', type: GGUF_VALUE.UINT32, value: 2 },
-  ];
-}
-
 function writeModel(file: string, type: 'F16' | 'Q8_0' | 'Q4_0') {
   const s = SHAPE, hd = s.dim / s.heads;
-  const meta: GGUFMetadataEntry[] = [
-    { key: 'general.architecture', type: GGUF_VALUE.STRING, value: 'llama' },
-    { key: 'general.name', type: GGUF_VALUE.STRING, value: `tinyllama-shaped-random-${type}` },
-    { key: 'general.file_type', type: GGUF_VALUE.UINT32, value: { F16: 1, Q4_0: 2, Q8_0: 7 }[type] },
-    { key: 'llama.context_length', type: GGUF_VALUE.UINT32, value: s.ctx },
-    { key: 'llama.embedding_length', type: GGUF_VALUE.UINT32, value: s.dim },
-    { key: 'llama.feed_forward_length', type: GGUF_VALUE.UINT32, value: s.ffn },
-    { key: 'llama.block_count', type: GGUF_VALUE.UINT32, value: s.layers },
-    { key: 'llama.attention.head_count', type: GGUF_VALUE.UINT32, value: s.heads },
-    { key: 'llama.attention.head_count_kv', type: GGUF_VALUE.UINT32, value: s.kvHeads },
-    { key: 'llama.rope.dimension_count', type: GGUF_VALUE.UINT32, value: hd },
-    { key: 'llama.attention.layer_norm_rms_epsilon', type: GGUF_VALUE.FLOAT32, value: 1e-5 },
-    ...(s.experts
-      ? [
-          { key: 'llama.expert_count', type: GGUF_VALUE.UINT32, value: s.experts },
-          { key: 'llama.expert_used_count', type: GGUF_VALUE.UINT32, value: s.used },
-        ]
-      : []),
-    ...vocabMetadata(s.vocab),
-  ];
+  const meta = llamaGGUFMetadata({ ...s, contextLength: s.ctx, experts: s.experts, expertsUsed: s.used }, syntheticSpmVocab(s.vocab), type, `${s.name}-shaped-random-${type}`);
+
   const m = (name: string, rows: number, cols: number, t: 'F16' | 'Q8_0' | 'Q4_0' | 'F32' = type, E = 0) =>
     ({ name, shape: E ? [E, rows, cols] : [rows, cols], type: t, load: () => randn((E || 1) * rows * cols, 1 / Math.sqrt(cols)) });
   const norm = (name: string) => ({ name, shape: [s.dim], type: 'F32' as const, load: () => new Float32Array(s.dim).fill(1) });

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getBackend } from '../src/index.js';
-import { GGUF_VALUE, readGGUF, writeGGUF, type GGUFMetadataEntry } from '../src/formats/gguf.js';
+import { readGGUF, writeGGUF } from '../src/formats/gguf.js';
+import { llamaGGUFMetadata, spmVocabOf } from '../src/formats/llama-gguf.js';
 import { llamaConfigFromGGUF, llamaWeightsFromGGUF } from '../src/model/load-gguf.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { PagedKvCache } from '../src/runtime/kv-cache.js';
@@ -163,26 +164,8 @@ function writeRandomLlama(file: string, s: { dim: number; layers: number; heads:
   const vocab = readGGUF(STORIES);
   const r = rng(s.dim * 31 + s.layers * 7 + s.kvHeads);
   const hd = s.dim / s.heads;
-  const meta: GGUFMetadataEntry[] = [
-    { key: 'general.architecture', type: GGUF_VALUE.STRING, value: 'llama' },
-    { key: 'general.name', type: GGUF_VALUE.STRING, value: 'tessera-random' },
-    { key: 'llama.context_length', type: GGUF_VALUE.UINT32, value: 256 },
-    { key: 'llama.embedding_length', type: GGUF_VALUE.UINT32, value: s.dim },
-    { key: 'llama.feed_forward_length', type: GGUF_VALUE.UINT32, value: s.ffn },
-    { key: 'llama.block_count', type: GGUF_VALUE.UINT32, value: s.layers },
-    { key: 'llama.attention.head_count', type: GGUF_VALUE.UINT32, value: s.heads },
-    { key: 'llama.attention.head_count_kv', type: GGUF_VALUE.UINT32, value: s.kvHeads },
-    { key: 'llama.rope.dimension_count', type: GGUF_VALUE.UINT32, value: hd },
-    { key: 'llama.attention.layer_norm_rms_epsilon', type: GGUF_VALUE.FLOAT32, value: 1e-5 },
-    { key: 'llama.rope.freq_base', type: GGUF_VALUE.FLOAT32, value: 10000 },
-    { key: 'general.file_type', type: GGUF_VALUE.UINT32, value: { F32: 0, F16: 1, Q4_0: 2, Q8_0: 7 }[type] },
-    { key: 'tokenizer.ggml.model', type: GGUF_VALUE.STRING, value: 'llama' },
-    { key: 'tokenizer.ggml.tokens', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.STRING, value: vocab.metadata.get('tokenizer.ggml.tokens')! },
-    { key: 'tokenizer.ggml.scores', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.FLOAT32, value: vocab.metadata.get('tokenizer.ggml.scores')! },
-    { key: 'tokenizer.ggml.token_type', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.INT32, value: vocab.metadata.get('tokenizer.ggml.token_type')! },
-    { key: 'tokenizer.ggml.bos_token_id', type: GGUF_VALUE.UINT32, value: 1 },
-    { key: 'tokenizer.ggml.eos_token_id', type: GGUF_VALUE.UINT32, value: 2 },
-  ];
+  const meta = llamaGGUFMetadata(s, spmVocabOf(vocab), type, 'tessera-random');
+
   const mat = (name: string, rows: number, cols: number, t = type) => ({ name, shape: [rows, cols], type: t, data: randn(rows * cols, r, 1 / Math.sqrt(cols)) });
   const norm = (name: string) => ({ name, shape: [s.dim], type: 'F32' as const, data: Float32Array.from({ length: s.dim }, () => 0.8 + 0.4 * r()) });
   const tensors = [

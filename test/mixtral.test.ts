@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getBackend } from '../src/index.js';
-import { GGUF_VALUE, readGGUF, writeGGUF, type GGUFMetadataEntry } from '../src/formats/gguf.js';
+import { readGGUF, writeGGUF } from '../src/formats/gguf.js';
+import { llamaGGUFMetadata, spmVocabOf } from '../src/formats/llama-gguf.js';
 import { llamaConfigFromGGUF, llamaWeightsFromGGUF } from '../src/model/load-gguf.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { PagedKvCache } from '../src/runtime/kv-cache.js';
@@ -24,23 +25,8 @@ export function writeRandomMixtral(file: string, s: Shape, type: 'F32' | 'F16' |
   const vocab = readGGUF(STORIES);
   const r = rng(seed * 1000 + s.E * 10 + s.k);
   const hd = s.dim / s.heads;
-  const meta: GGUFMetadataEntry[] = [
-    { key: 'general.architecture', type: GGUF_VALUE.STRING, value: 'llama' },
-    { key: 'llama.context_length', type: GGUF_VALUE.UINT32, value: 256 },
-    { key: 'llama.embedding_length', type: GGUF_VALUE.UINT32, value: s.dim },
-    { key: 'llama.feed_forward_length', type: GGUF_VALUE.UINT32, value: s.ffn },
-    { key: 'llama.block_count', type: GGUF_VALUE.UINT32, value: s.layers },
-    { key: 'llama.attention.head_count', type: GGUF_VALUE.UINT32, value: s.heads },
-    { key: 'llama.attention.head_count_kv', type: GGUF_VALUE.UINT32, value: s.kvHeads },
-    { key: 'llama.rope.dimension_count', type: GGUF_VALUE.UINT32, value: hd },
-    { key: 'llama.attention.layer_norm_rms_epsilon', type: GGUF_VALUE.FLOAT32, value: 1e-5 },
-    { key: 'llama.expert_count', type: GGUF_VALUE.UINT32, value: s.E },
-    { key: 'llama.expert_used_count', type: GGUF_VALUE.UINT32, value: s.k },
-    { key: 'tokenizer.ggml.model', type: GGUF_VALUE.STRING, value: 'llama' },
-    { key: 'tokenizer.ggml.tokens', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.STRING, value: vocab.metadata.get('tokenizer.ggml.tokens')! },
-    { key: 'tokenizer.ggml.scores', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.FLOAT32, value: vocab.metadata.get('tokenizer.ggml.scores')! },
-    { key: 'tokenizer.ggml.token_type', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.INT32, value: vocab.metadata.get('tokenizer.ggml.token_type')! },
-  ];
+  const meta = llamaGGUFMetadata({ ...s, experts: s.E, expertsUsed: s.k }, spmVocabOf(vocab), type, 'tessera-random-mixtral');
+
   const mat = (name: string, shape: number[], t: 'F32' | 'F16' | 'Q8_0' = type) => ({ name, shape, type: t, data: randn(shape.reduce((a, b) => a * b, 1), r, 1 / Math.sqrt(shape[shape.length - 1]!)) });
   const norm = (name: string) => ({ name, shape: [s.dim], type: 'F32' as const, data: Float32Array.from({ length: s.dim }, () => 0.8 + 0.4 * r()) });
   const tensors = [mat('token_embd.weight', [512, s.dim], 'F32'), norm('output_norm.weight'), mat('output.weight', [512, s.dim])];
