@@ -165,6 +165,20 @@ async function main() {
     const x = f32([1, K]), w = dt === 'f32' ? f32([N, K]) : half(dt, [N, K]);
     await measure({ kernel: `linear ${dt} GEMV`, shape: `1x${N}x${K}`, unit: 'GB/s', work: w.byteLength, run: (be) => be.linear(x, w) }, pk);
   }
+  // Quantised weights (llama.cpp's q8_0 / q4_0 integer dots): GEMV rate = weight bytes read per
+  // second, prefill = 2*M*N*K per second. Quantising 16M values in JS takes seconds: skip unless selected.
+  for (const dt of ['q8_0', 'q4_0'] as const) {
+    const M = 64, N = 4096, K = 4096;
+    if (filter && ![`linear ${dt} GEMV 1x${N}x${K}`, `linear ${dt} prefill ${M}x${N}x${K}`].some((s) => s.includes(filter))) continue;
+    const w = Tensor.from(dt, [N, K], f32([N, K], 0.5).data);
+    const x = f32([1, K]), xm = f32([M, K]);
+    const xs = f32([16, 1024]), ws = Tensor.from(dt, [512, 1024], f32([512, 1024], 0.5).data);
+    await measure({ kernel: `linear ${dt} GEMV`, shape: `1x${N}x${K}`, unit: 'GB/s', work: w.byteLength, run: (be) => be.linear(x, w) }, pk);
+    await measure({
+      kernel: `linear ${dt} prefill`, shape: `${M}x${N}x${K}`, unit: 'GFLOP/s', work: 2 * M * N * K, run: (be) => be.linear(xm, w),
+      jsShape: '16x512x1024', jsWork: 2 * 16 * 512 * 1024, jsRun: (be) => be.linear(xs, ws),
+    }, pk);
+  }
   // Attention
   {
     const T = 2048, H = 32, D = 128;

@@ -116,7 +116,7 @@ describe.runIf(nativeAvailable)('the native addon re-checks what guards memory',
     const x = new Float32Array(6), w = new Float32Array(6), y = new Float32Array(4);
     expect(() => n.linear(x, w, 0, null, y, 2, 2, 4)).toThrow("linear: 'x' has 6 elements, expected 8");
     expect(() => n.linear(x, new Uint16Array(6), 0, null, y, 2, 2, 3)).toThrow("linear: expected a Float32Array for 'w'");
-    expect(() => n.linear(x, w, 7, null, y, 2, 2, 3)).toThrow(/linear: 'wtype' = 7 is outside \[0, 5\]/);
+    expect(() => n.linear(x, w, 8, null, y, 2, 2, 3)).toThrow(/linear: 'wtype' = 8 is outside \[0, 7\]/);
     expect(() => n.linear(x, w, 0, null, y, 2, 2, 2.5)).toThrow(/expected an integer for 'K'/);
     expect(() => n.embedding(w, 0, 3, 2, new Int32Array([3]), new Float32Array(2))).toThrow(/embedding: id 3 at index 0 is outside \[0, 3\)/);
     const kc = new Float32Array(2 * 4 * 8);

@@ -66,7 +66,7 @@ float* arg_f32_opt(const Napi::CallbackInfo& info, size_t i, const char* name, i
 }
 
 DType arg_dtype(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  return (DType)arg_int(info, i, name, 0, 5);
+  return (DType)arg_int(info, i, name, 0, 7);
 }
 
 void* arg_typed(const Napi::CallbackInfo& info, size_t i, const char* name, DType dt, int64_t len) {
@@ -76,7 +76,9 @@ void* arg_typed(const Napi::CallbackInfo& info, size_t i, const char* name, DTyp
     case DType::BF16: return typed_data(info, i, name, napi_uint16_array, "Uint16Array", len, nullptr);
     case DType::I8: return typed_data(info, i, name, napi_int8_array, "Int8Array", len, nullptr);
     case DType::I32: return typed_data(info, i, name, napi_int32_array, "Int32Array", len, nullptr);
-    case DType::U8: return typed_data(info, i, name, napi_uint8_array, "Uint8Array", len, nullptr);
+    case DType::U8:
+    case DType::Q8_0:
+    case DType::Q4_0: return typed_data(info, i, name, napi_uint8_array, "Uint8Array", len, nullptr);
   }
   fail("bad dtype");
 }

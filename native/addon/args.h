@@ -20,7 +20,7 @@ float* arg_f32(const Napi::CallbackInfo& info, size_t i, const char* name, int64
 int32_t* arg_i32(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t len, int64_t* len_out = nullptr);
 // Nullable variants: null/undefined gives nullptr.
 float* arg_f32_opt(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t len);
-// Data of element type `dt` (f16/bf16 travel as Uint16Array).
+// Data of element type `dt` (f16/bf16 travel as Uint16Array, q8_0/q4_0 blocks as Uint8Array).
 void* arg_typed(const Napi::CallbackInfo& info, size_t i, const char* name, DType dt, int64_t len);
 DType arg_dtype(const Napi::CallbackInfo& info, size_t i, const char* name);
 

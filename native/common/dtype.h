@@ -5,13 +5,15 @@
 
 namespace tessera {
 
-enum class DType : int32_t { F32 = 0, F16 = 1, BF16 = 2, I8 = 3, I32 = 4, U8 = 5 };
+// Q8_0 / Q4_0: GGUF's packed blocks of 32 values (34 / 18 bytes: an f16 scale, then 32 int8 or
+// 16 bytes of 4-bit values); their storage unit is the byte, so dtype_size is 1.
+enum class DType : int32_t { F32 = 0, F16 = 1, BF16 = 2, I8 = 3, I32 = 4, U8 = 5, Q8_0 = 6, Q4_0 = 7 };
 
 inline int64_t dtype_size(DType t) {
   switch (t) {
     case DType::F32: case DType::I32: return 4;
     case DType::F16: case DType::BF16: return 2;
-    case DType::I8: case DType::U8: return 1;
+    case DType::I8: case DType::U8: case DType::Q8_0: case DType::Q4_0: return 1;
   }
   return 0;
 }
@@ -24,6 +26,8 @@ inline const char* dtype_name(DType t) {
     case DType::I8: return "i8";
     case DType::I32: return "i32";
     case DType::U8: return "u8";
+    case DType::Q8_0: return "q8_0";
+    case DType::Q4_0: return "q4_0";
   }
   return "?";
 }

@@ -10,7 +10,7 @@ namespace tessera {
 
 struct LinearParams {
   const float* x;     // (M, K) activations
-  const void* w;      // (N, K) weights, element type `wtype` (F32, F16 or BF16)
+  const void* w;      // (N, K) weights, element type `wtype` (F32, F16, BF16, or Q8_0/Q4_0 blocks of 32 along K)
   DType wtype;
   const float* bias;  // (N) or nullptr
   float* y;           // (M, N) output, y = x @ w^T + bias

@@ -1,4 +1,5 @@
-// linear: y (M, N) = x (M, K) @ w (N, K)^T + bias, weights f32/f16/bf16, f32 accumulation.
+// linear: y (M, N) = x (M, K) @ w (N, K)^T + bias, weights f32/f16/bf16, f32 accumulation, or
+// GGUF q8_0/q4_0 blocks with llama.cpp's integer-dot numerics (linear_quant.h).
 // Few rows (decode) take the weight-streaming GEMV in linear_gemv.h; more rows take the packed,
 // register-tiled GEMM in linear_gemm.h (GotoBLAS/BLIS layering, Goto & van de Geijn 2008).
 #pragma once
@@ -8,6 +9,7 @@
 #include "cpu/linear_common.h"
 #include "cpu/linear_gemm.h"
 #include "cpu/linear_gemv.h"
+#include "cpu/linear_quant.h"
 
 namespace tessera::TESSERA_ISA_NS {
 
@@ -33,6 +35,8 @@ static void linear(const LinearParams& p) {
     case DType::F32: return linear_typed<DType::F32>(p);
     case DType::F16: return linear_typed<DType::F16>(p);
     case DType::BF16: return linear_typed<DType::BF16>(p);
+    case DType::Q8_0: return linear_quant<DType::Q8_0>(p);
+    case DType::Q4_0: return linear_quant<DType::Q4_0>(p);
     default: fail("linear: unsupported weight dtype");
   }
 }
