@@ -39,9 +39,12 @@ describe.each(ALL)('kernels on $label', (p) => {
       const x = randTensor([M, K], r);
       const bits = encodeHalf(randn(N * K, r, 0.5), dt);
       const w = new Tensor(dt, [N, K], bits);
-      const wf = Array.from(bits, dt === 'f16' ? decodeF16Ref : decodeBf16Ref);
+      const dec = dt === 'f16' ? decodeF16Ref : decodeBf16Ref;
+      const wf = Array.from(bits, dec);
+      // activations are rounded to the weight type first (llama.cpp's convention)
+      const xr = Array.from(encodeHalf(x.data, dt), dec);
       const y = onPath(p, (be) => be.linear(x, w));
-      expect(relL2(y.data, ref.linearRef(x.data, wf, null, M, N, K))).toBeLessThan(1e-5);
+      expect(relL2(y.data, ref.linearRef(xr, wf, null, M, N, K))).toBeLessThan(1e-5);
     }
   });
 

@@ -54,7 +54,7 @@ async function llamaCppLogProbs(file: string, tokens: number[], vocab: number): 
 function ourLogits(file: string, tokens: number[], backend: 'cpu' | 'js' = 'cpu'): Float32Array[] {
   const g = readGGUF(file);
   const c = llamaConfigFromGGUF(g);
-  const m = new LlamaModel(c, llamaWeightsFromGGUF(g, c, { quantized: (process.env.TESSERA_TEST_QMODE as 'packed' | 'f16' | 'f32') ?? 'f16' }), getBackend(backend));
+  const m = new LlamaModel(c, llamaWeightsFromGGUF(g, c, { quantized: 'packed' }), getBackend(backend));
   const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 32, blockSize: 16 });
   cache.add(0);
   const out = m.forward(Int32Array.from(tokens), cache, 0, { allLogits: true });
@@ -63,8 +63,8 @@ function ourLogits(file: string, tokens: number[], backend: 'cpu' | 'js' = 'cpu'
 }
 
 /** Row-mean-centred comparison over entries llama.cpp reported with p > 0. */
-function compare(ours: Float32Array[], ref: Float64Array[]): { err: number; argmaxEqual: boolean; agree: number; kl: number } {
-  let num = 0, den = 0, argmaxEqual = true, agreeCount = 0, kl = 0;
+function compare(ours: Float32Array[], ref: Float64Array[]): { err: number; argmaxEqual: boolean } {
+  let num = 0, den = 0, argmaxEqual = true;
   ours.forEach((o, r) => {
     const ref0 = ref[r]!;
     const idx = [...ref0.keys()].filter((i) => Number.isFinite(ref0[i]!));
@@ -81,43 +81,20 @@ function compare(ours: Float32Array[], ref: Float64Array[]): { err: number; argm
       if (o[i]! > o[ao]!) ao = i;
       if ((ref0[i] ?? -Infinity) > (ref0[ar] ?? -Infinity)) ar = i;
     }
-    if (ao !== ar) {
-      argmaxEqual = false;
-      if (process.env.TESSERA_TEST_PACKED) console.log('argmax differs at', r, 'ours', ao, o[ao], o[ar], 'llama.cpp', ar, ref0[ar], ref0[ao]);
-    }
-    else agreeCount++;
-    // KL(llama.cpp || ours) over the reported tokens
-    let mx = -Infinity;
-    for (const i of idx) mx = Math.max(mx, o[i]!);
-    let z = 0;
-    for (const i of idx) z += Math.exp(o[i]! - mx);
-    for (const i of idx) {
-      const lq = o[i]! - mx - Math.log(z);
-      kl += Math.exp(ref0[i]!) * (ref0[i]! - lq);
-    }
+    if (ao !== ar) argmaxEqual = false;
   });
-  return { err: Math.sqrt(num / den), argmaxEqual, agree: agreeCount / ours.length, kl: kl / ours.length };
+  return { err: Math.sqrt(num / den), argmaxEqual };
 }
 
 /**
- * F32/F16: relative L2 within tol and every argmax equal. Q8_0/Q4_0: llama.cpp also quantises the
- * activations to 8-bit blocks inside its dot products (../shared/PEERS.md), which alone moves
- * logits by ~1e-2 relative, while tessera still dequantises the weights and keeps activations
- * f32; until the integer-dot kernels land, quantised files are held to 2x that, a small KL
- * divergence and >= 90% argmax agreement.
+ * Relative L2 within tol and every argmax equal. Matching llama.cpp's numerics takes what it
+ * does: Q8_0/Q4_0 weights multiply activations quantised to 8-bit blocks, and F16 weights
+ * activations rounded to f16 (stories260K's quantised files keep ffn_down in F16).
  */
-function checkAgainstLlamaCpp(type: string, err: number, argmaxEqual: boolean, agree: number, kl: number, tol: number) {
-  if (type === 'F32' || type === 'F16') {
-    expect(err).toBeLessThan(tol);
-    expect(argmaxEqual).toBe(true);
-  } else {
-    expect(err).toBeLessThan(2 * tol);
-    expect(kl).toBeLessThan(2e-3);
-    expect(agree).toBeGreaterThanOrEqual(0.9);
-  }
+function checkAgainstLlamaCpp(err: number, argmaxEqual: boolean, tol: number) {
+  expect(err).toBeLessThan(tol);
+  expect(argmaxEqual).toBe(true);
 }
-
-const PACKED = process.env.TESSERA_TEST_PACKED === '1';
 
 const TOKENS = [1, 403, 407, 261, 378, 432, 269, 281, 333, 261, 368, 300, 284, 327, 46, 402, 405, 269, 288, 388, 296, 266, 431, 46];
 
@@ -129,9 +106,8 @@ describe.runIf(nativeAvailable)('logits match llama.cpp', () => {
     ['Q4_0', path.join(FIX, 'stories260K-Q4_0.gguf'), 1e-2],
   ])('stories260K %s', async (_t, file, tol) => {
     const ref = await llamaCppLogProbs(file, TOKENS, 512);
-    const { err, argmaxEqual, agree, kl } = compare(ourLogits(file, TOKENS, PACKED ? 'js' : 'cpu'), ref);
-    if (process.env.TESSERA_TEST_PACKED) console.log(_t, err, kl, agree);
-    checkAgainstLlamaCpp(_t, err, argmaxEqual, agree, kl, tol);
+    const { err, argmaxEqual } = compare(ourLogits(file, TOKENS), ref);
+    checkAgainstLlamaCpp(err, argmaxEqual, tol);
   }, 60_000);
 
   const shapes = [
@@ -146,9 +122,8 @@ describe.runIf(nativeAvailable)('logits match llama.cpp', () => {
       const file = path.join(dir, `rand-${s.dim}-${s.layers}-${s.heads}-${s.kvHeads}-${type}.gguf`);
       writeRandomLlama(file, s, type);
       const ref = await llamaCppLogProbs(file, TOKENS, 512);
-      const { err, argmaxEqual, agree, kl } = compare(ourLogits(file, TOKENS, PACKED ? 'js' : 'cpu'), ref);
-      if (process.env.TESSERA_TEST_PACKED) console.log(type, s.dim, err, kl, agree);
-      checkAgainstLlamaCpp(type, err, argmaxEqual, agree, kl, type === 'F32' ? 1e-4 : type === 'F16' ? 1e-3 : 1e-2);
+      const { err, argmaxEqual } = compare(ourLogits(file, TOKENS), ref);
+      checkAgainstLlamaCpp(err, argmaxEqual, type === 'F32' ? 1e-4 : type === 'F16' ? 1e-3 : 1e-2);
     },
     60_000,
   );

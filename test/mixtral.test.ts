@@ -121,11 +121,13 @@ describe('Mixtral layouts and backends', () => {
     expect(relL2(logits(b), logits(a))).toBe(0);
   });
 
-  it.runIf(nativeAvailable)('js and cpu agree within 1e-4, F32 and F16', () => {
-    for (const type of ['F32', 'F16'] as const) {
+  it.runIf(nativeAvailable)('js and cpu agree: F32 within 1e-4, F16 within 1e-3', () => {
+    // With f16 weights the activations are rounded to f16; a 1-ulp f32 difference between the two
+    // backends can land on opposite sides of an f16 rounding boundary, so F16 agrees less tightly.
+    for (const [type, tol] of [['F32', 1e-4], ['F16', 1e-3]] as const) {
       const f = path.join(dir, `jscpu-${type}.gguf`);
       writeRandomMixtral(f, SHAPES[1]!, type);
-      expect(relL2(logits(f, 'cpu'), logits(f, 'js'))).toBeLessThan(1e-4);
+      expect(relL2(logits(f, 'cpu'), logits(f, 'js'))).toBeLessThan(tol);
     }
   });
 

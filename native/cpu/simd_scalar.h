@@ -18,6 +18,9 @@ struct Simd {
   static void store(float* p, V v) { *p = v; }
   static V load_f16(const uint16_t* p) { return fp16_to_fp32(*p); }
   static V load_bf16(const uint16_t* p) { return bf16_to_fp32(*p); }
+  // Round to the nearest f16 / bf16 value (ties to even), staying in f32.
+  static V round_f16(V a) { return fp16_to_fp32(fp32_to_fp16(a)); }
+  static V round_bf16(V a) { return bf16_to_fp32(fp32_to_bf16(a)); }
   static V load_partial(const float* p, int n) { return n > 0 ? *p : 0.f; }
   static void store_partial(float* p, V v, int n) { if (n > 0) *p = v; }
   static V fma(V a, V b, V c) { return a * b + c; }

@@ -73,7 +73,7 @@ function moeConfig(g: GGUFFile, arch: string, fail: (m: string) => never): Parti
 }
 
 export interface GGUFWeightOptions {
-  /** Q8_0/Q4_0 matrices: kept as packed blocks (linear runs on them) or dequantised (default f16). */
+  /** Q8_0/Q4_0 matrices: kept as packed blocks (linear runs on them; default) or dequantised. */
   quantized?: 'packed' | 'f16' | 'f32';
   onProgress?: (done: number, total: number) => void;
 }
@@ -81,7 +81,7 @@ export interface GGUFWeightOptions {
 export function llamaWeightsFromGGUF(g: GGUFFile, c: LlamaConfig, options: GGUFWeightOptions | ((done: number, total: number) => void) = {}): LlamaWeights {
   const o = typeof options === 'function' ? { onProgress: options } : options;
   const onProgress = o.onProgress;
-  const qmode = o.quantized ?? 'f16';
+  const qmode = o.quantized ?? 'packed';
   const file = g.path.split('/').pop()!;
   const byName = new Map<string, GGUFTensorInfo>(g.tensors.map((t) => [t.name, t]));
   let done = 0;

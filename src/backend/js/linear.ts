@@ -1,4 +1,4 @@
-import { f16DecodeTable } from '../../tensor/half.js';
+import { decodeHalf, encodeHalf, f16DecodeTable } from '../../tensor/half.js';
 import { quantizeActivationsQ8_0 } from '../../tensor/quant.js';
 import type { LinearPlan } from '../kernels.js';
 
@@ -15,10 +15,14 @@ export function weightsAsF32(w: Float32Array | Uint16Array, wtype: 'f32' | 'f16'
   return out;
 }
 
-/** y = x w^T + b: each weight row is decoded once and dotted with every input row. */
+/**
+ * y = x w^T + b: each weight row is decoded once and dotted with every input row. With f16 (bf16)
+ * weights the activations are first rounded to f16 (bf16), as llama.cpp does.
+ */
 export function linear(p: LinearPlan): void {
   if (p.wtype === 'q8_0' || p.wtype === 'q4_0') return linearQuantized(p);
-  const { x, w, wtype, bias, y, M, N, K } = p;
+  const { w, wtype, bias, y, M, N, K } = p;
+  const x = wtype === 'f32' ? p.x : decodeHalf(encodeHalf(p.x, wtype), wtype);
   const row = new Float32Array(K);
   for (let n = 0; n < N; n++) {
     const wr = weightsAsF32(w as Float32Array | Uint16Array, wtype, n * K, K, row);
