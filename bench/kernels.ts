@@ -2,7 +2,9 @@
  * Kernel benchmark: one row per kernel and shape with the JS baseline and the native time side by
  * side, the speedup, the native rate (GFLOP/s or GB/s) and that rate as a fraction of this
  * machine's peak measured in the same run (an FMA loop for FLOP/s; the faster of a streaming
- * read and a large copy for bandwidth). JS rows may use smaller shapes: compare rates.
+ * read and a large copy for bandwidth). JS rows may use smaller shapes: compare rates. Outputs are
+ * preallocated (the ops' `out` argument) so rows time the kernels, not fresh-memory page faults;
+ * GEMV rows cycle through enough weight copies (>= 256 MB) that weights come from DRAM, not cache.
  *
  *   npm run bench [-- --json FILE] [-- --filter SUBSTRING] [-- --time MS]
  */
@@ -145,25 +147,29 @@ async function main() {
     const M = 1024, N = 1024, K = 1024;
     const x = f32([M, K]), w = dt === 'f32' ? f32([N, K]) : half(dt, [N, K]);
     const xs = f32([128, 256]), ws = dt === 'f32' ? f32([256, 256]) : half(dt, [256, 256]);
+    const y = f32([M, N]), ys = f32([128, 256]);
     await measure({
-      kernel: `linear ${dt} GEMM`, shape: `${M}x${N}x${K}`, unit: 'GFLOP/s', work: 2 * M * N * K, run: (be) => be.linear(x, w),
-      jsShape: '128x256x256', jsWork: 2 * 128 * 256 * 256, jsRun: (be) => be.linear(xs, ws),
+      kernel: `linear ${dt} GEMM`, shape: `${M}x${N}x${K}`, unit: 'GFLOP/s', work: 2 * M * N * K, run: (be) => be.linear(x, w, null, y),
+      jsShape: '128x256x256', jsWork: 2 * 128 * 256 * 256, jsRun: (be) => be.linear(xs, ws, null, ys),
     }, pk);
   }
   {
     const M = 64, N = 4096, K = 4096;
     const x = f32([M, K]), w = half('f16', [N, K]);
     const xs = f32([16, 1024]), ws = half('f16', [512, 1024]);
+    const y = f32([M, N]), ys = f32([16, 512]);
     await measure({
-      kernel: 'linear f16 prefill', shape: `${M}x${N}x${K}`, unit: 'GFLOP/s', work: 2 * M * N * K, run: (be) => be.linear(x, w),
-      jsShape: '16x512x1024', jsWork: 2 * 16 * 512 * 1024, jsRun: (be) => be.linear(xs, ws),
+      kernel: 'linear f16 prefill', shape: `${M}x${N}x${K}`, unit: 'GFLOP/s', work: 2 * M * N * K, run: (be) => be.linear(x, w, null, y),
+      jsShape: '16x512x1024', jsWork: 2 * 16 * 512 * 1024, jsRun: (be) => be.linear(xs, ws, null, ys),
     }, pk);
   }
   // GEMV (decode): memory-bound; rate = weight bytes read per second.
   for (const dt of ['f32', 'f16', 'bf16'] as const) {
     const N = 4096, K = 4096;
-    const x = f32([1, K]), w = dt === 'f32' ? f32([N, K]) : half(dt, [N, K]);
-    await measure({ kernel: `linear ${dt} GEMV`, shape: `1x${N}x${K}`, unit: 'GB/s', work: w.byteLength, run: (be) => be.linear(x, w) }, pk);
+    const x = f32([1, K]), y = f32([1, N]);
+    const copies = Array.from({ length: Math.ceil(256e6 / (N * K * (dt === 'f32' ? 4 : 2))) }, () => (dt === 'f32' ? f32([N, K]) : half(dt, [N, K])));
+    let i = 0;
+    await measure({ kernel: `linear ${dt} GEMV`, shape: `1x${N}x${K}`, unit: 'GB/s', work: copies[0]!.byteLength, run: (be) => be.linear(x, copies[i++ % copies.length]!, null, y) }, pk);
   }
   // Quantised weights (llama.cpp's q8_0 / q4_0 integer dots): GEMV rate = weight bytes read per
   // second, prefill = 2*M*N*K per second. Quantising 16M values in JS takes seconds: skip unless selected.
@@ -171,12 +177,15 @@ async function main() {
     const M = 64, N = 4096, K = 4096;
     if (filter && ![`linear ${dt} GEMV 1x${N}x${K}`, `linear ${dt} prefill ${M}x${N}x${K}`].some((s) => s.includes(filter))) continue;
     const w = Tensor.from(dt, [N, K], f32([N, K], 0.5).data);
-    const x = f32([1, K]), xm = f32([M, K]);
-    const xs = f32([16, 1024]), ws = Tensor.from(dt, [512, 1024], f32([512, 1024], 0.5).data);
-    await measure({ kernel: `linear ${dt} GEMV`, shape: `1x${N}x${K}`, unit: 'GB/s', work: w.byteLength, run: (be) => be.linear(x, w) }, pk);
+    const x = f32([1, K]), xm = f32([M, K]), y = f32([1, N]), ym = f32([M, N]);
+    const xs = f32([16, 1024]), ws = Tensor.from(dt, [512, 1024], f32([512, 1024], 0.5).data), ys = f32([16, 512]);
+    // byte copies of the one quantised matrix, enough to spill the caches
+    const copies = [w, ...Array.from({ length: Math.ceil(256e6 / w.byteLength) - 1 }, () => new Tensor(dt, [N, K], (w.data as Uint8Array).slice()))];
+    let i = 0;
+    await measure({ kernel: `linear ${dt} GEMV`, shape: `1x${N}x${K}`, unit: 'GB/s', work: w.byteLength, run: (be) => be.linear(x, copies[i++ % copies.length]!, null, y) }, pk);
     await measure({
-      kernel: `linear ${dt} prefill`, shape: `${M}x${N}x${K}`, unit: 'GFLOP/s', work: 2 * M * N * K, run: (be) => be.linear(xm, w),
-      jsShape: '16x512x1024', jsWork: 2 * 16 * 512 * 1024, jsRun: (be) => be.linear(xs, ws),
+      kernel: `linear ${dt} prefill`, shape: `${M}x${N}x${K}`, unit: 'GFLOP/s', work: 2 * M * N * K, run: (be) => be.linear(xm, w, null, ym),
+      jsShape: '16x512x1024', jsWork: 2 * 16 * 512 * 1024, jsRun: (be) => be.linear(xs, ws, null, ys),
     }, pk);
   }
   // Attention
@@ -185,10 +194,11 @@ async function main() {
     const q = f32([T, H, D]), k = f32([T, H, D]), v = f32([T, H, D]);
     const Ts = 256, Hs = 4;
     const qs = f32([Ts, Hs, D]), ks = f32([Ts, Hs, D]), vs = f32([Ts, Hs, D]);
+    const o = f32([T, H, D]);
     const flops = (4 * T * T * D * H) / 2;
     await measure({
       kernel: 'flashAttention causal', shape: `T=S=${T} H=${H} D=${D}`, unit: 'GFLOP/s', work: flops,
-      run: (be) => be.flashAttention(q, k, v, { causal: true }),
+      run: (be) => be.flashAttention(q, k, v, { causal: true, out: o }),
       jsShape: `T=S=${Ts} H=${Hs}`, jsWork: (4 * Ts * Ts * D * Hs) / 2, jsRun: (be) => be.flashAttention(qs, ks, vs, { causal: true }),
     }, pk);
   }
@@ -202,42 +212,45 @@ async function main() {
       contextLens: new Tensor('i32', [B], new Int32Array(B).fill(ctx)),
       queryStart: new Tensor('i32', [B + 1], Int32Array.from({ length: B + 1 }, (_, i) => i)),
     };
-    const q = f32([B, Hq, D]);
+    const q = f32([B, Hq, D]), o = f32([B, Hq, D]);
     await measure({
       kernel: 'pagedAttention decode', shape: `B=${B} ctx=${ctx} Hq=${Hq} Hkv=${Hkv} D=${D}`, unit: 'GB/s',
-      work: 2 * B * ctx * Hkv * D * 4, run: (be) => be.pagedAttention(q, kc, vc, batch),
+      work: 2 * B * ctx * Hkv * D * 4, run: (be) => be.pagedAttention(q, kc, vc, batch, { out: o }),
     }, pk);
   }
   // Memory-bound elementwise / row ops: bytes = inputs read + outputs written.
   {
     const R = 512, Dm = 4096;
-    const x = f32([R, Dm]), w = f32([Dm]), u = f32([R, Dm]);
-    await measure({ kernel: 'rmsNorm', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.rmsNorm(x, w) }, pk);
-    await measure({ kernel: 'layerNorm', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.layerNorm(x, w, w) }, pk);
-    await measure({ kernel: 'softmax', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.softmax(x) }, pk);
-    await measure({ kernel: 'silu', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.silu(x) }, pk);
-    await measure({ kernel: 'gelu tanh', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.gelu(x) }, pk);
-    await measure({ kernel: 'swiglu', shape: `${R}x${Dm}`, unit: 'GB/s', work: 3 * x.byteLength, run: (be) => be.swiglu(x, u) }, pk);
-    await measure({ kernel: 'add', shape: `${R}x${Dm}`, unit: 'GB/s', work: 3 * x.byteLength, run: (be) => be.add(x, u) }, pk);
+    const x = f32([R, Dm]), w = f32([Dm]), u = f32([R, Dm]), y = f32([R, Dm]);
+    await measure({ kernel: 'rmsNorm', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.rmsNorm(x, w, 1e-5, y) }, pk);
+    await measure({ kernel: 'layerNorm', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.layerNorm(x, w, w, 1e-5, y) }, pk);
+    await measure({ kernel: 'softmax', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.softmax(x, 1, y) }, pk);
+    await measure({ kernel: 'silu', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.silu(x, y) }, pk);
+    await measure({ kernel: 'gelu tanh', shape: `${R}x${Dm}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.gelu(x, 'tanh', y) }, pk);
+    await measure({ kernel: 'swiglu', shape: `${R}x${Dm}`, unit: 'GB/s', work: 3 * x.byteLength, run: (be) => be.swiglu(x, u, y) }, pk);
+    await measure({ kernel: 'add', shape: `${R}x${Dm}`, unit: 'GB/s', work: 3 * x.byteLength, run: (be) => be.add(x, u, y) }, pk);
   }
   {
     const T = 512, H = 32, D = 128;
     const x = f32([T, H, D]);
     const pos = new Tensor('i32', [T], Int32Array.from({ length: T }, (_, i) => i));
-    await measure({ kernel: 'rope neox', shape: `T=${T} H=${H} D=${D}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.rope(x, pos) }, pk);
+    const y = f32([T, H, D]);
+    await measure({ kernel: 'rope neox', shape: `T=${T} H=${H} D=${D}`, unit: 'GB/s', work: 2 * x.byteLength, run: (be) => be.rope(x, pos, { out: y }) }, pk);
   }
   {
     const V = 32000, D = 2048, n = 512;
     const table = half('f16', [V, D]);
     const ids = new Tensor('i32', [n], Int32Array.from({ length: n }, (_, i) => (i * 7919) % V));
-    await measure({ kernel: 'embedding f16', shape: `${n} ids, ${V}x${D}`, unit: 'GB/s', work: n * D * 6, run: (be) => be.embedding(table, ids) }, pk);
+    const y = f32([n, D]);
+    await measure({ kernel: 'embedding f16', shape: `${n} ids, ${V}x${D}`, unit: 'GB/s', work: n * D * 6, run: (be) => be.embedding(table, ids, y) }, pk);
   }
   {
     const R = 128, V = 32000;
     const logits = f32([R, V], 8);
     const targets = new Tensor('i32', [R], Int32Array.from({ length: R }, (_, i) => (i * 31) % V));
     await measure({ kernel: 'crossEntropy', shape: `${R}x${V}`, unit: 'GB/s', work: logits.byteLength, run: (be) => be.crossEntropy(logits, targets) }, pk);
-    await measure({ kernel: 'logSoftmax', shape: `${R}x${V}`, unit: 'GB/s', work: 2 * logits.byteLength, run: (be) => be.logSoftmax(logits) }, pk);
+    const ls = f32([R, V]);
+    await measure({ kernel: 'logSoftmax', shape: `${R}x${V}`, unit: 'GB/s', work: 2 * logits.byteLength, run: (be) => be.logSoftmax(logits, 1, ls) }, pk);
     const one = f32([8, V], 8);
     await measure({ kernel: 'topK k=40', shape: `8x${V}`, unit: 'GB/s', work: one.byteLength, run: (be) => be.topK(one, 40) }, pk);
   }

@@ -127,3 +127,40 @@ describe.runIf(nativeAvailable)('the native addon re-checks what guards memory',
     expect(() => n.linear(x, w, 0, null, y, 2 ** 40, 2 ** 40, 2)).toThrow(/linear: .*(overflow|elements)/);
   });
 });
+
+describe.each(backends)('out tensors on %s', (name) => {
+  const be = getBackend(name);
+  const r = rng(21);
+
+  it('write the result into out (same values as a fresh result), in place where allowed', () => {
+    const x = randTensor([3, 16], r), w = randTensor([5, 16], r), g = randTensor([3, 16], r), u = randTensor([3, 16], r);
+    const y = new Tensor('f32', [3, 5]);
+    expect(be.linear(x, w, null, y)).toBe(y);
+    expect(Array.from(y.data)).toEqual(Array.from(be.linear(x, w).data));
+    const want = Array.from(be.add(g, u).data);
+    expect(be.add(g, u, g)).toBe(g); // a += b
+    expect(Array.from(g.data)).toEqual(want);
+    const q = randTensor([4, 2, 8], r), pos = Tensor.from('i32', [4], [0, 1, 2, 3]);
+    const rq = Array.from(be.rope(q, pos).data);
+    be.rope(q, pos, { out: q });
+    expect(Array.from(q.data)).toEqual(rq);
+    const n = randTensor([3, 16], r);
+    const nw = randTensor([16], r);
+    const rn = Array.from(be.rmsNorm(n, nw).data);
+    be.rmsNorm(n, nw, 1e-5, n);
+    expect(Array.from(n.data)).toEqual(rn);
+  });
+
+  it('reject an out of the wrong shape or dtype, or one overlapping an input', () => {
+    const x = randTensor([3, 16], r), w = randTensor([5, 16], r);
+    expect(() => be.linear(x, w, null, new Tensor('f32', [3, 4]))).toThrow(new RangeError('Expected shape [3, 5] for out but received [3, 4]'));
+    expect(() => be.linear(x, w, null, new Tensor('f16', [3, 5]) as never)).toThrow(/Expected dtype f32 for out but received f16/);
+    const big = new Float32Array(64);
+    const xin = new Tensor('f32', [2, 16], big.subarray(0, 32));
+    const part = new Tensor('f32', [2, 5], big.subarray(20, 30));
+    expect(() => be.linear(xin, w, null, part)).toThrow(/Expected out not to overlap an input of this op/);
+    expect(() => be.softmax(x, 1, x)).toThrow(/overlap/); // softmax is not in-place
+    const q = randTensor([2, 1, 8], r);
+    expect(() => be.flashAttention(q, q, q, { out: q })).toThrow(/overlap/);
+  });
+});

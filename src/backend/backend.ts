@@ -21,6 +21,8 @@ export interface RopeOptions {
   rotaryDim?: number;
   /** Frequency scaling. 'linear' divides positions by `factor` (position interpolation). */
   scaling?: { type: 'linear'; factor: number } | null;
+  /** Write the result here (x itself for in place). */
+  out?: Tensor | null;
 }
 
 export interface AttentionOptions {
@@ -38,6 +40,8 @@ export interface AttentionOptions {
   sinks?: number;
   /** Additive mask (T, S), f32 (use -Infinity to hide). */
   mask?: Tensor | null;
+  /** Write the result (T, Hq, D) here. */
+  out?: Tensor | null;
 }
 
 export type PagedAttentionOptions = Omit<AttentionOptions, 'causal' | 'queryOffset' | 'mask'>;
@@ -77,6 +81,26 @@ function f32(shape: readonly number[]): Tensor<'f32'> {
   return new Tensor('f32', shape);
 }
 
+/**
+ * The output tensor: a new one, or the caller's `out` (f32, exactly `shape`). `out` may be one of
+ * the inputs named in `alias` (in-place elementwise ops) but must not overlap any other input.
+ */
+function output(out: Tensor | null | undefined, shape: readonly number[], inputs: readonly (Tensor | null | undefined)[], alias: readonly (Tensor | null | undefined)[] = []): Tensor<'f32'> {
+  if (out === undefined || out === null) return f32(shape);
+  check.tensor(out, 'out', F32);
+  check.shape(out, 'out', shape);
+  const o = out.data;
+  for (const t of inputs) {
+    if (!t) continue;
+    const d = t.data;
+    if (d.buffer !== o.buffer) continue;
+    const overlap = d.byteOffset < o.byteOffset + o.byteLength && o.byteOffset < d.byteOffset + d.byteLength;
+    if (overlap && !(alias.includes(t) && d.byteOffset === o.byteOffset && d.byteLength === o.byteLength))
+      throw new RangeError('Expected out not to overlap an input of this op');
+  }
+  return out as Tensor<'f32'>;
+}
+
 export class Backend {
   readonly #k: Kernels;
   readonly name: BackendName;
@@ -91,7 +115,7 @@ export class Backend {
    * blocks; with q8_0/q4_0 the activations are quantised to 8-bit blocks per row first and the
    * dot products are integer per block, as llama.cpp computes them.
    */
-  linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor<'f32'> {
+  linear(x: Tensor, w: Tensor, bias?: Tensor | null, out?: Tensor | null): Tensor<'f32'> {
     check.tensor(x, 'x', F32);
     check.tensor(w, 'w', WEIGHT_DTYPES);
     check.rank(w, 'w', 2);
@@ -102,25 +126,25 @@ export class Backend {
     const b = check.optionalTensor(bias, 'bias', F32);
     if (b) check.shape(b, 'bias', [N]);
     const M = rows(x, K);
-    const y = f32([...x.shape.slice(0, -1), N]);
+    const y = output(out, [...x.shape.slice(0, -1), N], [x, w, b]);
     this.#k.linear({ x: x.data as Float32Array, w: w.data as WeightData, wtype: w.dtype as WeightType, bias: b ? (b.data as Float32Array) : null, y: y.data, M, N, K });
     return y;
   }
 
   /** RMSNorm over the last dimension: x * rsqrt(mean(x^2) + eps) * weight. */
-  rmsNorm(x: Tensor, weight: Tensor, eps = 1e-5): Tensor<'f32'> {
+  rmsNorm(x: Tensor, weight: Tensor, eps = 1e-5, out?: Tensor | null): Tensor<'f32'> {
     check.tensor(x, 'x', F32);
     const dim = check.lastDim(x, 'x');
     check.tensor(weight, 'weight', F32);
     check.shape(weight, 'weight', [dim]);
     check.num(eps, 'eps', { min: 0 });
-    const y = f32(x.shape);
+    const y = output(out, x.shape, [x, weight], [x]);
     this.#k.rmsNorm({ x: x.data as Float32Array, weight: weight.data as Float32Array, bias: null, y: y.data, rows: rows(x, dim), dim, eps });
     return y;
   }
 
   /** LayerNorm over the last dimension, with optional weight and bias. */
-  layerNorm(x: Tensor, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor<'f32'> {
+  layerNorm(x: Tensor, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5, out?: Tensor | null): Tensor<'f32'> {
     check.tensor(x, 'x', F32);
     const dim = check.lastDim(x, 'x');
     const w = check.optionalTensor(weight, 'weight', F32);
@@ -128,7 +152,7 @@ export class Backend {
     const b = check.optionalTensor(bias, 'bias', F32);
     if (b) check.shape(b, 'bias', [dim]);
     check.num(eps, 'eps', { min: 0 });
-    const y = f32(x.shape);
+    const y = output(out, x.shape, [x, w, b]);
     this.#k.layerNorm({
       x: x.data as Float32Array,
       weight: w ? (w.data as Float32Array) : null,
@@ -142,84 +166,84 @@ export class Backend {
   }
 
   /** a + b; b has a's shape or a's trailing shape (broadcast over leading dims). */
-  add(a: Tensor, b: Tensor): Tensor<'f32'> {
-    return this.#binary(a, b, 'add');
+  add(a: Tensor, b: Tensor, out?: Tensor | null): Tensor<'f32'> {
+    return this.#binary(a, b, 'add', out);
   }
 
   /** a * b elementwise; b has a's shape or a's trailing shape. */
-  mul(a: Tensor, b: Tensor): Tensor<'f32'> {
-    return this.#binary(a, b, 'mul');
+  mul(a: Tensor, b: Tensor, out?: Tensor | null): Tensor<'f32'> {
+    return this.#binary(a, b, 'mul', out);
   }
 
-  #binary(a: Tensor, b: Tensor, op: 'add' | 'mul'): Tensor<'f32'> {
+  #binary(a: Tensor, b: Tensor, op: 'add' | 'mul', out?: Tensor | null): Tensor<'f32'> {
     check.tensor(a, 'a', F32);
     check.tensor(b, 'b', F32);
     const tail = a.shape.slice(a.rank - b.rank);
     if (b.rank > a.rank || b.shape.some((d, i) => d !== tail[i]) || (b.size === 0 && a.size !== 0))
       throw new RangeError(`Expected b's shape to equal a's shape [${a.shape.join(', ')}] or its trailing dimensions but received [${b.shape.join(', ')}]`);
-    const y = f32(a.shape);
+    const y = output(out, a.shape, [a, b], [a, b]);
     if (a.size > 0) this.#k.binary({ a: a.data as Float32Array, b: b.data as Float32Array, y: y.data, op });
     return y;
   }
 
   /** SiLU: x * sigmoid(x). */
-  silu(x: Tensor): Tensor<'f32'> {
-    return this.#activation(x, 'silu');
+  silu(x: Tensor, out?: Tensor | null): Tensor<'f32'> {
+    return this.#activation(x, 'silu', out);
   }
 
   /** GELU, tanh approximation (default, as GPT-2) or exact erf form ('none', as PyTorch). */
-  gelu(x: Tensor, approximate: 'tanh' | 'none' = 'tanh'): Tensor<'f32'> {
+  gelu(x: Tensor, approximate: 'tanh' | 'none' = 'tanh', out?: Tensor | null): Tensor<'f32'> {
     check.oneOf(approximate, 'approximate', ['tanh', 'none'] as const);
-    return this.#activation(x, approximate === 'tanh' ? 'gelu_tanh' : 'gelu_erf');
+    return this.#activation(x, approximate === 'tanh' ? 'gelu_tanh' : 'gelu_erf', out);
   }
 
-  #activation(x: Tensor, act: 'silu' | 'gelu_tanh' | 'gelu_erf'): Tensor<'f32'> {
+  #activation(x: Tensor, act: 'silu' | 'gelu_tanh' | 'gelu_erf', out?: Tensor | null): Tensor<'f32'> {
     check.tensor(x, 'x', F32);
-    const y = f32(x.shape);
+    const y = output(out, x.shape, [x], [x]);
     this.#k.activation({ x: x.data as Float32Array, y: y.data, act });
     return y;
   }
 
   /** SwiGLU: silu(gate) * up. */
-  swiglu(gate: Tensor, up: Tensor): Tensor<'f32'> {
+  swiglu(gate: Tensor, up: Tensor, out?: Tensor | null): Tensor<'f32'> {
     check.tensor(gate, 'gate', F32);
     check.tensor(up, 'up', F32);
     check.sameShape(gate, 'gate', up, 'up');
-    const y = f32(gate.shape);
+    const y = output(out, gate.shape, [gate, up], [gate, up]);
     this.#k.swiglu({ gate: gate.data as Float32Array, up: up.data as Float32Array, y: y.data });
     return y;
   }
 
   /** Softmax of scale * x over the last dimension. */
-  softmax(x: Tensor, scale = 1): Tensor<'f32'> {
-    return this.#softmax(x, scale, false);
+  softmax(x: Tensor, scale = 1, out?: Tensor | null): Tensor<'f32'> {
+    return this.#softmax(x, scale, false, out);
   }
 
   /** Log-softmax of scale * x over the last dimension. */
-  logSoftmax(x: Tensor, scale = 1): Tensor<'f32'> {
-    return this.#softmax(x, scale, true);
+  logSoftmax(x: Tensor, scale = 1, out?: Tensor | null): Tensor<'f32'> {
+    return this.#softmax(x, scale, true, out);
   }
 
-  #softmax(x: Tensor, scale: number, log: boolean): Tensor<'f32'> {
+  #softmax(x: Tensor, scale: number, log: boolean, out?: Tensor | null): Tensor<'f32'> {
     check.tensor(x, 'x', F32);
     const cols = check.lastDim(x, 'x');
     check.num(scale, 'scale');
-    const y = f32(x.shape);
+    const y = output(out, x.shape, [x]);
     this.#k.softmax({ x: x.data as Float32Array, y: y.data, rows: rows(x, cols), cols, scale, log });
     return y;
   }
 
   /** Rows of table (vocab, dim) (f32/f16/bf16) for ids (i32, any shape) -> (...ids.shape, dim) f32. */
-  embedding(table: Tensor, ids: Tensor): Tensor<'f32'> {
+  embedding(table: Tensor, ids: Tensor, out?: Tensor | null): Tensor<'f32'> {
     check.tensor(table, 'table', FLOAT_DTYPES);
     check.rank(table, 'table', 2);
     check.tensor(ids, 'ids', I32);
     const [vocab, dim] = table.shape as [number, number];
     if (vocab < 1 || dim < 1) throw new RangeError(`Expected a non-empty table but received [${table.shape.join(', ')}]`);
     check.idsInRange(ids, 'ids', 0, vocab);
-    const out = f32([...ids.shape, dim]);
-    this.#k.embedding({ table: table.data as Float32Array | Uint16Array, dtype: table.dtype as 'f32' | 'f16' | 'bf16', vocab, dim, ids: ids.data as Int32Array, out: out.data });
-    return out;
+    const y = output(out, [...ids.shape, dim], [table, ids]);
+    this.#k.embedding({ table: table.data as Float32Array | Uint16Array, dtype: table.dtype as 'f32' | 'f16' | 'bf16', vocab, dim, ids: ids.data as Int32Array, out: y.data });
+    return y;
   }
 
   /** Rotary position embedding of x (T, H, D) at positions (T) i32. */
@@ -240,7 +264,7 @@ export class Backend {
       freqScale = 1 / check.num(o.scaling.factor, 'options.scaling.factor', { positive: true });
     }
     if (H < 1 || D < 2) throw new RangeError(`Expected x of shape [T, H >= 1, D >= 2] but received [${x.shape.join(', ')}]`);
-    const y = f32(x.shape);
+    const y = output(o.out, x.shape, [x, positions], [x]);
     this.#k.rope({ x: x.data as Float32Array, y: y.data, positions: positions.data as Int32Array, T, H, D, rotDim, theta, freqScale, neox: style === 'neox' });
     return y;
   }
@@ -258,17 +282,17 @@ export class Backend {
   flashAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor<'f32'> {
     const p = this.#attentionPlan(q, k, v, options);
     this.#k.flashAttention(p);
-    return new Tensor('f32', q.shape, p.o);
+    return p.out;
   }
 
   /** Plain attention (materialised scores), the reference for flashAttention. */
   attentionNaive(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor<'f32'> {
     const p = this.#attentionPlan(q, k, v, options);
     this.#k.attentionNaive(p);
-    return new Tensor('f32', q.shape, p.o);
+    return p.out;
   }
 
-  #attentionPlan(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions): AttentionPlan {
+  #attentionPlan(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions): AttentionPlan & { out: Tensor<'f32'> } {
     check.tensor(q, 'q', F32);
     check.tensor(k, 'k', F32);
     check.tensor(v, 'v', F32);
@@ -285,11 +309,13 @@ export class Backend {
     const { scale, alibi, window, sinks } = commonAttentionOptions(o, Hq, D);
     const mask = check.optionalTensor(o.mask, 'options.mask', F32);
     if (mask) check.shape(mask, 'options.mask', [T, S]);
+    const out = output(o.out, q.shape, [q, k, v, mask]);
     return {
+      out,
       q: q.data as Float32Array,
       k: k.data as Float32Array,
       v: v.data as Float32Array,
-      o: new Float32Array(q.size),
+      o: out.data,
       T, S, Hq, Hkv, D, scale, causal, qOffset, alibi, window, sinks,
       mask: mask ? (mask.data as Float32Array) : null,
     };
@@ -335,7 +361,7 @@ export class Backend {
     }
     const o = check.options<PagedAttentionOptions>(options, 'options');
     const { scale, alibi, window, sinks } = commonAttentionOptions(o, Hq, D);
-    const out = f32(q.shape);
+    const out = output(o.out, q.shape, [q, kCache, vCache]);
     this.#k.pagedAttention({
       q: q.data as Float32Array,
       kCache: kCache.data as Float32Array,

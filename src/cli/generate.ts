@@ -11,7 +11,8 @@ Streams a completion of the prompt to stdout. Without -m, uses the small model s
 tessera (stories260K, a 260K-parameter Llama trained on TinyStories; MIT).
 
 Options:
-  -m, --model FILE          GGUF model file (llama, mistral, qwen2 architectures)
+  -m, --model FILE          GGUF file (llama/Mixtral, mistral, qwen2), Hugging Face directory
+                            (config.json + safetensors + tokenizer.json) or llama2.c .bin
   -p, --prompt TEXT         Prompt text (default: "Once upon a time")
   -n, --max-tokens N        Tokens to generate (default 128)
       --temperature T       0 = greedy (default 0.8)

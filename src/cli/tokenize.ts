@@ -1,7 +1,6 @@
 /** `tessera tokenize`: print the token ids of a text. */
 import { readFileSync } from 'node:fs';
-import { Tokenizer } from '../tokenizer/index.js';
-import { readGGUF } from '../formats/gguf.js';
+import { loadTokenizer } from '../model/load.js';
 import { existsSync } from 'node:fs';
 import { defaultModelPath, parse } from './common.js';
 import { UsageError } from './errors.js';
@@ -11,7 +10,7 @@ export const TOKENIZE_HELP = `Usage: tessera tokenize [-m FILE] (-p TEXT | -f FI
 Prints the token ids of the text, space-separated (default model: the bundled stories260K).
 
 Options:
-  -m, --model FILE   GGUF model (only its tokenizer is read)
+  -m, --model FILE   Model: GGUF, Hugging Face directory or llama2.c .bin (only its tokenizer is read)
   -p, --prompt TEXT  Text to tokenize
   -f, --file FILE    Read the text from a file
       --json         Print a JSON array of ids (with --pieces: of {id, piece})
@@ -36,7 +35,7 @@ export function tokenizeCommand(argv: string[]): void {
   const text = a.prompt ?? readFileSync(a.file!, 'utf8');
   const file = a.model ?? defaultModelPath();
   if (!existsSync(file)) throw new UsageError(`model file not found: ${file}`);
-  const tok = Tokenizer.fromGGUF(readGGUF(file));
+  const tok = loadTokenizer(file);
   const ids = tok.encode(text, { addBos: !a['no-bos'], parseSpecial: true });
   if (a.json) {
     const out = a.pieces ? ids.map((id) => ({ id, piece: tok.piece(id) })) : ids;

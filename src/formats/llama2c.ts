@@ -37,6 +37,18 @@ export interface Llama2cCheckpoint {
   output: Tensor<'f32'>;
 }
 
+/** Just the 7-int header (vocabSize negative when a separate classifier follows). */
+export function readLlama2cHeader(file: string): { dim: number; vocabSize: number } {
+  const fd = openSync(file, 'r');
+  try {
+    const hb = Buffer.alloc(28);
+    if (readSync(fd, hb, 0, 28, 0) !== 28) throw new ModelFileError(path.basename(file), 'truncated: the header alone is 28 bytes');
+    return { dim: hb.readInt32LE(0), vocabSize: hb.readInt32LE(20) };
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export function readLlama2c(file: string): Llama2cCheckpoint {
   const name = path.basename(file);
   const fail = (m: string): never => {

@@ -58,6 +58,9 @@ export interface ForwardOptions {
 
 export class LlamaModel {
   #disposed = false;
+  // Activation buffers reused across layers and calls (one per role), so a forward pass does not
+  // allocate (and page-fault in) fresh memory for every op. Never returned to callers.
+  readonly #ws = new Map<string, Tensor<'f32'>>();
 
   constructor(
     readonly config: LlamaConfig,
@@ -84,22 +87,39 @@ export class LlamaModel {
     const rope = { style: c.ropeStyle, theta: c.ropeTheta, rotaryDim: c.ropeDim, scaling: c.ropeScale !== 1 ? { type: 'linear' as const, factor: c.ropeScale } : null };
     const attnOpts = { window: c.slidingWindow };
 
-    let x = be.embedding(w.tokEmbd, new Tensor('i32', [T], tokens)); // (T, dim)
+    const qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
+    const ws = (name: string, shape: number[]) => this.#workspace(name, shape);
+    const x = be.embedding(w.tokEmbd, new Tensor('i32', [T], tokens), ws('x', [T, c.dim])); // (T, dim) residual stream
     for (let l = 0; l < c.layers; l++) {
       const L = w.layers[l]!;
-      const h = be.rmsNorm(x, L.attnNorm, c.normEps); // (T, dim)
-      const q = be.rope(be.linear(h, L.wq, L.bq).reshape([T, c.heads, c.headDim]), positions, rope);
-      const k = be.rope(be.linear(h, L.wk, L.bk).reshape([T, c.kvHeads, c.headDim]), positions, rope);
-      const v = be.linear(h, L.wv, L.bv).reshape([T, c.kvHeads, c.headDim]);
+      const h = be.rmsNorm(x, L.attnNorm, c.normEps, ws('h', [T, c.dim])); // (T, dim)
+      const q = be.linear(h, L.wq, L.bq, ws('q', [T, qd])).reshape([T, c.heads, c.headDim]);
+      const k = be.linear(h, L.wk, L.bk, ws('k', [T, kvd])).reshape([T, c.kvHeads, c.headDim]);
+      const v = be.linear(h, L.wv, L.bv, ws('v', [T, kvd])).reshape([T, c.kvHeads, c.headDim]);
+      be.rope(q, positions, { ...rope, out: q });
+      be.rope(k, positions, { ...rope, out: k });
       be.pagedKvWrite(cache.k[l]!, cache.v[l]!, k, v, slots);
-      const att = be.pagedAttention(q, cache.k[l]!, cache.v[l]!, batch, attnOpts); // (T, heads, headDim)
-      x = be.add(x, be.linear(att.reshape([T, c.heads * c.headDim]), L.wo));
-      const h2 = be.rmsNorm(x, L.ffnNorm, c.normEps);
-      if (L.moe) x = be.add(x, this.#moeFfn(h2, L.moe, l, opts));
-      else x = be.add(x, be.linear(be.swiglu(be.linear(h2, L.wGate!), be.linear(h2, L.wUp!)), L.wDown!)); // SwiGLU (T, ffnDim) -> (T, dim)
+      const att = be.pagedAttention(q, cache.k[l]!, cache.v[l]!, batch, { ...attnOpts, out: ws('att', [T, c.heads, c.headDim]) });
+      be.add(x, be.linear(att.reshape([T, qd]), L.wo, null, ws('o', [T, c.dim])), x);
+      const h2 = be.rmsNorm(x, L.ffnNorm, c.normEps, ws('h', [T, c.dim]));
+      if (L.moe) be.add(x, this.#moeFfn(h2, L.moe, l, opts), x);
+      else {
+        const g = be.linear(h2, L.wGate!, null, ws('g', [T, c.ffnDim])); // (T, ffnDim)
+        be.swiglu(g, be.linear(h2, L.wUp!, null, ws('u', [T, c.ffnDim])), g); // SwiGLU in place
+        be.add(x, be.linear(g, L.wDown!, null, ws('o', [T, c.dim])), x);
+      }
     }
     const last = opts.allLogits ? x : new Tensor('f32', [1, c.dim], (x.data as Float32Array).subarray((T - 1) * c.dim));
     return be.linear(be.rmsNorm(last, w.outNorm, c.normEps), w.output); // (T or 1, vocab)
+  }
+
+  #workspace(name: string, shape: number[]): Tensor<'f32'> {
+    let t = this.#ws.get(name);
+    if (!t || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      t = new Tensor('f32', shape);
+      this.#ws.set(name, t);
+    }
+    return t;
   }
 
   /**
@@ -131,6 +151,7 @@ export class LlamaModel {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    this.#ws.clear();
     const w = this.weights;
     for (const t of [w.tokEmbd, w.outNorm, w.output]) t.dispose();
     for (const L of w.layers) {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { ModelFileError } from '../formats/errors.js';
 import { GGUF_MAGIC, readGGUF, type GGUFFile } from '../formats/gguf.js';
-import { readLlama2c } from '../formats/llama2c.js';
+import { readLlama2c, readLlama2cHeader } from '../formats/llama2c.js';
 import { llamaFromLlama2c } from './load-llama2c.js';
 import { llamaConfigFromHF, llamaWeightsFromHF } from './load-hf.js';
 import { existsSync } from 'node:fs';
@@ -73,4 +73,30 @@ function loadLlama2c(file: string, backend: Backend): LoadedModel {
   if (!tokFile) throw new ModelFileError(path.basename(file), `no tokenizer next to it (looked for ${cands.map((c) => path.basename(c)).join(', ')})`);
   const tokenizer = Tokenizer.fromLlama2c(tokFile, config.vocabSize) as Tokenizer & TextTokenizer;
   return { model: new LlamaModel(config, weights, backend), tokenizer, chatTemplate: null, gguf: null };
+}
+
+/** Only the tokenizer of a model (GGUF metadata, a Hugging Face directory's tokenizer.json, or a
+ *  llama2.c checkpoint's tokenizer.bin), without reading any weights. */
+export function loadTokenizer(file: string): Tokenizer {
+  const name = path.basename(file);
+  let st;
+  try {
+    st = statSync(file);
+  } catch {
+    throw new ModelFileError(name, `model file not found (${file})`);
+  }
+  if (st.isDirectory()) {
+    const tj = path.join(file, 'tokenizer.json');
+    if (!existsSync(tj)) throw new ModelFileError(name, 'no tokenizer.json in the directory');
+    return Tokenizer.fromHuggingFaceJSON(tj);
+  }
+  if (magicOf(file) === GGUF_MAGIC) return Tokenizer.fromGGUF(readGGUF(file));
+  if (file.endsWith('.bin')) {
+    const vocab = Math.abs(readLlama2cHeader(file).vocabSize);
+    const dir = path.dirname(file);
+    const tokFile = ['tokenizer.bin', `tok${vocab}.bin`].map((f) => path.join(dir, f)).find((f) => existsSync(f));
+    if (!tokFile) throw new ModelFileError(name, 'no tokenizer.bin next to it');
+    return Tokenizer.fromLlama2c(tokFile, vocab);
+  }
+  throw new ModelFileError(name, 'not a GGUF file, Hugging Face directory or llama2.c checkpoint');
 }
