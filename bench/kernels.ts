@@ -67,9 +67,18 @@ async function peaks() {
   }
   const big = new Float32Array(64 << 20); // 256 MiB
   big.fill(1);
-  const readS = await time(() => native!.readStream(big), 1500);
   const dst = new Float32Array(big.length);
-  const copyS = await time(() => dst.set(big), 1500);
+  dst.fill(1);
+  // A peak is the best observed rate: min time over repeated passes.
+  let readS = Infinity, copyS = Infinity;
+  for (let i = 0; i < 12; i++) {
+    let t0 = performance.now();
+    native!.readStream(big);
+    readS = Math.min(readS, (performance.now() - t0) / 1e3);
+    t0 = performance.now();
+    dst.set(big);
+    copyS = Math.min(copyS, (performance.now() - t0) / 1e3);
+  }
   const read = big.byteLength / readS;
   const copy = (2 * big.byteLength) / copyS; // bytes read + written
   return { flops, read, copy, bw: Math.max(read, copy) };

@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { getBackend, runtimeInfo, setIsa, Tensor, type Backend, type Isa } from '../src/index.js';
 
 /** Deterministic PRNG (mulberry32) so every failure reproduces. */
@@ -70,3 +71,18 @@ export function onPath<T>(p: Path, fn: (b: Backend) => T): T {
 }
 
 export const nativeAvailable = info.native;
+
+/** Writes a safetensors file from raw entries (independent of the reader). */
+export function writeSafetensors(file: string, entries: { name: string; dtype: string; shape: number[]; bytes: Uint8Array }[], headerOverride?: string) {
+  let off = 0;
+  const header: Record<string, unknown> = {};
+  for (const e of entries) {
+    header[e.name] = { dtype: e.dtype, shape: e.shape, data_offsets: [off, off + e.bytes.length] };
+    off += e.bytes.length;
+  }
+  const h = Buffer.from(headerOverride ?? JSON.stringify(header));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(h.length));
+  writeFileSync(file, Buffer.concat([len, h, ...entries.map((e) => Buffer.from(e.bytes))]));
+}
+

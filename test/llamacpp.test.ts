@@ -128,6 +128,14 @@ describe.runIf(nativeAvailable)('logits match llama.cpp', () => {
     60_000,
   );
 
+  it('Qwen2 (QKV biases, NeoX RoPE) random-weight GGUF within 1e-4', async () => {
+    const file = path.join(dir, 'qwen2.gguf');
+    writeRandomLlama(file, { dim: 128, layers: 2, heads: 4, kvHeads: 2, ffn: 256 }, 'F32', 'qwen2');
+    const ref = await llamaCppLogProbs(file, TOKENS, 512);
+    const { err, argmaxEqual } = compare(ourLogits(file, TOKENS), ref);
+    checkAgainstLlamaCpp(err, argmaxEqual, 1e-4);
+  }, 60_000);
+
   it('js and cpu backends agree within 1e-4', () => {
     const a = ourLogits(STORIES, TOKENS, 'cpu'), b = ourLogits(STORIES, TOKENS, 'js');
     a.forEach((row, i) => expect(relL2(row, b[i]!)).toBeLessThan(1e-4));
@@ -135,11 +143,11 @@ describe.runIf(nativeAvailable)('logits match llama.cpp', () => {
 });
 
 /** A Llama GGUF with random weights (scaled so activations stay O(1)) and stories260K's vocab. */
-function writeRandomLlama(file: string, s: { dim: number; layers: number; heads: number; kvHeads: number; ffn: number }, type: 'F32' | 'F16' | 'Q8_0' | 'Q4_0') {
+function writeRandomLlama(file: string, s: { dim: number; layers: number; heads: number; kvHeads: number; ffn: number }, type: 'F32' | 'F16' | 'Q8_0' | 'Q4_0', arch: 'llama' | 'qwen2' = 'llama') {
   const vocab = readGGUF(STORIES);
   const r = rng(s.dim * 31 + s.layers * 7 + s.kvHeads);
   const hd = s.dim / s.heads;
-  const meta = llamaGGUFMetadata(s, spmVocabOf(vocab), type, 'tessera-random');
+  const meta = llamaGGUFMetadata(s, spmVocabOf(vocab), type, 'tessera-random', arch);
 
   const mat = (name: string, rows: number, cols: number, t = type) => ({ name, shape: [rows, cols], type: t, data: randn(rows * cols, r, 1 / Math.sqrt(cols)) });
   const norm = (name: string) => ({ name, shape: [s.dim], type: 'F32' as const, data: Float32Array.from({ length: s.dim }, () => 0.8 + 0.4 * r()) });
@@ -153,6 +161,9 @@ function writeRandomLlama(file: string, s: { dim: number; layers: number; heads:
       mat(`blk.${l}.attn_q.weight`, s.dim, s.dim), mat(`blk.${l}.attn_k.weight`, s.kvHeads * hd, s.dim),
       mat(`blk.${l}.attn_v.weight`, s.kvHeads * hd, s.dim), mat(`blk.${l}.attn_output.weight`, s.dim, s.dim),
       mat(`blk.${l}.ffn_gate.weight`, s.ffn, s.dim), mat(`blk.${l}.ffn_up.weight`, s.ffn, s.dim), mat(`blk.${l}.ffn_down.weight`, s.dim, s.ffn));
+    if (arch === 'qwen2')
+      for (const [n, rows] of [['q', s.dim], ['k', s.kvHeads * hd], ['v', s.kvHeads * hd]] as const)
+        tensors.push({ name: `blk.${l}.attn_${n}.bias`, shape: [rows], type: 'F32', data: randn(rows, r, 0.5) });
   }
   writeGGUF(file, meta, tensors);
 }

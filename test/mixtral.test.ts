@@ -1,17 +1,18 @@
 // Mixtral-style MoE models: logits vs llama.cpp on random-weight GGUFs written here (several E/k,
 // GQA), merged 3-D expert tensors vs per-expert tensors, js vs cpu, and routing statistics.
-import { mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getBackend } from '../src/index.js';
-import { readGGUF, writeGGUF } from '../src/formats/gguf.js';
+import { loadTensor, readGGUF, writeGGUF } from '../src/formats/gguf.js';
+import { llamaConfigFromHF, llamaWeightsFromHF } from '../src/model/load-hf.js';
 import { llamaGGUFMetadata, spmVocabOf } from '../src/formats/llama-gguf.js';
 import { llamaConfigFromGGUF, llamaWeightsFromGGUF } from '../src/model/load-gguf.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { PagedKvCache } from '../src/runtime/kv-cache.js';
 import { moeStats } from '../src/runtime/moe-stats.js';
-import { nativeAvailable, randn, relL2, rng } from './helpers.js';
+import { nativeAvailable, randn, relL2, rng, writeSafetensors } from './helpers.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const STORIES = path.join(root, 'models/stories260K/stories260K.gguf');
@@ -167,5 +168,80 @@ describe('tessera moe-stats', () => {
     const dense = spawnSync(process.execPath, [bin, 'moe-stats', '-m', STORIES, '-f', text], { encoding: 'utf8' });
     expect(dense.status).toBe(2);
     expect(dense.stderr).toContain('no mixture-of-experts layers');
+  }, 60_000);
+});
+
+describe('Mixtral from Hugging Face safetensors', () => {
+  it('MixtralForCausalLM (unpermuted Q/K, NeoX RoPE, block_sparse_moe experts) gives the GGUF logits', () => {
+    const s = SHAPES[0]!;
+    const gf = path.join(dir, 'hf-src.gguf');
+    writeRandomMixtral(gf, s, 'F32', false, 11);
+    const g = readGGUF(gf);
+    const hd = s.dim / s.heads;
+    const tensor = (name: string) => loadTensor(g, g.tensors.find((t) => t.name === name)!, 'f32').data as Float32Array;
+    // llama.cpp's converter permutes Q/K rows per head: GGUF row (h, i, a) = HF row (h, a, i).
+    const unpermute = (w: Float32Array, nHead: number) => {
+      const out = new Float32Array(w.length);
+      for (let h = 0; h < nHead; h++)
+        for (let i = 0; i < hd / 2; i++)
+          for (let a = 0; a < 2; a++) out.set(w.subarray((h * hd + 2 * i + a) * s.dim, (h * hd + 2 * i + a + 1) * s.dim), (h * hd + a * (hd / 2) + i) * s.dim);
+      return out;
+    };
+    const entries: { name: string; dtype: string; shape: number[]; bytes: Uint8Array }[] = [];
+    const add = (name: string, shape: number[], data: Float32Array) => entries.push({ name, dtype: 'F32', shape, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+    add('model.embed_tokens.weight', [512, s.dim], tensor('token_embd.weight'));
+    add('model.norm.weight', [s.dim], tensor('output_norm.weight'));
+    add('lm_head.weight', [512, s.dim], tensor('output.weight'));
+    for (let l = 0; l < s.layers; l++) {
+      const p = `model.layers.${l}.`, q = `blk.${l}.`;
+      add(p + 'input_layernorm.weight', [s.dim], tensor(q + 'attn_norm.weight'));
+      add(p + 'post_attention_layernorm.weight', [s.dim], tensor(q + 'ffn_norm.weight'));
+      add(p + 'self_attn.q_proj.weight', [s.dim, s.dim], unpermute(tensor(q + 'attn_q.weight'), s.heads));
+      add(p + 'self_attn.k_proj.weight', [s.kvHeads * hd, s.dim], unpermute(tensor(q + 'attn_k.weight'), s.kvHeads));
+      add(p + 'self_attn.v_proj.weight', [s.kvHeads * hd, s.dim], tensor(q + 'attn_v.weight'));
+      add(p + 'self_attn.o_proj.weight', [s.dim, s.dim], tensor(q + 'attn_output.weight'));
+      add(p + 'block_sparse_moe.gate.weight', [s.E, s.dim], tensor(q + 'ffn_gate_inp.weight'));
+      const gate = tensor(q + 'ffn_gate_exps.weight'), up = tensor(q + 'ffn_up_exps.weight'), down = tensor(q + 'ffn_down_exps.weight');
+      const fd = s.ffn * s.dim;
+      for (let e = 0; e < s.E; e++) {
+        add(`${p}block_sparse_moe.experts.${e}.w1.weight`, [s.ffn, s.dim], gate.subarray(e * fd, (e + 1) * fd));
+        add(`${p}block_sparse_moe.experts.${e}.w3.weight`, [s.ffn, s.dim], up.subarray(e * fd, (e + 1) * fd));
+        add(`${p}block_sparse_moe.experts.${e}.w2.weight`, [s.dim, s.ffn], down.subarray(e * fd, (e + 1) * fd));
+      }
+    }
+    const hf = path.join(dir, 'hf-mixtral');
+    mkdirSync(hf, { recursive: true });
+    writeSafetensors(path.join(hf, 'model.safetensors'), entries);
+    writeFileSync(path.join(hf, 'config.json'), JSON.stringify({
+      architectures: ['MixtralForCausalLM'], hidden_size: s.dim, num_hidden_layers: s.layers, num_attention_heads: s.heads,
+      num_key_value_heads: s.kvHeads, intermediate_size: s.ffn, vocab_size: 512, max_position_embeddings: 256, rms_norm_eps: 1e-5,
+      rope_theta: 10000, num_local_experts: s.E, num_experts_per_tok: s.k, tie_word_embeddings: false,
+    }));
+    const c = llamaConfigFromHF(hf);
+    expect(c.experts).toBe(s.E);
+    const m = new LlamaModel(c, llamaWeightsFromHF(hf, c), getBackend(nativeAvailable ? 'cpu' : 'js'));
+    const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 16 });
+    cache.add(0);
+    const ours = m.forward(Int32Array.from(TOKENS), cache, 0, { allLogits: true }).data;
+    expect(relL2(ours, logits(gf))).toBeLessThan(1e-5);
+  });
+});
+
+describe.runIf(nativeAvailable)('quantised Mixtral vs llama.cpp', () => {
+  it('Q8_0 experts: logits within 1e-2 and the same argmax wherever llama.cpp has a clear winner', async () => {
+    const f = path.join(dir, 'mix-q8.gguf');
+    writeRandomMixtral(f, SHAPES[0]!, 'Q8_0');
+    const ours = logits(f);
+    const ref = await llamaCppLogits(f);
+    expect(centredError(ours, ref)).toBeLessThan(1e-2);
+    let clear = 0;
+    ref.forEach((r, i) => {
+      const o = ours.subarray(i * 512, (i + 1) * 512);
+      const sorted = r.filter(Number.isFinite).sort((a, b) => b - a);
+      if (sorted[0]! - sorted[1]! < 0.05) return; // a near tie: either order is within the noise
+      clear++;
+      expect(o.indexOf(Math.max(...o))).toBe(r.indexOf(sorted[0]!));
+    });
+    expect(clear).toBeGreaterThan(TOKENS.length / 2);
   }, 60_000);
 });

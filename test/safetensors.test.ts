@@ -4,25 +4,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ModelFileError } from '../src/formats/errors.js';
+import { writeSafetensors as writeSt } from './helpers.js';
 import { loadSafetensor, openSafetensorsDir, readSafetensorsHeader } from '../src/formats/safetensors.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const HF = path.join(root, 'test/fixtures/shakespeare-draft/hf');
 const tmp = mkdtempSync(path.join(tmpdir(), 'tessera-st-'));
-
-/** Writes a safetensors file from raw entries (independent of the reader). */
-function writeSt(file: string, entries: { name: string; dtype: string; shape: number[]; bytes: Uint8Array }[], headerOverride?: string) {
-  let off = 0;
-  const header: Record<string, unknown> = {};
-  for (const e of entries) {
-    header[e.name] = { dtype: e.dtype, shape: e.shape, data_offsets: [off, off + e.bytes.length] };
-    off += e.bytes.length;
-  }
-  const h = Buffer.from(headerOverride ?? JSON.stringify(header));
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(h.length));
-  writeFileSync(file, Buffer.concat([len, h, ...entries.map((e) => Buffer.from(e.bytes))]));
-}
 
 describe('safetensors', () => {
   it('a sharded checkpoint reads the same tensors as the single file', () => {

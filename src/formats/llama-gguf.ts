@@ -53,22 +53,22 @@ export function syntheticSpmVocab(n: number): SpmVocab {
 
 const FILE_TYPE: Record<string, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 7 };
 
-export function llamaGGUFMetadata(s: LlamaGGUFShape, vocab: SpmVocab, fileType: 'F32' | 'F16' | 'Q8_0' | 'Q4_0', name = 'tessera'): GGUFMetadataEntry[] {
+export function llamaGGUFMetadata(s: LlamaGGUFShape, vocab: SpmVocab, fileType: 'F32' | 'F16' | 'Q8_0' | 'Q4_0', name = 'tessera', arch: 'llama' | 'qwen2' = 'llama'): GGUFMetadataEntry[] {
   const u32 = (key: string, value: number): GGUFMetadataEntry => ({ key, type: GGUF_VALUE.UINT32, value });
   return [
-    { key: 'general.architecture', type: GGUF_VALUE.STRING, value: 'llama' },
+    { key: 'general.architecture', type: GGUF_VALUE.STRING, value: arch },
     { key: 'general.name', type: GGUF_VALUE.STRING, value: name },
     u32('general.file_type', FILE_TYPE[fileType]!),
-    u32('llama.context_length', s.contextLength ?? 256),
-    u32('llama.embedding_length', s.dim),
-    u32('llama.feed_forward_length', s.ffn),
-    u32('llama.block_count', s.layers),
-    u32('llama.attention.head_count', s.heads),
-    u32('llama.attention.head_count_kv', s.kvHeads),
-    u32('llama.rope.dimension_count', s.dim / s.heads),
-    { key: 'llama.attention.layer_norm_rms_epsilon', type: GGUF_VALUE.FLOAT32, value: 1e-5 },
-    { key: 'llama.rope.freq_base', type: GGUF_VALUE.FLOAT32, value: 10000 },
-    ...(s.experts ? [u32('llama.expert_count', s.experts), u32('llama.expert_used_count', s.expertsUsed ?? 2)] : []),
+    u32(`${arch}.context_length`, s.contextLength ?? 256),
+    u32(`${arch}.embedding_length`, s.dim),
+    u32(`${arch}.feed_forward_length`, s.ffn),
+    u32(`${arch}.block_count`, s.layers),
+    u32(`${arch}.attention.head_count`, s.heads),
+    u32(`${arch}.attention.head_count_kv`, s.kvHeads),
+    u32(`${arch}.rope.dimension_count`, s.dim / s.heads),
+    { key: `${arch}.attention.layer_norm_rms_epsilon`, type: GGUF_VALUE.FLOAT32, value: 1e-5 },
+    { key: `${arch}.rope.freq_base`, type: GGUF_VALUE.FLOAT32, value: 10000 },
+    ...(s.experts ? [u32(`${arch}.expert_count`, s.experts), u32(`${arch}.expert_used_count`, s.expertsUsed ?? 2)] : []),
     { key: 'tokenizer.ggml.model', type: GGUF_VALUE.STRING, value: 'llama' },
     { key: 'tokenizer.ggml.tokens', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.STRING, value: vocab.tokens },
     { key: 'tokenizer.ggml.scores', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.FLOAT32, value: vocab.scores },

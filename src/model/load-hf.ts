@@ -1,6 +1,6 @@
 /**
  * A LlamaModel from a Hugging Face directory (config.json + safetensors): LlamaForCausalLM,
- * MistralForCausalLM, Qwen2ForCausalLM. HF weights rotate the two halves of each head (NeoX
+ * MistralForCausalLM, Qwen2ForCausalLM, MixtralForCausalLM (block_sparse_moe experts w1/w3/w2). HF weights rotate the two halves of each head (NeoX
  * RoPE) and are used as stored (no Q/K permutation).
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -11,7 +11,7 @@ import { Tensor } from '../tensor/tensor.js';
 import type { LlamaConfig } from './config.js';
 import type { LlamaWeights } from './llama.js';
 
-const ARCHS: Record<string, string> = { LlamaForCausalLM: 'llama', MistralForCausalLM: 'mistral', Qwen2ForCausalLM: 'qwen2' };
+const ARCHS: Record<string, string> = { LlamaForCausalLM: 'llama', MistralForCausalLM: 'mistral', Qwen2ForCausalLM: 'qwen2', MixtralForCausalLM: 'mixtral' };
 
 export function llamaConfigFromHF(dir: string): LlamaConfig {
   const file = path.join(dir, 'config.json');
@@ -57,6 +57,9 @@ export function llamaConfigFromHF(dir: string): LlamaConfig {
     ropeStyle: 'neox',
     ropeScale,
     slidingWindow: typeof sw === 'number' && (j.use_sliding_window ?? true) ? sw : 0,
+    ...(arch === 'mixtral'
+      ? { experts: int('num_local_experts'), expertsUsed: int('num_experts_per_tok'), normTopK: true }
+      : {}),
   };
 }
 
@@ -93,9 +96,20 @@ export function llamaWeightsFromHF(dir: string, c: LlamaConfig, onProgress?: (do
       bv: vec(p + 'self_attn.v_proj.bias', kvd, true),
       wo: get(p + 'self_attn.o_proj.weight', [c.dim, qd])!,
       ffnNorm: vec(p + 'post_attention_layernorm.weight', c.dim)!,
-      wGate: get(p + 'mlp.gate_proj.weight', [c.ffnDim, c.dim])!,
-      wUp: get(p + 'mlp.up_proj.weight', [c.ffnDim, c.dim])!,
-      wDown: get(p + 'mlp.down_proj.weight', [c.dim, c.ffnDim])!,
+      ...(c.experts
+        ? {
+            moe: {
+              router: get(p + 'block_sparse_moe.gate.weight', [c.experts, c.dim])!,
+              gate: Array.from({ length: c.experts }, (_, e) => get(`${p}block_sparse_moe.experts.${e}.w1.weight`, [c.ffnDim, c.dim])!),
+              down: Array.from({ length: c.experts }, (_, e) => get(`${p}block_sparse_moe.experts.${e}.w2.weight`, [c.dim, c.ffnDim])!),
+              up: Array.from({ length: c.experts }, (_, e) => get(`${p}block_sparse_moe.experts.${e}.w3.weight`, [c.ffnDim, c.dim])!),
+            },
+          }
+        : {
+            wGate: get(p + 'mlp.gate_proj.weight', [c.ffnDim, c.dim])!,
+            wUp: get(p + 'mlp.up_proj.weight', [c.ffnDim, c.dim])!,
+            wDown: get(p + 'mlp.down_proj.weight', [c.dim, c.ffnDim])!,
+          }),
     };
   });
   const tokEmbd = get('model.embed_tokens.weight', [c.vocabSize, c.dim])!;
