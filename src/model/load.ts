@@ -35,7 +35,8 @@ function magicOf(file: string): number {
   }
 }
 
-export function loadModelFile(file: string, backend: Backend, onProgress?: (done: number, total: number) => void): LoadedModel {
+/** Which format a model path is, with the standard errors for missing or unknown ones. */
+function modelKind(file: string): 'hf' | 'gguf' | 'llama2c' {
   const name = path.basename(file);
   let st;
   try {
@@ -44,17 +45,24 @@ export function loadModelFile(file: string, backend: Backend, onProgress?: (done
     throw new ModelFileError(name, `model file not found (${file})`);
   }
   if (st.isDirectory()) {
+    for (const f of ['config.json', 'tokenizer.json'])
+      if (!existsSync(path.join(file, f))) throw new ModelFileError(name, `no ${f} in the directory`);
+    return 'hf';
+  }
+  if (magicOf(file) === GGUF_MAGIC) return 'gguf';
+  if (file.endsWith('.bin')) return 'llama2c';
+  throw new ModelFileError(name, 'not a GGUF file (tessera reads GGUF files, Hugging Face directories and llama2.c .bin checkpoints)');
+}
+
+export function loadModelFile(file: string, backend: Backend, onProgress?: (done: number, total: number) => void): LoadedModel {
+  const kind = modelKind(file);
+  if (kind === 'hf') {
     const config = llamaConfigFromHF(file);
     const weights = llamaWeightsFromHF(file, config, onProgress);
-    const tj = path.join(file, 'tokenizer.json');
-    if (!existsSync(tj)) throw new ModelFileError(name, 'no tokenizer.json in the directory');
-    const tokenizer = Tokenizer.fromHuggingFaceJSON(tj) as Tokenizer & TextTokenizer;
+    const tokenizer = Tokenizer.fromHuggingFaceJSON(path.join(file, 'tokenizer.json')) as Tokenizer & TextTokenizer;
     return { model: new LlamaModel(config, weights, backend), tokenizer, chatTemplate: tokenizer.chatTemplate ?? null, gguf: null };
   }
-  if (magicOf(file) !== GGUF_MAGIC) {
-    if (file.endsWith('.bin')) return loadLlama2c(file, backend);
-    throw new ModelFileError(name, 'not a GGUF file (tessera reads GGUF files, Hugging Face directories and llama2.c .bin checkpoints)');
-  }
+  if (kind === 'llama2c') return loadLlama2c(file, backend);
   const g = readGGUF(file);
   const config = llamaConfigFromGGUF(g);
   const weights = llamaWeightsFromGGUF(g, config, onProgress);
@@ -67,36 +75,23 @@ export function loadModelFile(file: string, backend: Backend, onProgress?: (done
 function loadLlama2c(file: string, backend: Backend): LoadedModel {
   const ck = readLlama2c(file);
   const { config, weights } = llamaFromLlama2c(ck);
-  const dir = path.dirname(file);
-  const cands = ['tokenizer.bin', `tok${config.vocabSize}.bin`].map((f) => path.join(dir, f));
-  const tokFile = cands.find((f) => existsSync(f));
-  if (!tokFile) throw new ModelFileError(path.basename(file), `no tokenizer next to it (looked for ${cands.map((c) => path.basename(c)).join(', ')})`);
-  const tokenizer = Tokenizer.fromLlama2c(tokFile, config.vocabSize) as Tokenizer & TextTokenizer;
+  const tokenizer = llama2cTokenizer(file, config.vocabSize) as Tokenizer & TextTokenizer;
   return { model: new LlamaModel(config, weights, backend), tokenizer, chatTemplate: null, gguf: null };
 }
 
 /** Only the tokenizer of a model (GGUF metadata, a Hugging Face directory's tokenizer.json, or a
  *  llama2.c checkpoint's tokenizer.bin), without reading any weights. */
 export function loadTokenizer(file: string): Tokenizer {
-  const name = path.basename(file);
-  let st;
-  try {
-    st = statSync(file);
-  } catch {
-    throw new ModelFileError(name, `model file not found (${file})`);
-  }
-  if (st.isDirectory()) {
-    const tj = path.join(file, 'tokenizer.json');
-    if (!existsSync(tj)) throw new ModelFileError(name, 'no tokenizer.json in the directory');
-    return Tokenizer.fromHuggingFaceJSON(tj);
-  }
-  if (magicOf(file) === GGUF_MAGIC) return Tokenizer.fromGGUF(readGGUF(file));
-  if (file.endsWith('.bin')) {
-    const vocab = Math.abs(readLlama2cHeader(file).vocabSize);
-    const dir = path.dirname(file);
-    const tokFile = ['tokenizer.bin', `tok${vocab}.bin`].map((f) => path.join(dir, f)).find((f) => existsSync(f));
-    if (!tokFile) throw new ModelFileError(name, 'no tokenizer.bin next to it');
-    return Tokenizer.fromLlama2c(tokFile, vocab);
-  }
-  throw new ModelFileError(name, 'not a GGUF file, Hugging Face directory or llama2.c checkpoint');
+  const kind = modelKind(file);
+  if (kind === 'hf') return Tokenizer.fromHuggingFaceJSON(path.join(file, 'tokenizer.json'));
+  if (kind === 'gguf') return Tokenizer.fromGGUF(readGGUF(file));
+  return llama2cTokenizer(file, Math.abs(readLlama2cHeader(file).vocabSize));
+}
+
+/** llama2.c's tokenizer.bin (or tok<vocab>.bin) next to a checkpoint. */
+function llama2cTokenizer(file: string, vocab: number): Tokenizer {
+  const cands = ['tokenizer.bin', `tok${vocab}.bin`].map((f) => path.join(path.dirname(file), f));
+  const tokFile = cands.find((f) => existsSync(f));
+  if (!tokFile) throw new ModelFileError(path.basename(file), `no tokenizer next to it (looked for ${cands.map((c) => path.basename(c)).join(', ')})`);
+  return Tokenizer.fromLlama2c(tokFile, vocab);
 }

@@ -28,17 +28,28 @@ export function dequantize(type: 'Q8_0' | 'Q4_0', bytes: Uint8Array, elements: n
   return out;
 }
 
-/** ggml's quantize_row_q8_0_ref: d = max|x| / 127, q = round(x / d). */
-export function quantizeQ8_0(x: Float32Array): Uint8Array {
+/**
+ * Q8_0 blocks (d = max|x| / 127 stored as f16). 'reference' is ggml's quantize_row_q8_0_ref, what
+ * llama-quantize writes into files: q = roundf(x / d), halves away from zero. 'activations' is
+ * what llama.cpp's x86 quantize_row_q8_0 does to activations before its integer dot products:
+ * q = rint(x * 127 / max|x|), halves to even.
+ */
+export function quantizeQ8_0(x: Float32Array, mode: 'reference' | 'activations' = 'reference'): Uint8Array {
   if (x.length % 32) throw new RangeError(`Q8_0 needs a multiple of 32 values but received ${x.length}`);
   const out = new Uint8Array((x.length / 32) * 34);
   const dv = new DataView(out.buffer);
   for (let b = 0; b < x.length / 32; b++) {
     let amax = 0;
     for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[b * 32 + j]!));
-    const d = Math.fround(amax / 127), id = d ? Math.fround(1 / d) : 0;
+    const d = Math.fround(amax / 127);
     dv.setUint16(b * 34, f32ToF16(d), true);
-    for (let j = 0; j < 32; j++) dv.setInt8(b * 34 + 2 + j, roundf(Math.fround(x[b * 32 + j]! * id)));
+    if (mode === 'reference') {
+      const id = d ? Math.fround(1 / d) : 0;
+      for (let j = 0; j < 32; j++) dv.setInt8(b * 34 + 2 + j, roundf(Math.fround(x[b * 32 + j]! * id)));
+    } else {
+      const id = amax !== 0 ? Math.fround(127 / amax) : 0;
+      for (let j = 0; j < 32; j++) dv.setInt8(b * 34 + 2 + j, rintEven(Math.fround(x[b * 32 + j]! * id)));
+    }
   }
   return out;
 }
@@ -77,25 +88,6 @@ export function dequantizeBlocks(type: 'q8_0' | 'q4_0', bytes: Uint8Array, eleme
 /** C's roundf: halves away from zero. */
 function roundf(v: number): number {
   return v < 0 ? -Math.round(-v) : Math.round(v);
-}
-
-/**
- * Activations to Q8_0 blocks the way llama.cpp's x86 quantize_row_q8_0 does before its
- * integer dot products (scale stored as f16 d = max|x| / 127, values rint(x * 127 / max|x|),
- * rounding halves to even) — slightly different from the reference quantiser used for weights.
- */
-export function quantizeActivationsQ8_0(x: Float32Array): Uint8Array {
-  if (x.length % 32) throw new RangeError(`Q8_0 needs a multiple of 32 values but received ${x.length}`);
-  const out = new Uint8Array((x.length / 32) * 34);
-  const dv = new DataView(out.buffer);
-  for (let b = 0; b < x.length / 32; b++) {
-    let amax = 0;
-    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[b * 32 + j]!));
-    dv.setUint16(b * 34, f32ToF16(Math.fround(amax / 127)), true);
-    const id = amax !== 0 ? Math.fround(127 / amax) : 0;
-    for (let j = 0; j < 32; j++) dv.setInt8(b * 34 + 2 + j, rintEven(Math.fround(x[b * 32 + j]! * id)));
-  }
-  return out;
 }
 
 /** Round to nearest, halves to even (the SSE/AVX default rounding mode). */

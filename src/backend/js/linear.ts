@@ -1,5 +1,5 @@
 import { decodeHalf, encodeHalf, f16DecodeTable } from '../../tensor/half.js';
-import { quantizeActivationsQ8_0 } from '../../tensor/quant.js';
+import { quantizeQ8_0 } from '../../tensor/quant.js';
 import type { LinearPlan } from '../kernels.js';
 
 /** Weights as f32: f16 through the decode table, bf16 by shifting into the high half. */
@@ -45,7 +45,7 @@ export function linear(p: LinearPlan): void {
 
 /**
  * q8_0 / q4_0 weights, llama.cpp's numerics (ggml_vec_dot_q8_0_q8_0 / _q4_0_q8_0): each input row
- * is quantised to Q8_0 blocks (quantizeActivationsQ8_0), and each block contributes
+ * is quantised to Q8_0 blocks (quantizeQ8_0 'activations' mode), and each block contributes
  * d_w * d_x * sum(q_w * q_x) with an exact integer sum.
  */
 function linearQuantized(p: LinearPlan): void {
@@ -57,7 +57,7 @@ function linearQuantized(p: LinearPlan): void {
   const wv = new DataView(wb.buffer, wb.byteOffset, wb.byteLength);
   for (let m = 0; m < M; m++) {
     // The activation row as Q8_0 blocks: f16 scale, then 32 int8.
-    const xb = quantizeActivationsQ8_0(x.subarray(m * K, (m + 1) * K));
+    const xb = quantizeQ8_0(x.subarray(m * K, (m + 1) * K), 'activations');
     const xv = new DataView(xb.buffer);
     const xq = new Int8Array(xb.buffer);
     const xd = Float32Array.from({ length: nb }, (_, b) => t[xv.getUint16(b * 34, true)]!);
