@@ -22,13 +22,13 @@ const TOKENS = [1, 403, 407, 261, 378, 432, 269, 281, 333, 261, 368, 300, 284, 3
 interface Shape { dim: number; layers: number; heads: number; kvHeads: number; ffn: number; E: number; k: number }
 
 /** A Mixtral GGUF (architecture llama + expert_count) with random weights and stories260K's vocab. */
-export function writeRandomMixtral(file: string, s: Shape, type: 'F32' | 'F16' | 'Q8_0' = 'F32', perExpert = false, seed = 1) {
+export function writeRandomMixtral(file: string, s: Shape, type: 'F32' | 'F16' | 'Q8_0' | 'Q4_0' = 'F32', perExpert = false, seed = 1) {
   const vocab = readGGUF(STORIES);
   const r = rng(seed * 1000 + s.E * 10 + s.k);
   const hd = s.dim / s.heads;
   const meta = llamaGGUFMetadata({ ...s, experts: s.E, expertsUsed: s.k }, spmVocabOf(vocab), type, 'tessera-random-mixtral');
 
-  const mat = (name: string, shape: number[], t: 'F32' | 'F16' | 'Q8_0' = type) => ({ name, shape, type: t, data: randn(shape.reduce((a, b) => a * b, 1), r, 1 / Math.sqrt(shape[shape.length - 1]!)) });
+  const mat = (name: string, shape: number[], t: 'F32' | 'F16' | 'Q8_0' | 'Q4_0' = type) => ({ name, shape, type: t, data: randn(shape.reduce((a, b) => a * b, 1), r, 1 / Math.sqrt(shape[shape.length - 1]!)) });
   const norm = (name: string) => ({ name, shape: [s.dim], type: 'F32' as const, data: Float32Array.from({ length: s.dim }, () => 0.8 + 0.4 * r()) });
   const tensors = [mat('token_embd.weight', [512, s.dim], 'F32'), norm('output_norm.weight'), mat('output.weight', [512, s.dim])];
   for (let l = 0; l < s.layers; l++) {
@@ -228,9 +228,9 @@ describe('Mixtral from Hugging Face safetensors', () => {
 });
 
 describe.runIf(nativeAvailable)('quantised Mixtral vs llama.cpp', () => {
-  it('Q8_0 experts: logits within 1e-2 and the same argmax wherever llama.cpp has a clear winner', async () => {
-    const f = path.join(dir, 'mix-q8.gguf');
-    writeRandomMixtral(f, SHAPES[0]!, 'Q8_0');
+  it.each(['Q8_0', 'Q4_0'] as const)('%s experts: logits within 1e-2 and the same argmax wherever llama.cpp has a clear winner', async (type) => {
+    const f = path.join(dir, `mix-${type}.gguf`);
+    writeRandomMixtral(f, SHAPES[0]!, type);
     const ours = logits(f);
     const ref = await llamaCppLogits(f);
     expect(centredError(ours, ref)).toBeLessThan(1e-2);

@@ -253,3 +253,38 @@ describe('Engine chat', () => {
     }
   });
 });
+
+describe('sliding-window attention from model metadata (Mistral)', () => {
+  it('with one layer, the last token under window W sees exactly the last W tokens (RoPE is relative)', async () => {
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { writeGGUF, loadTensor: lt, GGUF_VALUE } = await import('../src/formats/gguf.js');
+    const { llamaGGUFMetadata, spmVocabOf } = await import('../src/formats/llama-gguf.js');
+    const { llamaConfigFromGGUF, llamaWeightsFromGGUF } = await import('../src/model/load-gguf.js');
+    const src = readGGUF(STORIES);
+    const dir = mkdtempSync(path.join((tmpdir as () => string)(), 'tessera-swa-'));
+    const W = 6;
+    const file = path.join(dir, 'swa.gguf');
+    // stories260K's first layer alone, with a sliding window in its metadata
+    const meta = llamaGGUFMetadata({ dim: 64, layers: 1, heads: 8, kvHeads: 4, ffn: 172 }, spmVocabOf(src), 'F32', 'swa')
+      .concat([{ key: 'llama.attention.sliding_window', type: GGUF_VALUE.UINT32, value: W }]);
+    const keep = src.tensors.filter((t) => !t.name.startsWith('blk.') || t.name.startsWith('blk.0.'));
+    writeGGUF(file, meta, keep.map((t) => ({ name: t.name, shape: t.shape, type: 'F32' as const, data: lt(src, t).data as Float32Array })));
+    const g = readGGUF(file);
+    const c = llamaConfigFromGGUF(g);
+    expect(c.slidingWindow).toBe(W);
+    const weights = llamaWeightsFromGGUF(g, c);
+    const m = new LlamaModel(c, weights, getBackend(backend));
+    const full = new LlamaModel({ ...c, slidingWindow: 0 }, weights, getBackend(backend));
+    const last = (ids: number[], model = m) => {
+      const cache = new PagedKvCache({ layers: 1, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 8 });
+      cache.add(0);
+      return model.forward(Int32Array.from(ids), cache, 0).data;
+    };
+    const ids = [1, 403, 407, 261, 378, 432, 269, 281, 333, 261, 368, 300, 284];
+    const windowed = last(ids);
+    expect(relL2(windowed, last(ids.slice(-W)))).toBeLessThan(1e-5);
+    expect(relL2(windowed, last(ids.slice(-W - 1)))).toBeLessThan(1e-5); // an older token stays invisible
+    expect(relL2(windowed, last(ids, full))).toBeGreaterThan(1e-3); // without the window it would see them
+  });
+});
