@@ -28,7 +28,7 @@ describe('loading the native addon', () => {
     expect(out.y).toEqual([1, 6]);
     expect(out.info.native).toBe(false);
     expect(out.info.nativeError).toContain('/nonexistent/tessera.node (not found)');
-    expect(stderr.match(/using the pure-TypeScript 'js' backend because the native addon unavailable/g)?.length).toBe(1);
+    expect(stderr.match(/using the pure-TypeScript 'js' backend: native addon unavailable/g)?.length).toBe(1);
   });
 
   it('falls back when the addon file is not a loadable library', () => {

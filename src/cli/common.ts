@@ -19,19 +19,25 @@ export const MODEL_OPTIONS = {
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
-export function parse<T extends Options>(cmd: string, argv: string[], options: T): ReturnType<typeof parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: true }>> {
+export function parse<T extends Options>(cmd: string, argv: string[], options: T, positionals = false): ReturnType<typeof parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: true }>> {
+  let r;
   try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals: true });
+    r = parseArgs({ args: argv, options, strict: true, allowPositionals: true });
   } catch (err) {
     throw new UsageError(`${(err as Error).message} (see tessera ${cmd} --help)`);
   }
+  if (!positionals && r.positionals.length)
+    throw new UsageError(`unexpected argument '${r.positionals[0]}' (options take a flag, e.g. -m FILE; see tessera ${cmd} --help)`);
+  return r;
 }
 
-export function num(v: string | undefined, name: string, int = false, min = -Infinity): number | undefined {
+export function num(v: string | undefined, name: string, int = false, min = -Infinity, max = Infinity): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || (int && !Number.isInteger(n)) || n < min)
-    throw new UsageError(`--${name} expects ${int ? 'an integer' : 'a number'}${min > -Infinity ? ` >= ${min}` : ''} but received '${v}'`);
+  if (v.trim() === '' || !Number.isFinite(n) || (int && !Number.isInteger(n)) || n < min || n > max) {
+    const range = min > -Infinity && max < Infinity ? ` in [${min}, ${max}]` : min > -Infinity ? ` >= ${min}` : max < Infinity ? ` <= ${max}` : '';
+    throw new UsageError(`--${name} expects ${int ? 'an integer' : 'a number'}${range} but received '${v}'`);
+  }
   return n;
 }
 
@@ -45,9 +51,10 @@ export function backendName(v: string | undefined): 'cpu' | 'js' | 'auto' {
 export function openModel(values: { model?: string; backend?: string; threads?: string }, progress = false): LoadedModel {
   const file = values.model ?? defaultModelPath();
   if (!existsSync(file)) throw new UsageError(`model file not found: ${file}`);
-  const threads = num(values.threads, 'threads', true, 1);
-  if (threads) setThreads(threads);
-  const m = loadModelFile(file, getBackend(backendName(values.backend)), progress && process.stderr.isTTY
+  const threads = num(values.threads, 'threads', true, 1, 1024);
+  const backend = getBackend(backendName(values.backend));
+  if (threads && backend.name === 'cpu') setThreads(threads); // the js backend is single-threaded
+  const m = loadModelFile(file, backend, progress && process.stderr.isTTY
     ? (d, t) => process.stderr.write(`\rloading tensors ${d}/${t}${d === t ? '\n' : ''}`)
     : undefined);
   return m;

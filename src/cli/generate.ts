@@ -1,9 +1,8 @@
 /** `tessera generate`: stream a completion of a prompt to stdout. */
 import { existsSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { Engine } from '../engine/engine.js';
 import { UsageError } from './errors.js';
-import { backendName, defaultModelPath, num } from './common.js';
+import { backendName, defaultModelPath, num, parse } from './common.js';
 
 export const GENERATE_HELP = `Usage: tessera generate [-m FILE] [-p TEXT] [options]
 
@@ -23,7 +22,8 @@ Options:
       --presence-penalty X  (default 0)
       --frequency-penalty X (default 0)
       --seed S              RNG seed for reproducible sampling (default random)
-      --beams B             Beam search with B beams (deterministic; sampling options ignored)
+      --beams B             Beam search with B beams (deterministic; sampling options ignored;
+                            the best beam is printed when the search ends)
       --length-penalty X    Beam search length normalisation exponent (default 1)
       --stop STR            Stop before STR (repeatable)
       --ignore-eos          Keep generating past end-of-sequence
@@ -36,11 +36,7 @@ Options:
 
 
 export async function generateCommand(argv: string[]): Promise<void> {
-  let a;
-  try {
-    a = parseArgs({
-      args: argv,
-      options: {
+  const a = parse('generate', argv, {
         model: { type: 'string', short: 'm' },
         prompt: { type: 'string', short: 'p' },
         'max-tokens': { type: 'string', short: 'n' },
@@ -61,23 +57,32 @@ export async function generateCommand(argv: string[]): Promise<void> {
         threads: { type: 'string' },
         verbose: { type: 'boolean', short: 'v' },
         help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }).values;
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message} (see tessera generate --help)`);
-  }
+  }).values;
   if (a.help) return void process.stdout.write(GENERATE_HELP);
   const model = a.model ?? defaultModelPath();
   if (!existsSync(model)) throw new UsageError(`model file not found: ${model}`);
   const backend = backendName(a.backend);
   const prompt = a.prompt ?? 'Once upon a time';
   const verbose = a.verbose ?? false;
+  // Every number is checked before the model loads, with the option's name in the message.
+  const sampling = {
+    maxTokens: num(a['max-tokens'], 'max-tokens', true, 0) ?? 128,
+    temperature: num(a.temperature, 'temperature', false, 0),
+    topK: num(a['top-k'], 'top-k', true, 0),
+    topP: num(a['top-p'], 'top-p', false, 0, 1),
+    minP: num(a['min-p'], 'min-p', false, 0, 1),
+    repetitionPenalty: num(a['repeat-penalty'], 'repeat-penalty', false, Number.MIN_VALUE),
+    presencePenalty: num(a['presence-penalty'], 'presence-penalty'),
+    frequencyPenalty: num(a['frequency-penalty'], 'frequency-penalty'),
+    seed: num(a.seed, 'seed', true, 0, 2 ** 32 - 1),
+    beams: num(a.beams, 'beams', true, 1, 64),
+    lengthPenalty: num(a['length-penalty'], 'length-penalty'),
+  };
+  const threads = num(a.threads, 'threads', true, 1, 1024);
   const t0 = performance.now();
   const engine = await Engine.load(model, {
     backend,
-    threads: num(a.threads, 'threads', true),
+    threads,
     onProgress: verbose ? (d, t) => process.stderr.write(`\rloading tensors ${d}/${t}`) : undefined,
   });
   if (verbose) process.stderr.write(`\nloaded ${model} (${engine.info.config.architecture}, ${engine.info.backend} backend) in ${((performance.now() - t0) / 1e3).toFixed(2)} s\n`);
@@ -88,17 +93,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
     process.stdout.write(prompt);
     const t1 = performance.now();
     const it = engine.stream(prompt, {
-      maxTokens: num(a['max-tokens'], 'max-tokens', true) ?? 128,
-      temperature: num(a.temperature, 'temperature'),
-      topK: num(a['top-k'], 'top-k', true),
-      topP: num(a['top-p'], 'top-p'),
-      minP: num(a['min-p'], 'min-p'),
-      repetitionPenalty: num(a['repeat-penalty'], 'repeat-penalty'),
-      presencePenalty: num(a['presence-penalty'], 'presence-penalty'),
-      frequencyPenalty: num(a['frequency-penalty'], 'frequency-penalty'),
-      seed: num(a.seed, 'seed', true),
-      beams: num(a.beams, 'beams', true, 1),
-      lengthPenalty: num(a['length-penalty'], 'length-penalty'),
+      ...sampling,
       stop: a.stop,
       ignoreEos: a['ignore-eos'],
       addBos: !a['no-bos'],

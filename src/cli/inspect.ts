@@ -25,7 +25,7 @@ function show(v: GGUFValue, all: boolean): unknown {
 }
 
 export function inspectCommand(argv: string[]): void {
-  const { values: a, positionals } = parse('inspect', argv, { json: { type: 'boolean' }, all: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
+  const { values: a, positionals } = parse('inspect', argv, { json: { type: 'boolean' }, all: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, true);
   if (a.help) return void process.stdout.write(INSPECT_HELP);
   if (positionals.length !== 1) throw new UsageError('give one model file (see tessera inspect --help)');
   const file = positionals[0]!;

@@ -27,10 +27,10 @@ export function logitsCommand(argv: string[]): void {
   const { model, tokenizer } = openModel(a);
   let ids: number[];
   if (a.tokens !== undefined) {
-    ids = a.tokens.split(',').map((s) => Number(s.trim()));
-    const bad = ids.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= model.config.vocabSize);
-    if (bad >= 0 || ids.length === 0)
-      throw new UsageError(`--tokens must be comma-separated ids in [0, ${model.config.vocabSize}); bad entry '${a.tokens.split(',')[bad] ?? ''}'`);
+    const parts = a.tokens.split(',').map((s) => s.trim());
+    ids = parts.map(Number);
+    const bad = parts.findIndex((s, i) => !/^\d+$/.test(s) || ids[i]! >= model.config.vocabSize);
+    if (bad >= 0) throw new UsageError(`--tokens must be comma-separated ids in [0, ${model.config.vocabSize}); bad entry '${parts[bad]}'`);
   } else ids = tokenizer.encode(a.prompt!, { addBos: true });
   const c = model.config;
   if (ids.length > c.contextLength) throw new UsageError(`${ids.length} tokens exceed the model's context length ${c.contextLength}`);

@@ -41,15 +41,17 @@ export function perplexityCommand(argv: string[]): void {
   if (!existsSync(a.file)) throw new UsageError(`text file not found: ${a.file}`);
   const mode = a.mode ?? 'chunks';
   if (mode !== 'chunks' && mode !== 'sliding') throw new UsageError(`--mode expects chunks or sliding but received '${mode}'`);
+  if (a.stride !== undefined && mode !== 'sliding') throw new UsageError('--stride applies to --mode sliding only');
   const { model, tokenizer } = openModel(a, true);
   const tokens = tokenizer.encode(readFileSync(a.file, 'utf8'), { addBos: true });
-  const ctx = num(a.ctx, 'ctx', true, 2) ?? Math.min(512, model.config.contextLength);
+  const ctx = num(a.ctx, 'ctx', true, mode === 'chunks' ? 3 : 2) ?? Math.min(512, model.config.contextLength);
   if (ctx > model.config.contextLength) throw new UsageError(`--ctx ${ctx} exceeds the model's context length ${model.config.contextLength}`);
+  const stride = num(a.stride, 'stride', true, 1, ctx);
   const t0 = performance.now();
   const r = perplexity(model, tokens, {
     ctx,
     mode,
-    stride: num(a.stride, 'stride', true, 1),
+    stride,
     bosId: tokenizer.bosId ?? null,
     onProgress: (d, t, ppl) => process.stderr.write(`\r[${d}/${t}] ppl ${ppl.toFixed(4)}`),
   });

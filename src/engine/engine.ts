@@ -4,6 +4,7 @@
  * and generates.
  */
 import { Worker } from 'node:worker_threads';
+import * as check from '../tensor/check.js';
 import { DisposedError } from '../tensor/tensor.js';
 import type { Delta, FinishReason, GenerateOptions } from '../runtime/generate.js';
 import type { ChatMessage, ModelInfo, Prompt, Request, Response } from './protocol.js';
@@ -62,21 +63,35 @@ export class Engine {
   #pending = new Map<number, Pending>();
   #nextId = 1;
   #disposed = false;
+  #dead: Error | null = null; // set when the worker exits or fails on its own
   #info: ModelInfo;
 
   private constructor(worker: Worker, info: ModelInfo) {
     this.#worker = worker;
     this.#info = info;
     worker.on('message', (m: Response) => this.#onMessage(m));
-    worker.on('error', (err) => this.#failAll(err));
+    worker.on('error', (err) => {
+      this.#dead ??= err;
+      this.#failAll(err);
+    });
     worker.on('exit', (code) => {
-      if (!this.#disposed) this.#failAll(new Error(`model worker exited with code ${code}`));
+      if (this.#disposed) return;
+      this.#dead ??= new Error(`model worker exited with code ${code}`);
+      this.#failAll(this.#dead);
     });
   }
 
-  /** Loads a model file (GGUF) in a new worker. */
+  /** Loads a model (GGUF file, Hugging Face directory or llama2.c .bin) in a new worker. */
   static load(path: string, options: EngineOptions = {}): Promise<Engine> {
     if (typeof path !== 'string' || !path) return Promise.reject(new TypeError('Expected a model file path for path'));
+    try {
+      const o = check.options<EngineOptions>(options, 'options');
+      if (o.backend !== undefined) check.oneOf(o.backend, 'options.backend', ['cpu', 'js', 'auto'] as const);
+      if (o.kvCacheBytes !== undefined) check.num(o.kvCacheBytes, 'options.kvCacheBytes', { positive: true });
+      if (o.threads !== undefined) check.int(o.threads, 'options.threads', 1, 1024);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const worker = spawnWorker();
     return new Promise((resolve, reject) => {
       const onMessage = (m: Response) => {
@@ -92,8 +107,10 @@ export class Engine {
         }
       };
       const onError = (err: Error) => reject(err);
+      const onExit = (code: number) => reject(new Error(`model worker exited with code ${code} while loading ${path}`));
       worker.on('message', onMessage);
       worker.on('error', onError);
+      worker.once('exit', onExit);
       const req: Request = {
         type: 'load', path, backend: options.backend ?? 'auto', kvCacheBytes: options.kvCacheBytes ?? 256 * 2 ** 20, threads: options.threads,
       };
@@ -130,6 +147,7 @@ export class Engine {
 
   #check(): void {
     if (this.#disposed) throw new DisposedError('Engine');
+    if (this.#dead) throw this.#dead;
   }
 
   /** Token ids of text (BOS prepended by default). */
@@ -151,7 +169,8 @@ export class Engine {
       (p as { messages: unknown[] }).messages.every((m) => typeof (m as ChatMessage)?.role === 'string' && typeof (m as ChatMessage)?.content === 'string');
     if (typeof prompt !== 'string' && !(Array.isArray(prompt) && prompt.every((t) => Number.isInteger(t))) && !isMessages(prompt))
       throw new TypeError('Expected a string, an array of token ids or { messages: [{ role, content }] } for prompt');
-    const { signal, ...rest } = options;
+    const { signal, ...rest } = check.options<EngineGenerateOptions>(options, 'options');
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('Expected an AbortSignal for options.signal');
     signal?.throwIfAborted();
     const id = this.#nextId++;
     const queue: Delta[] = [];
@@ -169,8 +188,13 @@ export class Engine {
       reject: (e) => { failure = e; poke(); },
     });
     const onAbort = () => this.#worker.postMessage({ type: 'abort', id } satisfies Request);
+    try {
+      this.#worker.postMessage({ type: 'generate', id, prompt, options: rest } satisfies Request);
+    } catch (err) {
+      this.#pending.delete(id); // e.g. a function in the options cannot be sent to the worker
+      throw new TypeError(`Expected plain data in the generate options: ${(err as Error).message}`);
+    }
     signal?.addEventListener('abort', onAbort, { once: true });
-    this.#worker.postMessage({ type: 'generate', id, prompt, options: rest } satisfies Request);
     const result: GenerateResult = { text: '', tokens: [], logprobs: [], finishReason: 'length', promptTokens: 0, completionTokens: 0 };
     try {
       for (;;) {

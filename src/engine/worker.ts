@@ -24,8 +24,8 @@ const tick = () => new Promise<void>((r) => setImmediate(r));
 async function handle(req: Request): Promise<void> {
   switch (req.type) {
     case 'load': {
-      if (req.threads) setThreads(req.threads);
       const backend = getBackend(req.backend);
+      if (req.threads && backend.name === 'cpu') setThreads(req.threads); // the js backend is single-threaded
       loaded = loadModelFile(req.path, backend, (done, total) => send({ type: 'progress', done, total }));
       const c = loaded.model.config;
       cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, maxBytes: req.kvCacheBytes });
@@ -50,7 +50,7 @@ async function handle(req: Request): Promise<void> {
       cache!.add(seq);
       let completion = 0;
       try {
-        const it = generateTokens(model, tokenizer, cache!, seq, prompt, req.options, () => aborted.has(req.id));
+        const it = generateTokens(model, tokenizer, cache!, seq, prompt, req.options, () => aborted.has(req.id), () => nextSeq++);
         for (;;) {
           const r = it.next();
           if (r.done) {
@@ -64,6 +64,7 @@ async function handle(req: Request): Promise<void> {
       } finally {
         cache!.free(seq);
         aborted.delete(req.id);
+        live.delete(req.id);
       }
       return;
     }
@@ -85,17 +86,20 @@ async function drain(): Promise<void> {
       await handle(req);
     } catch (err) {
       const e = err as Error;
+      if (req.type === 'generate') live.delete(req.id);
       send({ type: 'error', id: 'id' in req ? req.id : null, name: e.name ?? 'Error', message: e.message ?? String(err) });
     }
   }
   busy = false;
 }
 
+const live = new Set<number>(); // generate requests queued or running
 port.on('message', (req: Request) => {
   if (req.type === 'abort') {
-    aborted.add(req.id);
+    if (live.has(req.id)) aborted.add(req.id); // late aborts of finished requests are dropped
     return;
   }
+  if (req.type === 'generate') live.add(req.id);
   queue.push(req);
   void drain();
 });

@@ -34,6 +34,8 @@ export function llamaConfigFromGGUF(g: GGUFFile): LlamaConfig {
   const kvHeads = int('attention.head_count_kv', heads, 1, heads);
   if (heads % kvHeads) fail(`${arch}.attention.head_count (${heads}) is not a multiple of head_count_kv (${kvHeads})`);
   const headDim = int('attention.key_length', dim % heads === 0 ? dim / heads : undefined, 1, 512);
+  if (g.tensors.some((t) => t.name === 'rope_freqs.weight'))
+    fail("tensor 'rope_freqs.weight' (Llama 3.1-style per-dimension RoPE frequencies) is not supported yet");
   const emb = g.tensors.find((t) => t.name === 'token_embd.weight');
   if (!emb) fail("missing tensor 'token_embd.weight'");
   const vocab = emb!.shape[0]!;

@@ -4,7 +4,7 @@
  * UTF-8 character or the beginning of a stop string that may still complete.
  */
 import type { LlamaModel } from '../model/llama.js';
-import { beamSearch } from '../sampling/beam.js';
+import { beamSearchSteps } from '../sampling/beam.js';
 import { Sampler, type SamplingOptions } from '../sampling/sampler.js';
 import * as check from '../tensor/check.js';
 import type { PagedKvCache } from './kv-cache.js';
@@ -66,6 +66,16 @@ export function resolveGenerateOptions(o: GenerateOptions, tok: TextTokenizer): 
   return { maxTokens, stop, stopTokens };
 }
 
+/** Index of the earliest stop string in text, or -1. */
+function firstStop(text: string, stops: string[]): number {
+  let cut = -1;
+  for (const s of stops) {
+    const i = text.indexOf(s);
+    if (i >= 0 && (cut < 0 || i < cut)) cut = i;
+  }
+  return cut;
+}
+
 /** Longest suffix of text that is a proper prefix of some stop string. */
 function heldBack(text: string, stops: string[]): number {
   let keep = 0;
@@ -80,7 +90,8 @@ function heldBack(text: string, stops: string[]): number {
 
 /**
  * Runs generation for sequence `seq` (which must be empty in the cache) and yields deltas; the
- * return value is the finish reason. `shouldStop()` is polled between tokens (abort).
+ * return value is the finish reason. `shouldStop()` is polled between tokens (abort); beam search
+ * takes more cache sequences from `newSeq`.
  */
 export function* generateTokens(
   model: LlamaModel,
@@ -90,21 +101,47 @@ export function* generateTokens(
   prompt: readonly number[],
   options: GenerateOptions,
   shouldStop: () => boolean = () => false,
+  newSeq?: () => number,
 ): Generator<Delta, FinishReason> {
   const r = resolveGenerateOptions(options, tok);
   if (prompt.length === 0) throw new RangeError('Expected a non-empty prompt (at least one token)');
   if (options.beams !== undefined && check.int(options.beams, 'beams', 1, 64) > 1) {
-    if (r.maxTokens === 0) return 'length';
-    const [best] = beamSearch(model, cache, seq, prompt, {
-      beams: options.beams, maxTokens: r.maxTokens, lengthPenalty: options.lengthPenalty, earlyStopping: options.earlyStopping, eogIds: r.stopTokens,
-    }, shouldStop);
+    // Beams stop at the context length like sampling does; they are searched whole, then the best
+    // one is returned as deltas, cut at the first stop string.
+    const room = model.config.contextLength - prompt.length;
+    const maxTokens = Math.min(r.maxTokens, room);
+    if (maxTokens <= 0) return r.maxTokens === 0 ? 'length' : 'context';
+    const steps = beamSearchSteps(model, cache, seq, prompt, {
+      beams: options.beams, maxTokens, lengthPenalty: options.lengthPenalty, earlyStopping: options.earlyStopping, eogIds: r.stopTokens,
+    }, newSeq);
+    let res = steps.next();
+    while (!res.done) {
+      if (shouldStop()) {
+        steps.return([]);
+        return 'abort';
+      }
+      yield { text: '', token: null, logprob: null }; // lets the host see an abort between steps
+      res = steps.next();
+    }
+    const best = res.value[0]!;
     const dec = tok.createStreamDecoder({ skipSpecial: true });
-    for (const t of best!.tokens) yield { text: dec.push(t), token: t, logprob: null };
+    let text = '';
+    for (const t of best.tokens) {
+      const piece = dec.push(t);
+      const stopAt = r.stop.length ? firstStop(text + piece, r.stop) : -1;
+      if (stopAt >= 0) {
+        yield { text: (text + piece).slice(text.length, stopAt), token: t, logprob: null };
+        return 'stop';
+      }
+      text += piece;
+      yield { text: piece, token: t, logprob: null };
+    }
     const tail = dec.flush();
     if (tail) yield { text: tail, token: null, logprob: null };
-    return shouldStop() ? 'abort' : best!.finished ? 'stop' : 'length';
+    return best.finished ? 'stop' : maxTokens < r.maxTokens ? 'context' : 'length';
   }
   const sampler = new Sampler(options);
+  if (shouldStop()) return 'abort';
   const history = [...prompt];
   const decoder = tok.createStreamDecoder({ skipSpecial: true }); // control tokens (BOS, ...) are not text
   let pending = '';
@@ -121,11 +158,7 @@ export function* generateTokens(
     history.push(token);
     pending += decoder.push(token);
     if (r.stop.length) {
-      let cut = -1;
-      for (const s of r.stop) {
-        const i = pending.indexOf(s);
-        if (i >= 0 && (cut < 0 || i < cut)) cut = i;
-      }
+      const cut = firstStop(pending, r.stop);
       if (cut >= 0) {
         yield { text: pending.slice(0, cut), token, logprob };
         return 'stop';

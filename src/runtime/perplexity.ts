@@ -36,7 +36,8 @@ export interface PerplexityResult {
 export function perplexity(model: LlamaModel, tokens: readonly number[], options: PerplexityOptions = {}): PerplexityResult {
   const o = check.options<PerplexityOptions>(options, 'options');
   const mode = check.oneOf(o.mode ?? 'chunks', 'options.mode', ['chunks', 'sliding'] as const);
-  const ctx = check.int(o.ctx ?? Math.min(512, model.config.contextLength), 'options.ctx', 2, model.config.contextLength);
+  // chunks mode scores positions ctx/2 .. ctx-2 of each chunk, so it needs ctx >= 3
+  const ctx = check.int(o.ctx ?? Math.min(512, model.config.contextLength), 'options.ctx', mode === 'chunks' ? 3 : 2, model.config.contextLength);
   const stride = check.int(o.stride ?? Math.max(1, ctx >> 1), 'options.stride', 1, ctx);
   const be = model.backend;
   const c = model.config;

@@ -37,7 +37,21 @@ interface Beam {
   logits: Float32Array;
 }
 
-export function beamSearch(model: LlamaModel, cache: PagedKvCache, firstSeq: number, prompt: readonly number[], options: BeamSearchOptions, shouldStop: () => boolean = () => false): BeamHypothesis[] {
+/** Beam search to completion. */
+export function beamSearch(model: LlamaModel, cache: PagedKvCache, firstSeq: number, prompt: readonly number[], options: BeamSearchOptions, newSeq?: () => number): BeamHypothesis[] {
+  const it = beamSearchSteps(model, cache, firstSeq, prompt, options, newSeq);
+  for (;;) {
+    const r = it.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * Beam search one step per iteration (so a host can poll for abort between steps: stop iterating
+ * and call return()). Beams fork `firstSeq` in the cache under ids from newSeq (default: counting
+ * up from firstSeq + 1); every sequence it creates is freed when it finishes, throws or is returned.
+ */
+export function* beamSearchSteps(model: LlamaModel, cache: PagedKvCache, firstSeq: number, prompt: readonly number[], options: BeamSearchOptions, newSeq?: () => number): Generator<void, BeamHypothesis[]> {
   const o = check.options<BeamSearchOptions>(options, 'beam options');
   const B = check.int(o.beams, 'beams', 1, 64);
   const maxTokens = check.int(o.maxTokens ?? 64, 'maxTokens', 1);
@@ -47,11 +61,14 @@ export function beamSearch(model: LlamaModel, cache: PagedKvCache, firstSeq: num
   const be = model.backend;
   const V = model.config.vocabSize;
   const norm = (logprob: number, len: number) => logprob / Math.pow(Math.max(1, len), lp);
-  let nextSeq = firstSeq + 1;
+  let counter = firstSeq + 1;
+  const allocSeq = newSeq ?? (() => counter++);
+  const owned = new Set<number>(); // forks this search made (firstSeq belongs to the caller)
   const finished: BeamHypothesis[] = [];
   let beams: Beam[] = [{ seq: firstSeq, tokens: [], logprob: 0, logits: model.forward(Int32Array.from(prompt), cache, firstSeq).data }];
   try {
-    for (let step = 0; step < maxTokens && !shouldStop(); step++) {
+    for (let step = 0; step < maxTokens; step++) {
+      if (step > 0) yield;
       const cands: { beam: Beam; token: number; logprob: number }[] = [];
       const k = Math.min(2 * B, V);
       for (const b of beams) {
@@ -79,13 +96,18 @@ export function beamSearch(model: LlamaModel, cache: PagedKvCache, firstSeq: num
       const plan = next.map((c) => {
         let seq = c.beam.seq;
         if (used.has(seq)) {
-          seq = nextSeq++;
+          seq = allocSeq();
           cache.fork(c.beam.seq, seq);
+          owned.add(seq);
         }
         used.add(c.beam.seq);
         return { c, seq };
       });
-      for (const b of beams) if (!used.has(b.seq)) cache.free(b.seq);
+      for (const b of beams)
+        if (!used.has(b.seq) && b.seq !== firstSeq) {
+          cache.free(b.seq);
+          owned.delete(b.seq);
+        }
       beams = plan.map(({ c, seq }) => ({
         seq, tokens: [...c.beam.tokens, c.token], logprob: c.logprob,
         logits: model.forward(Int32Array.of(c.token), cache, seq).data,
@@ -95,6 +117,6 @@ export function beamSearch(model: LlamaModel, cache: PagedKvCache, firstSeq: num
     if (finished.length < B) for (const b of beams) all.push({ tokens: b.tokens, logprob: b.logprob, score: norm(b.logprob, b.tokens.length), finished: false });
     return all.sort((a, b) => b.score - a.score).slice(0, B);
   } finally {
-    for (const b of beams) cache.free(b.seq);
+    for (const s of owned) cache.free(s);
   }
 }

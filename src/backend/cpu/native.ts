@@ -99,5 +99,5 @@ export function nativeLoadError(): string {
 export function warnNativeUnavailable(): void {
   if (warned) return;
   warned = true;
-  process.emitWarning(`tessera: using the pure-TypeScript 'js' backend because the ${nativeLoadError()}`);
+  process.emitWarning(`tessera: using the pure-TypeScript 'js' backend: ${nativeLoadError()}`);
 }
