@@ -58,7 +58,8 @@ async function handle(req: Request): Promise<void> {
             break;
           }
           if (r.value.token !== null) completion++;
-          send({ type: 'delta', id: req.id, delta: r.value });
+          // Empty no-token deltas only mark a step (beam search): tick for aborts, send nothing.
+          if (r.value.token !== null || r.value.text) send({ type: 'delta', id: req.id, delta: r.value });
           await tick();
         }
       } finally {
