@@ -1,5 +1,6 @@
 /** Builds a LlamaModel's config and weights from a GGUF file (architectures llama, mistral, qwen2). */
 import { ModelFileError } from '../formats/errors.js';
+import { weightReader, type WeightReader } from './weight-reader.js';
 import { loadTensor, type GGUFFile, type GGUFTensorInfo } from '../formats/gguf.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { LlamaConfig } from './config.js';
@@ -86,24 +87,10 @@ export function llamaWeightsFromGGUF(g: GGUFFile, c: LlamaConfig, options: GGUFW
   const qmode = o.quantized ?? 'packed';
   const file = g.path.split('/').pop()!;
   const byName = new Map<string, GGUFTensorInfo>(g.tensors.map((t) => [t.name, t]));
-  let done = 0;
-  const total = g.tensors.length;
-  const get = (name: string, shape: number[], optional = false, mode: 'packed' | 'f16' | 'f32' = qmode): Tensor | null => {
+  const { get, vec } = weightReader(file, (name) => {
     const info = byName.get(name);
-    if (!info) {
-      if (optional) return null;
-      throw new ModelFileError(file, `missing tensor '${name}'`);
-    }
-    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
-      throw new ModelFileError(file, `tensor '${name}' has shape [${info.shape.join(', ')}], expected [${shape.join(', ')}]`);
-    const t = loadTensor(g, info, mode);
-    onProgress?.(++done, total);
-    return t;
-  };
-  const vec = (name: string, n: number, optional = false): Tensor | null => {
-    const t = get(name, [n], optional, 'f32');
-    return t && t.dtype !== 'f32' ? new Tensor('f32', t.shape, t.toFloat32()) : t;
-  };
+    return info && { shape: info.shape, file, load: (mode) => loadTensor(g, info, mode) };
+  }, g.tensors.length, qmode, onProgress);
   const qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
   const layers: LlamaLayerWeights[] = [];
   for (let l = 0; l < c.layers; l++) {
@@ -135,7 +122,7 @@ export function llamaWeightsFromGGUF(g: GGUFFile, c: LlamaConfig, options: GGUFW
   return { tokEmbd, layers, outNorm, output };
 }
 
-type Getter = (name: string, shape: number[], optional?: boolean) => Tensor | null;
+type Getter = WeightReader['get'];
 
 /** Experts from merged 3-D tensors (ffn_*_exps, each expert a contiguous slice) or per-expert ones. */
 function moeWeights(p: string, c: LlamaConfig, get: Getter): MoeWeights {

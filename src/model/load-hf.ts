@@ -6,8 +6,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ModelFileError } from '../formats/errors.js';
-import { loadSafetensor, openSafetensorsDir, type SafetensorsEntry } from '../formats/safetensors.js';
-import { Tensor } from '../tensor/tensor.js';
+import { loadSafetensor, openSafetensorsDir } from '../formats/safetensors.js';
+import { weightReader } from './weight-reader.js';
 import type { LlamaConfig } from './config.js';
 import type { LlamaWeights } from './llama.js';
 
@@ -65,24 +65,10 @@ export function llamaConfigFromHF(dir: string): LlamaConfig {
 
 export function llamaWeightsFromHF(dir: string, c: LlamaConfig, onProgress?: (done: number, total: number) => void): LlamaWeights {
   const map = openSafetensorsDir(dir);
-  const total = map.size;
-  let done = 0;
-  const get = (name: string, shape: number[], optional = false): Tensor | null => {
-    const e: SafetensorsEntry | undefined = map.get(name);
-    if (!e) {
-      if (optional) return null;
-      throw new ModelFileError(path.basename(dir), `missing tensor '${name}'`);
-    }
-    if (e.shape.length !== shape.length || e.shape.some((d, i) => d !== shape[i]))
-      throw new ModelFileError(path.basename(e.file), `tensor '${name}' has shape [${e.shape.join(', ')}], expected [${shape.join(', ')}]`);
-    const t = loadSafetensor(e);
-    onProgress?.(++done, total);
-    return t;
-  };
-  const vec = (name: string, n: number, optional = false) => {
-    const t = get(name, [n], optional);
-    return t && t.dtype !== 'f32' ? new Tensor('f32', t.shape, t.toFloat32()) : t;
-  };
+  const { get, vec } = weightReader(path.basename(dir), (name) => {
+    const e = map.get(name);
+    return e && { shape: e.shape, file: path.basename(e.file), load: () => loadSafetensor(e) };
+  }, map.size, 'f32', onProgress);
   const qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
   const layers = Array.from({ length: c.layers }, (_, l) => {
     const p = `model.layers.${l}.`;
