@@ -8,9 +8,6 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 #include "common/thread_pool.h"
 #include "cpu/attention_mask.h"
@@ -73,30 +70,6 @@ static inline void scaled_copy(float* dst, const float* src, int64_t n, float a)
   if (d < n) S::store_partial(dst + d, S::mul(S::load_partial(src + d, (int)(n - d)), av), (int)(n - d));
 }
 
-// Horizontal sum / max. GCC 12's _mm512_reduce_* build on intrinsics with undefined sources that
-// warn (-Wuninitialized) at every inlined call; masked extracts with a zero source do not.
-static inline float hsum_v(S::V v) {
-#if defined(__AVX512F__)
-  const __m256 z = _mm256_setzero_ps();
-  __m256 a = _mm256_add_ps(_mm512_mask_extractf32x8_ps(z, 0xFF, v, 0), _mm512_mask_extractf32x8_ps(z, 0xFF, v, 1));
-  __m128 x = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-  return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
-#else
-  return S::hsum(v);
-#endif
-}
-static inline float hmax_v(S::V v) {
-#if defined(__AVX512F__)
-  const __m256 z = _mm256_setzero_ps();
-  __m256 a = _mm256_max_ps(_mm512_mask_extractf32x8_ps(z, 0xFF, v, 0), _mm512_mask_extractf32x8_ps(z, 0xFF, v, 1));
-  __m128 x = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
-  return _mm_cvtss_f32(_mm_max_ss(x, _mm_movehdup_ps(x)));
-#else
-  return S::hmax(v);
-#endif
-}
 
 // 0: no (query, key) pair of the tile is visible, 1: all are, 2: mixed.
 static inline int tile_class(const Rows& r, int64_t j0, int64_t j1, const Cfg& c) {
@@ -288,7 +261,7 @@ static void block_transposed(const Rows& r, int64_t n_keys, const Cfg& c, const 
       for (int v = 0; v < kNV; v++) mn[v] = S::max(mn[v], S::load(st + jj * kBr + v * W));
     bool grew = false;
     for (int v = 0; v < kNV; v++) {
-      grew |= hmax_v(S::sub(mn[v], mo[v])) > 0.f;
+      grew |= S::hmax(S::sub(mn[v], mo[v])) > 0.f;
       alpha[v] = S::exp(S::sub(mo[v], mn[v]));
       S::store(m + v * W, mn[v]);
     }
@@ -367,7 +340,7 @@ static void block_rows(const Rows& r, int64_t n_keys, const Cfg& c, const KV& kv
       for (int i = 0; i < R; i++) {
         S::V s = acc[i][0];
         for (int a = 1; a < NA; a++) s = S::add(s, acc[i][a]);
-        sc[i][jj] = hsum_v(s);
+        sc[i][jj] = S::hsum(s);
       }
     }
     const int nkv = (nk + W - 1) / W * W;  // pad the tile to whole vectors with -inf
@@ -383,7 +356,7 @@ static void block_rows(const Rows& r, int64_t n_keys, const Cfg& c, const KV& kv
       for (int jj = nk; jj < nkv; jj++) s[jj] = kNegInf;
       S::V mx = S::set1(m[i]);
       for (int jj = 0; jj < nkv; jj += W) mx = S::max(mx, S::load(s + jj));
-      float mn = hmax_v(mx);
+      float mn = S::hmax(mx);
       S::V mv = S::set1(mn), ls = S::zero();
       for (int jj = 0; jj < nkv; jj += W) {
         S::V pe = S::exp(S::sub(S::load(s + jj), mv));
@@ -399,7 +372,7 @@ static void block_rows(const Rows& r, int64_t n_keys, const Cfg& c, const KV& kv
         for (; d < D; d++) oa[i][d] *= alpha;
         m[i] = mn;
       }
-      l[i] += hsum_v(ls);
+      l[i] += S::hsum(ls);
     }
     // O += P V, P broadcast per (row, key), V rows contiguous along D.
     int64_t d = 0;
