@@ -1,7 +1,7 @@
 {
   # The CPU addon. (GCC 12's AVX-512 intrinsic headers trip -Wmaybe-uninitialized on
   # _mm512_undefined_*; the avx512 target silences that false positive.)
-  # Kernels are compiled once per ISA (scalar, AVX2+FMA+F16C, AVX-512) into one
+  # Kernels are compiled once per ISA (scalar, AVX2+FMA+F16C, AVX-512, AVX-512+VNNI) into one
   # addon; native/common/cpu_features.cpp picks the best one the CPU supports at load time.
   "target_defaults": {
     "cflags!": ["-fno-exceptions"],
@@ -41,7 +41,7 @@
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "conditions": [
         ["target_arch=='x64' or target_arch=='ia32'", {
-          "dependencies": ["tessera_isa_avx2", "tessera_isa_avx512"],
+          "dependencies": ["tessera_isa_avx2", "tessera_isa_avx512", "tessera_isa_avx512vnni"],
           "defines": ["TESSERA_HAVE_X86_ISAS=1"]
         }],
         ["OS=='linux'", { "libraries": ["-pthread"] }]
@@ -64,6 +64,13 @@
           "sources": ["native/cpu/isa_avx512.cpp"],
           "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
           "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-O3", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"] }
+        },
+        {
+          "target_name": "tessera_isa_avx512vnni",
+          "type": "static_library",
+          "sources": ["native/cpu/isa_avx512vnni.cpp"],
+          "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
+          "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-O3", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni"] }
         }
       ]
     }]

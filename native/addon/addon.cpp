@@ -15,7 +15,7 @@ static Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("isa", isa_name(current_isa()));
   Napi::Array isas = Napi::Array::New(env);
   uint32_t n = 0;
-  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
+  for (Isa i : kAllIsas)
     if (isa_supported(i)) isas.Set(n++, isa_name(i));
   o.Set("isas", isas);
   o.Set("threads", pool_threads());
@@ -40,7 +40,7 @@ static Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsString()) fail("expected 'isa' to be a string");
   std::string s = info[0].As<Napi::String>().Utf8Value();
   Isa isa;
-  if (!parse_isa(s.c_str(), &isa)) fail("unknown ISA '" + s + "' (expected scalar|avx2|avx512)");
+  if (!parse_isa(s.c_str(), &isa)) fail("unknown ISA '" + s + "' (expected scalar|avx2|avx512|avx512vnni)");
   set_isa(isa);
   return info.Env().Undefined();
 }

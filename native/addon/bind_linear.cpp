@@ -35,6 +35,40 @@ static Napi::Value Linear(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// linearInt(x, qweight, bits, perm|null, groupBlocks, meta, colScale|null, bias|null, y, M, N, K, G)
+// Integer weights in the kernel layout of native/cpu/linear_int.h; every length and every group
+// offset is checked here, so a malformed layout cannot read out of bounds.
+static Napi::Value LinearInt(const Napi::CallbackInfo& info) {
+  IntLinearParams p{};
+  p.M = arg_int(info, 9, "M", 0, kMaxDim);
+  p.N = arg_int(info, 10, "N", 0, kMaxDim);
+  p.K = arg_int(info, 11, "K", 0, kMaxDim);
+  p.G = arg_int(info, 12, "G", 1, kMaxDim);
+  p.bits = (int32_t)arg_int(info, 2, "bits", 4, 8);
+  if (p.bits != 4 && p.bits != 8) fail("bits must be 4 or 8, got " + std::to_string(p.bits));
+  const int64_t Kp = (p.K + 31) / 32 * 32, nb = Kp / 32, tiles = (p.N + 15) / 16;
+  p.x = arg_f32(info, 0, "x", mul_checked(p.M, p.K, "x"));
+  p.qweight = arg_i32(info, 1, "qweight", mul_checked(mul_checked(tiles, Kp * p.bits / 32, "qweight"), 16, "qweight"));
+  if (arg_is_null(info, 3)) p.perm = nullptr;
+  else {
+    const int32_t* perm = arg_i32(info, 3, "perm", p.K);
+    for (int64_t k = 0; k < p.K; k++)
+      if (perm[k] < 0 || perm[k] >= p.K) fail("perm[" + std::to_string(k) + "] = " + std::to_string(perm[k]) + " is outside [0, K)");
+    p.perm = perm;
+  }
+  const int32_t* gb = arg_i32(info, 4, "groupBlocks", p.G + 1);
+  if (gb[0] != 0 || gb[p.G] != nb) fail("groupBlocks must start at 0 and end at the block count " + std::to_string(nb));
+  for (int64_t g = 0; g < p.G; g++)
+    if (gb[g + 1] < gb[g]) fail("groupBlocks must not decrease (at group " + std::to_string(g) + ")");
+  p.group_blocks = gb;
+  p.meta = (const uint16_t*)arg_typed(info, 5, "meta", DType::F16, mul_checked(mul_checked(tiles, p.G, "meta"), 32, "meta"));
+  p.col_scale = arg_f32_opt(info, 6, "colScale", p.N);
+  p.bias = arg_f32_opt(info, 7, "bias", p.N);
+  p.y = arg_f32(info, 8, "y", mul_checked(p.M, p.N, "y"));
+  kernels().linear_int(p);
+  return info.Env().Undefined();
+}
+
 // fmaPeak(iters) -> { seconds, flops }
 static Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
   int64_t iters = arg_int(info, 0, "iters", 1, int64_t(1) << 40);
@@ -55,6 +89,7 @@ static Napi::Value ReadStream(const Napi::CallbackInfo& info) {
 
 void register_linear(Napi::Env env, Napi::Object exports) {
   register_op(env, exports, "linear", Linear);
+  register_op(env, exports, "linearInt", LinearInt);
   register_op(env, exports, "fmaPeak", FmaPeak);
   register_op(env, exports, "readStream", ReadStream);
 }

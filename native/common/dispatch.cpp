@@ -13,6 +13,7 @@ namespace tessera {
 #ifndef TESSERA_HAVE_X86_ISAS
 const KernelTable* kernels_avx2() { return nullptr; }
 const KernelTable* kernels_avx512() { return nullptr; }
+const KernelTable* kernels_avx512vnni() { return nullptr; }
 #endif
 
 const char* isa_name(Isa isa) {
@@ -20,6 +21,7 @@ const char* isa_name(Isa isa) {
     case Isa::Scalar: return "scalar";
     case Isa::Avx2: return "avx2";
     case Isa::Avx512: return "avx512";
+    case Isa::Avx512Vnni: return "avx512vnni";
   }
   return "?";
 }
@@ -28,6 +30,7 @@ bool parse_isa(const char* s, Isa* out) {
   if (!std::strcmp(s, "scalar")) { *out = Isa::Scalar; return true; }
   if (!std::strcmp(s, "avx2")) { *out = Isa::Avx2; return true; }
   if (!std::strcmp(s, "avx512")) { *out = Isa::Avx512; return true; }
+  if (!std::strcmp(s, "avx512vnni")) { *out = Isa::Avx512Vnni; return true; }
   return false;
 }
 
@@ -39,12 +42,14 @@ bool isa_supported(Isa isa) {
     case Isa::Avx512:
       return kernels_avx512() && f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw &&
              f.avx512vl && f.avx512dq;
+    case Isa::Avx512Vnni: return kernels_avx512vnni() && isa_supported(Isa::Avx512) && f.avx512_vnni;
   }
   return false;
 }
 
 static const KernelTable* table_for(Isa isa) {
   switch (isa) {
+    case Isa::Avx512Vnni: return kernels_avx512vnni();
     case Isa::Avx512: return kernels_avx512();
     case Isa::Avx2: return kernels_avx2();
     default: return kernels_scalar();
@@ -54,14 +59,15 @@ static const KernelTable* table_for(Isa isa) {
 static std::string g_env_warning;
 
 static Isa initial_isa() {
-  Isa best = isa_supported(Isa::Avx512) ? Isa::Avx512
+  Isa best = isa_supported(Isa::Avx512Vnni) ? Isa::Avx512Vnni
+             : isa_supported(Isa::Avx512) ? Isa::Avx512
              : isa_supported(Isa::Avx2) ? Isa::Avx2
                                         : Isa::Scalar;
   if (const char* env = std::getenv("TESSERA_ISA")) {
     Isa want;
     if (!*env) return best;
     if (!parse_isa(env, &want)) {
-      g_env_warning = std::string("TESSERA_ISA=") + env + " is not one of scalar|avx2|avx512; using " + isa_name(best);
+      g_env_warning = std::string("TESSERA_ISA=") + env + " is not one of scalar|avx2|avx512|avx512vnni; using " + isa_name(best);
     } else if (!isa_supported(want)) {
       g_env_warning = std::string("TESSERA_ISA=") + env + " is not supported by this CPU/build; using " + isa_name(best);
     } else {

@@ -1,11 +1,12 @@
-// Chooses the kernel table for this CPU: AVX-512 > AVX2+FMA+F16C > scalar. TESSERA_ISA forces
-// one (scalar|avx2|avx512); set_isa() switches at run time (tests run every supported path).
+// Chooses the kernel table for this CPU: AVX-512 VNNI > AVX-512 > AVX2+FMA+F16C > scalar.
+// TESSERA_ISA forces one (scalar|avx2|avx512|avx512vnni); set_isa() switches at run time (tests run every supported path).
 #pragma once
 #include "cpu/kernels.h"
 
 namespace tessera {
 
-enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512 = 2 };
+enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3 };
+inline constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni};
 
 const KernelTable& kernels();
 bool isa_supported(Isa isa);

@@ -4,6 +4,7 @@
 #include "cpu/activation.h"
 #include "cpu/attention.h"
 #include "cpu/linear.h"
+#include "cpu/linear_int.h"
 #include "cpu/norm.h"
 #include "cpu/peak.h"
 #include "cpu/softmax.h"
@@ -11,7 +12,7 @@
 namespace tessera {
 namespace TESSERA_ISA_NS {
 static const KernelTable table = {
-    TESSERA_ISA_NAME, &linear,     &flash_attention, &paged_attention, &rms_norm, &layer_norm,
+    TESSERA_ISA_NAME, &linear, &linear_int, &flash_attention, &paged_attention, &rms_norm, &layer_norm,
     &softmax,         &activation, &swiglu,          &binary,          &fma_peak, &read_stream,
 };
 }  // namespace TESSERA_ISA_NS

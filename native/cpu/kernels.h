@@ -17,6 +17,21 @@ struct LinearParams {
   int64_t M, N, K;
 };
 
+// linear with integer weights in the kernel layout of native/cpu/linear_int.h (GPTQ int4/int8,
+// int8 per channel). Built and checked by src/tensor/int-weight.ts.
+struct IntLinearParams {
+  const float* x;               // (M, K)
+  const int32_t* qweight;       // (ceil(N/16), Kp * bits / 32, 16), Kp = K rounded up to 32
+  int32_t bits;                 // 4 or 8
+  const int32_t* perm;          // (K) or nullptr: kernel input k is x[perm[k]]
+  const int32_t* group_blocks;  // (G + 1): group g covers 32-blocks [gb[g], gb[g+1]); gb[G] = Kp / 32
+  const uint16_t* meta;         // (ceil(N/16), G, 32) f16: 16 scales, then 16 zero points
+  const float* col_scale;       // (N) or nullptr: a final per-column factor
+  const float* bias;            // (N) or nullptr
+  float* y;                     // (M, N)
+  int64_t M, N, K, G;
+};
+
 // Flash attention: softmax(scale * q k^T + bias) v, tiled with an online softmax.
 // Query i sits at absolute position q_offset + i, key j at position j.
 struct AttentionParams {
@@ -57,6 +72,7 @@ enum class Activation : int32_t { Silu = 0, GeluTanh = 1, GeluErf = 2 };
 struct KernelTable {
   const char* name;
   void (*linear)(const LinearParams&);
+  void (*linear_int)(const IntLinearParams&);
   void (*flash_attention)(const AttentionParams&);
   void (*paged_attention)(const PagedAttentionParams&);
   // y = x * rsqrt(mean(x^2) + eps) * w; x, y (rows, dim), w (dim)
@@ -80,5 +96,6 @@ struct KernelTable {
 const KernelTable* kernels_scalar();
 const KernelTable* kernels_avx2();
 const KernelTable* kernels_avx512();
+const KernelTable* kernels_avx512vnni();
 
 }  // namespace tessera

@@ -6,6 +6,7 @@
  */
 import * as check from '../tensor/check.js';
 import { FLOAT_DTYPES } from '../tensor/dtype.js';
+import { IntWeight } from '../tensor/int-weight.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { AttentionPlan, Kernels, WeightData, WeightType } from './kernels.js';
 
@@ -113,10 +114,13 @@ export class Backend {
   /**
    * y (..., N) = x (..., K) @ w (N, K)^T + bias (N). w is f32, f16, bf16, or GGUF q8_0 / q4_0
    * blocks; with q8_0/q4_0 the activations are quantised to 8-bit blocks per row first and the
-   * dot products are integer per block, as llama.cpp computes them.
+   * dot products are integer per block, as llama.cpp computes them. w may also be an IntWeight
+   * (GPTQ int4/int8, int8 per channel): the activations are quantised to int8 per block of 32
+   * and the dots are integer (see src/tensor/int-weight.ts).
    */
-  linear(x: Tensor, w: Tensor, bias?: Tensor | null, out?: Tensor | null): Tensor<'f32'> {
+  linear(x: Tensor, w: Tensor | IntWeight, bias?: Tensor | null, out?: Tensor | null): Tensor<'f32'> {
     check.tensor(x, 'x', F32);
+    if (w instanceof IntWeight) return this.#linearInt(x, w, bias, out);
     check.tensor(w, 'w', WEIGHT_DTYPES);
     check.rank(w, 'w', 2);
     const [N, K] = w.shape as [number, number];
@@ -128,6 +132,18 @@ export class Backend {
     const M = rows(x, K);
     const y = output(out, [...x.shape.slice(0, -1), N], [x, w, b]);
     this.#k.linear({ x: x.data as Float32Array, w: w.data as WeightData, wtype: w.dtype as WeightType, bias: b ? (b.data as Float32Array) : null, y: y.data, M, N, K });
+    return y;
+  }
+
+  #linearInt(x: Tensor, w: IntWeight, bias: Tensor | null | undefined, out: Tensor | null | undefined): Tensor<'f32'> {
+    const [N, K] = w.shape;
+    const xk = check.lastDim(x, 'x');
+    if (xk !== K) throw new RangeError(`Expected x's last dimension to equal w's K = ${K} but received ${xk}`);
+    const b = check.optionalTensor(bias, 'bias', F32);
+    if (b) check.shape(b, 'bias', [N]);
+    const M = rows(x, K);
+    const y = output(out, [...x.shape.slice(0, -1), N], [x, b]);
+    this.#k.linearInt({ x: x.data as Float32Array, w: w.parts, bias: b ? (b.data as Float32Array) : null, y: y.data, M, N, K });
     return y;
   }
 

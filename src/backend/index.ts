@@ -7,7 +7,7 @@ import { cpuKernels } from './cpu/index.js';
 import { loadNative, nativeLoadError, warnNativeUnavailable, type NativeInfo } from './cpu/native.js';
 import { jsKernels } from './js/index.js';
 
-export type Isa = 'scalar' | 'avx2' | 'avx512';
+export type Isa = 'scalar' | 'avx2' | 'avx512' | 'avx512vnni';
 
 const cache = new Map<BackendName, Backend>();
 
@@ -70,8 +70,8 @@ function requireNative(what: string) {
 
 /** Switches the native kernel path (the environment variable TESSERA_ISA sets the initial one). */
 export function setIsa(isa: Isa): void {
-  if (!['scalar', 'avx2', 'avx512'].includes(isa as string))
-    throw new TypeError(`Expected 'scalar', 'avx2' or 'avx512' for isa but received ${JSON.stringify(isa)}`);
+  if (!['scalar', 'avx2', 'avx512', 'avx512vnni'].includes(isa as string))
+    throw new TypeError(`Expected 'scalar', 'avx2', 'avx512' or 'avx512vnni' for isa but received ${JSON.stringify(isa)}`);
   const n = requireNative('setIsa');
   if (!n.info().isas.includes(isa)) throw new RangeError(`ISA '${isa}' is not supported on this CPU (supported: ${n.info().isas.join(', ')})`);
   n.setIsa(isa);

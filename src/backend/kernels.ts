@@ -18,6 +18,26 @@ export interface LinearPlan {
   K: number;
 }
 
+/** Integer weights in the kernel layout of src/tensor/int-weight.ts. */
+export interface IntWeightData {
+  bits: 4 | 8;
+  qweight: Int32Array;
+  perm: Int32Array | null;
+  groupBlocks: Int32Array;
+  meta: Uint16Array;
+  colScale: Float32Array | null;
+}
+
+export interface LinearIntPlan {
+  x: Float32Array; // (M, K)
+  w: IntWeightData;
+  bias: Float32Array | null; // (N)
+  y: Float32Array; // (M, N)
+  M: number;
+  N: number;
+  K: number;
+}
+
 export interface NormPlan {
   x: Float32Array; // (rows, dim)
   weight: Float32Array | null; // (dim)
@@ -189,6 +209,7 @@ export interface CrossEntropyPlan {
 export interface Kernels {
   readonly name: string;
   linear(p: LinearPlan): void;
+  linearInt(p: LinearIntPlan): void;
   rmsNorm(p: NormPlan): void;
   layerNorm(p: NormPlan): void;
   softmax(p: SoftmaxPlan): void;

@@ -32,7 +32,8 @@ Options:
   -v, --version   Print the version and the kernel path in use
 
 Environment:
-  TESSERA_ISA=scalar|avx2|avx512   Force a CPU kernel path (default: the best supported)
+  TESSERA_ISA=scalar|avx2|avx512|avx512vnni
+                                   Force a CPU kernel path (default: the best supported)
   TESSERA_THREADS=N                Native thread pool size (default: available cores)
   TESSERA_DISABLE_NATIVE=1         Use the pure-TypeScript 'js' backend
 `;

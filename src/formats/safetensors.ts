@@ -115,10 +115,10 @@ export function openSafetensorsDir(dir: string): Map<string, SafetensorsEntry> {
   return out;
 }
 
-/** Reads a tensor: F32 -> f32, F16 -> f16, BF16 -> bf16 (zero conversion). */
+/** Reads a tensor: F32 -> f32, F16 -> f16, BF16 -> bf16, I32 -> i32, I8 -> i8, U8 -> u8 (no conversion). */
 export function loadSafetensor(e: SafetensorsEntry): Tensor {
-  const kind = ({ F32: 'f32', F16: 'f16', BF16: 'bf16' } as const)[e.dtype as 'F32'];
-  if (!kind) throw new ModelFileError(path.basename(e.file), `tensor '${e.name}' has dtype ${e.dtype}; tessera reads F32, F16 and BF16 weights`);
+  const kind = ({ F32: 'f32', F16: 'f16', BF16: 'bf16', I32: 'i32', I8: 'i8', U8: 'u8' } as const)[e.dtype as 'F32'];
+  if (!kind) throw new ModelFileError(path.basename(e.file), `tensor '${e.name}' has dtype ${e.dtype}; tessera reads F32, F16, BF16, I32, I8 and U8`);
   const buf = new ArrayBuffer(e.byteLength);
   const fd = openSync(e.file, 'r');
   try {
@@ -132,5 +132,8 @@ export function loadSafetensor(e: SafetensorsEntry): Tensor {
     closeSync(fd);
   }
   if (kind === 'f32') return new Tensor('f32', e.shape, new Float32Array(buf));
+  if (kind === 'i32') return new Tensor('i32', e.shape, new Int32Array(buf));
+  if (kind === 'i8') return new Tensor('i8', e.shape, new Int8Array(buf));
+  if (kind === 'u8') return new Tensor('u8', e.shape, new Uint8Array(buf));
   return new Tensor<'f16' | 'bf16'>(kind, e.shape, new Uint16Array(buf));
 }

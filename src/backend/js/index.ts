@@ -4,6 +4,7 @@ import { alibiSlopes, embedding, rope } from './embedding.js';
 import { attentionNaive, flashAttention, pagedAttention, pagedKvWrite } from './attention.js';
 import { activation, binary, swiglu } from './elementwise.js';
 import { linear } from './linear.js';
+import { linearInt } from './linear-int.js';
 import { moeGather, moeRoute, moeScatter } from './moe.js';
 import { layerNorm, rmsNorm } from './norm.js';
 import { crossEntropy, softmax, topK } from './softmax.js';
@@ -11,6 +12,7 @@ import { crossEntropy, softmax, topK } from './softmax.js';
 export const jsKernels: Kernels = {
   name: 'js',
   linear,
+  linearInt,
   rmsNorm,
   layerNorm,
   softmax,
