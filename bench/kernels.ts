@@ -13,6 +13,8 @@ import os from 'node:os';
 import { Bench } from 'tinybench';
 import { encodeHalf, getBackend, runtimeInfo, Tensor, type Backend } from '../src/index.js';
 import { loadNative } from '../src/backend/cpu/native.js';
+import { packCols, packRows, type GptqLinear } from '../src/tensor/gptq.js';
+import { IntWeight } from '../src/tensor/int-weight.js';
 
 const args = process.argv.slice(2);
 const argValue = (name: string) => {
@@ -55,6 +57,23 @@ async function time(fn: () => unknown, ms = timeMs): Promise<number> {
   await b.run();
   const s = [...b.tasks[0]!.result!.samples].sort((a, c) => a - c);
   return s[Math.floor(s.length / 2)]! / 1e3;
+}
+
+/** A random GPTQ layer (K inputs, N outputs) in the kernel layout. */
+function gptqWeight(N: number, K: number, bits: 4 | 8, gs: number, actOrder: boolean): IntWeight {
+  const G = K / gs, maxq = (1 << bits) - 1;
+  const q = Uint8Array.from({ length: K * N }, () => Math.floor((rand() + 0.5) * maxq));
+  const z = Uint8Array.from({ length: G * N }, () => Math.floor((rand() + 0.5) * maxq));
+  const gIdx = Int32Array.from({ length: K }, (_, k) => (actOrder ? (k * 7919) % G : Math.floor(k / gs)));
+  const layer: GptqLinear = {
+    bits, groupSize: gs, K, N, qweight: packRows(q, K, N, bits), qzeros: packCols(z, G, N, bits),
+    scales: encodeHalf(Array.from({ length: G * N }, () => 0.01 + 0.01 * rand()), 'f16'), gIdx, zeroFormat: 'v2',
+  };
+  return IntWeight.fromGptq(layer);
+}
+function int8Weight(N: number, K: number): IntWeight {
+  const q = Int8Array.from({ length: N * K }, () => Math.round(rand() * 254));
+  return IntWeight.fromInt8(q, Float32Array.from({ length: N }, () => 0.01 + 0.01 * rand()), N, K);
 }
 
 // ---- machine peaks ---------------------------------------------------------------------------
@@ -196,6 +215,31 @@ async function main() {
       kernel: `linear ${dt} prefill`, shape: `${M}x${N}x${K}`, unit: 'GFLOP/s', work: 2 * M * N * K, run: (be) => be.linear(xm, w, null, ym),
       jsShape: '16x512x1024', jsWork: 2 * 16 * 512 * 1024, jsRun: (be) => be.linear(xs, ws, null, ys),
     }, pk);
+  }
+  // Integer weights: GPTQ int4 / int8 (g128; act-order) and int8 per channel. GEMV rate = bytes of
+  // the kernel layout read per second (weights + scales/zeros), prefill = 2*M*N*K per second.
+  for (const [name, bits, act] of [['gptq int4 g128', 4, false], ['gptq int4 g128 act-order', 4, true], ['gptq int8 g128', 8, false], ['int8 per-channel', 8, false]] as const) {
+    const M = 64, N = 4096, K = 4096;
+    if (filter && ![`linear ${name} GEMV 1x${N}x${K}`, `linear ${name} prefill ${M}x${N}x${K}`].some((s) => s.includes(filter))) continue;
+    const w = name.startsWith('int8 per') ? int8Weight(N, K) : gptqWeight(N, K, bits, 128, act);
+    const x = f32([1, K]), xm = f32([M, K]), y = f32([1, N]), ym = f32([M, N]);
+    const ws = name.startsWith('int8 per') ? int8Weight(512, 1024) : gptqWeight(512, 1024, bits, 128, act);
+    const xs = f32([16, 1024]), ys = f32([16, 512]);
+    const copies = [w, ...Array.from({ length: Math.ceil(256e6 / w.byteLength) - 1 }, () => w.clone())];
+    let i = 0;
+    await measure({ kernel: `linear ${name} GEMV`, shape: `1x${N}x${K}`, unit: 'GB/s', work: w.byteLength, run: (be) => be.linear(x, copies[i++ % copies.length]!, null, y) }, pk);
+    await measure({
+      kernel: `linear ${name} prefill`, shape: `${M}x${N}x${K}`, unit: 'GFLOP/s', work: 2 * M * N * K, run: (be) => be.linear(xm, w, null, ym),
+      jsShape: '16x512x1024', jsWork: 2 * 16 * 512 * 1024, jsRun: (be) => be.linear(xs, ws, null, ys),
+    }, pk);
+  }
+  // Decode speed of each weight format relative to f16 (same 4096 x 4096 GEMV, this run).
+  const f16Gemv = rows.find((r) => r.kernel === 'linear f16 GEMV');
+  if (f16Gemv) {
+    console.log('\nGEMV 1x4096x4096 time vs f16 (higher = faster):');
+    for (const r of rows.filter((r) => r.kernel.endsWith(' GEMV') && r.kernel !== 'linear f16 GEMV'))
+      console.log(`  ${r.kernel.padEnd(40)} ${r.nativeMs.toFixed(3).padStart(8)} ms  ${(f16Gemv.nativeMs / r.nativeMs).toFixed(2)}x f16 (${f16Gemv.nativeMs.toFixed(3)} ms)`);
+    console.log('');
   }
   // Attention
   {

@@ -8,7 +8,10 @@
 // bytes (f16 d, 16 bytes: byte j holds value j in its low nibble and j + 16 in its high one,
 // value = d * (nibble - 8)).
 //
-// Integer dots without VNNI (the AVX-512 path is F/BW/VL/DQ only), as llama.cpp does:
+// With AVX-512 VNNI (the avx512vnni table) each 4-value integer dot is one vpdpbusd (u8 x s8):
+//   Q8_0: (w + 128) as u8 times x, the accumulator starting at -128 * sum(x);
+//   Q4_0: nibble times x, starting at -8 * sum(x).
+// Integer dots without VNNI (avx2, avx512), as llama.cpp does:
 //   Q8_0 x Q8_0: the sign trick, maddubs(|w| as u8, x * sign(w)) then madd with ones. |w| of
 //     -128 is 0x80 = 128 as u8, so any byte is exact; pairs stay within int16 (2*128*127).
 //   Q4_0 x Q8_0: maddubs(nibble as u8, x) - maddubs(8, x) = sum (nibble - 8) * x in int16 pairs.
@@ -209,7 +212,16 @@ __attribute__((always_inline)) static inline void qstep512_q8(__m512 (&acc)[R][M
                                                  39, 40, 41, 42, 43, 44, 45, 46, 56, 57, 58, 59, 60, 61, 62, 63};
   alignas(64) static const int16_t kDIdx[32] = {0, 0, 0, 0, 17, 17, 17, 17, 34, 34, 34, 34, 51, 51, 51, 51};
   const __m512i loidx = _mm512_load_si512(kLoIdx), hiidx = _mm512_load_si512(kHiIdx), didx = _mm512_load_si512(kDIdx);
-  const __m512i ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
+  [[maybe_unused]] const __m512i ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
+#if defined(__AVX512VNNI__)
+  const __m512i k80 = _mm512_set1_epi8((char)0x80);
+  __m512i negc[MB];
+#pragma GCC unroll 4
+  for (int m = 0; m < MB; m++) {
+    const int8_t* xg = xq + m * xs + b * kQK;
+    negc[m] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, k80, _mm512_loadu_si512(xg)), k80, _mm512_loadu_si512(xg + 64)));
+  }
+#endif
 #pragma GCC unroll 8
   for (int r = 0; r < R; r++) {
     const uint8_t* wb = w + r * ws + b * BB;
@@ -231,6 +243,19 @@ __attribute__((always_inline)) static inline void qstep512_q8(__m512 (&acc)[R][M
     }
     const __m512i wl = _mm512_permutex2var_epi16(va, loidx, vb), wh = _mm512_permutex2var_epi16(vc, hiidx, vd);
     const __m512 dwv = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(va, didx, vb)));
+#if defined(__AVX512VNNI__)
+    // vpdpbusd multiplies u8 by s8: w + 128 as u8 (a sign-bit flip), minus 128 * sum(x) per lane
+    // (negc, computed once per step for all rows), accumulated from -128 * sum(x).
+    const __m512i ul = _mm512_xor_si512(wl, k80), uh = _mm512_xor_si512(wh, k80);
+#pragma GCC unroll 4
+    for (int m = 0; m < MB; m++) {
+      const int8_t* xg = xq + m * xs + b * kQK;
+      const __m512i p = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(negc[m], ul, _mm512_loadu_si512(xg)), uh, _mm512_loadu_si512(xg + 64));
+      const __m512 s = _mm512_mul_ps(dwv, _mm512_loadu_ps(xd + m * ds + b * 4));
+      acc[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[r][m]);
+    }
+    continue;
+#endif
     const __m512i al = _mm512_abs_epi8(wl), ah = _mm512_abs_epi8(wh);
     const __mmask64 nl = _mm512_movepi8_mask(wl), nh = _mm512_movepi8_mask(wh);
 #pragma GCC unroll 4
@@ -256,14 +281,25 @@ __attribute__((always_inline)) static inline void qstep512_q4(__m512 (&acc)[R][M
                                                               int64_t ds, int64_t b) {
   constexpr int64_t BB = 18;
   const __m512i ones = _mm512_set1_epi16(1), lo4 = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8);
-  // maddubs(8, x) over both halves: the -8 offset of the nibbles, subtracted in int16.
   __m512i c8[MB];
+#if defined(__AVX512VNNI__)
+  // -8 * sum(x) per int32 lane: the nibbles' offset, the starting value of each row's vpdpbusd.
+  (void)ones;
+  const __m512i zero = _mm512_setzero_si512();
+#pragma GCC unroll 4
+  for (int m = 0; m < MB; m++) {
+    const int8_t* xg = xq + m * xs + b * kQK;
+    c8[m] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, eight, _mm512_loadu_si512(xg)), eight, _mm512_loadu_si512(xg + 64)));
+  }
+#else
+  // maddubs(8, x) over both halves: the -8 offset of the nibbles, subtracted in int16.
 #pragma GCC unroll 4
   for (int m = 0; m < MB; m++) {
     const int8_t* xg = xq + m * xs + b * kQK;
     c8[m] = _mm512_add_epi16(_mm512_maddubs_epi16(eight, _mm512_loadu_si512(xg)),
                              _mm512_maddubs_epi16(eight, _mm512_loadu_si512(xg + 64)));
   }
+#endif
   // The 4 blocks are 72 contiguous bytes, everything at even offsets: two loads (bytes 0..63,
   // 8..71) and a word permute gather the nibble bytes (block i -> 128-bit lane i); another
   // permute spreads the 4 f16 scales to [d0 x 4, d1 x 4, d2 x 4, d3 x 4].
@@ -289,6 +325,16 @@ __attribute__((always_inline)) static inline void qstep512_q4(__m512 (&acc)[R][M
     const __m512i z = _mm512_permutex2var_epi16(va, qidx, vb);
     const __m512i wl = _mm512_and_si512(z, lo4), wh = _mm512_and_si512(_mm512_srli_epi16(z, 4), lo4);
     const __m512 dwv = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(didx, va)));
+#if defined(__AVX512VNNI__)
+#pragma GCC unroll 4
+    for (int m = 0; m < MB; m++) {
+      const int8_t* xg = xq + m * xs + b * kQK;
+      const __m512i p = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(c8[m], wl, _mm512_loadu_si512(xg)), wh, _mm512_loadu_si512(xg + 64));
+      const __m512 s = _mm512_mul_ps(dwv, _mm512_loadu_ps(xd + m * ds + b * 4));
+      acc[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[r][m]);
+    }
+    continue;
+#endif
 #pragma GCC unroll 4
     for (int m = 0; m < MB; m++) {
       const int8_t* xg = xq + m * xs + b * kQK;

@@ -71,6 +71,15 @@ export class IntWeight {
     this.#p = null;
   }
 
+  /** A deep copy (own buffers). */
+  clone(): IntWeight {
+    const p = this.parts;
+    return new IntWeight({
+      ...p, qweight: p.qweight.slice(), perm: p.perm?.slice() ?? null, groupBlocks: p.groupBlocks.slice(), meta: p.meta.slice(),
+      colScale: p.colScale?.slice() ?? null,
+    });
+  }
+
   toString(): string {
     return `IntWeight(${this.label}, [${this.shape.join(', ')}])`;
   }
