@@ -9,6 +9,7 @@ import { inspectCommand } from './inspect.js';
 import { logitsCommand } from './logits.js';
 import { moeStatsCommand } from './moe-stats.js';
 import { perplexityCommand } from './perplexity.js';
+import { quantizeCommand } from './quantize.js';
 import { tokenizeCommand } from './tokenize.js';
 
 const HELP = `tessera ${VERSION} — transformer inference runtime for Node.js
@@ -19,6 +20,7 @@ Commands:
   generate        Stream a completion of a prompt (default model: the bundled stories260K)
   chat            Interactive chat with the model's chat template
   perplexity      Perplexity of a text file (llama.cpp chunk convention or sliding window)
+  quantize        GPTQ / RTN quantisation to a GPTQ checkpoint (or GGUF Q4_0/Q8_0)
   tokenize        Print the token ids of a text
   logits          Write all positions' logits as raw float32 [n_tokens, vocab]
   inspect         Print a GGUF file's metadata and tensors
@@ -86,6 +88,7 @@ export async function main(argv: string[]): Promise<void> {
     if (cmd === 'generate') return await generateCommand(rest);
     if (cmd === 'chat') return await chatCommand(rest);
     if (cmd === 'perplexity') return perplexityCommand(rest);
+    if (cmd === 'quantize') return quantizeCommand(rest);
     if (cmd === 'tokenize') return tokenizeCommand(rest);
     if (cmd === 'logits') return logitsCommand(rest);
     if (cmd === 'inspect') return inspectCommand(rest);

@@ -409,3 +409,33 @@ export function writeGGUF(
     closeSync(fd);
   }
 }
+
+/** A read file's metadata as writable entries (array element types from the typed arrays). */
+export function ggufMetadataEntries(g: GGUFFile, overrides: Record<string, { type: GGUFValueType; value: GGUFValue }> = {}): GGUFMetadataEntry[] {
+  const elementType = (v: GGUFValue): GGUFValueType | undefined => {
+    if (v instanceof Float32Array) return GGUF_VALUE.FLOAT32;
+    if (v instanceof Int32Array) return GGUF_VALUE.INT32;
+    if (v instanceof Uint32Array) return GGUF_VALUE.UINT32;
+    if (v instanceof Uint8Array) return GGUF_VALUE.UINT8;
+    if (v instanceof Int8Array) return GGUF_VALUE.INT8;
+    if (v instanceof Uint16Array) return GGUF_VALUE.UINT16;
+    if (v instanceof Int16Array) return GGUF_VALUE.INT16;
+    if (v instanceof Float64Array) return GGUF_VALUE.FLOAT64;
+    if (Array.isArray(v)) return typeof v[0] === 'string' || v.length === 0 ? GGUF_VALUE.STRING : typeof v[0] === 'boolean' ? GGUF_VALUE.BOOL : undefined;
+    return undefined;
+  };
+  const out: GGUFMetadataEntry[] = [];
+  for (const [key, value] of g.metadata) {
+    if (key === 'general.alignment') continue;
+    const o = overrides[key];
+    const type = o ? o.type : g.metadataTypes.get(key)!;
+    const v = o ? o.value : value;
+    if (type === GGUF_VALUE.ARRAY) {
+      const et = elementType(v);
+      if (et === undefined) throw new Error(`GGUF metadata '${key}': cannot tell the array's element type`);
+      out.push({ key, type, elementType: et, value: v });
+    } else out.push({ key, type, value: v });
+  }
+  for (const [key, o] of Object.entries(overrides)) if (!g.metadata.has(key)) out.push({ key, type: o.type, value: o.value });
+  return out;
+}

@@ -4,7 +4,7 @@
  * data. Every entry is checked against the file before any tensor is read. Sharded checkpoints
  * (model.safetensors.index.json with a weight_map) are opened as one map of tensors.
  */
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { Tensor } from '../tensor/tensor.js';
 import { ModelFileError } from './errors.js';
@@ -136,4 +136,39 @@ export function loadSafetensor(e: SafetensorsEntry): Tensor {
   if (kind === 'i8') return new Tensor('i8', e.shape, new Int8Array(buf));
   if (kind === 'u8') return new Tensor('u8', e.shape, new Uint8Array(buf));
   return new Tensor<'f16' | 'bf16'>(kind, e.shape, new Uint16Array(buf));
+}
+
+const WRITE_DTYPE: Record<string, string> = { f32: 'F32', f16: 'F16', bf16: 'BF16', i32: 'I32', i8: 'I8', u8: 'U8' };
+
+/**
+ * Writes tensors (f32, f16, bf16, i32, i8, u8) as one safetensors file, in the given order, with
+ * optional string metadata. The header is padded with spaces to a multiple of 8 bytes.
+ */
+export function writeSafetensors(file: string, tensors: readonly { name: string; tensor: Tensor }[], metadata?: Record<string, string>): void {
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  let off = 0;
+  const parts: Uint8Array[] = [];
+  for (const { name, tensor } of tensors) {
+    const dt = WRITE_DTYPE[tensor.dtype];
+    if (!dt) throw new TypeError(`writeSafetensors: tensor '${name}' has dtype ${tensor.dtype}, which safetensors cannot hold`);
+    if (name in header) throw new RangeError(`writeSafetensors: tensor '${name}' appears twice`);
+    const d = tensor.data;
+    const bytes = new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+    header[name] = { dtype: dt, shape: [...tensor.shape], data_offsets: [off, off + bytes.length] };
+    off += bytes.length;
+    parts.push(bytes);
+  }
+  let h = JSON.stringify(header);
+  h += ' '.repeat((8 - (Buffer.byteLength(h) % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(Buffer.byteLength(h)));
+  const fd = openSync(file, 'w');
+  try {
+    writeSync(fd, len);
+    writeSync(fd, Buffer.from(h));
+    for (const p of parts) writeSync(fd, p);
+  } finally {
+    closeSync(fd);
+  }
 }

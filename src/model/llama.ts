@@ -5,22 +5,29 @@
  */
 import type { Backend } from '../backend/backend.js';
 import type { PagedKvCache } from '../runtime/kv-cache.js';
+import { IntWeight } from '../tensor/int-weight.js';
 import { DisposedError, Tensor } from '../tensor/tensor.js';
 import type { LlamaConfig } from './config.js';
 
+/** A linear layer's weight (N, K): dense (f32/f16/bf16/q8_0/q4_0) or integer (GPTQ, int8). */
+export type LinearWeight = Tensor | IntWeight;
+
+/** The dense-FFN and attention projections by name. */
+export type LinearRole = 'wq' | 'wk' | 'wv' | 'wo' | 'wGate' | 'wUp' | 'wDown';
+
 export interface LlamaLayerWeights {
   attnNorm: Tensor; // (dim) f32
-  wq: Tensor; // (heads * headDim, dim)
-  wk: Tensor; // (kvHeads * headDim, dim)
-  wv: Tensor; // (kvHeads * headDim, dim)
+  wq: LinearWeight; // (heads * headDim, dim)
+  wk: LinearWeight; // (kvHeads * headDim, dim)
+  wv: LinearWeight; // (kvHeads * headDim, dim)
   bq?: Tensor | null; // (heads * headDim) Qwen2
   bk?: Tensor | null;
   bv?: Tensor | null;
-  wo: Tensor; // (dim, heads * headDim)
+  wo: LinearWeight; // (dim, heads * headDim)
   ffnNorm: Tensor; // (dim) f32
-  wGate?: Tensor; // (ffnDim, dim) — dense FFN
-  wUp?: Tensor; // (ffnDim, dim)
-  wDown?: Tensor; // (dim, ffnDim)
+  wGate?: LinearWeight; // (ffnDim, dim) — dense FFN
+  wUp?: LinearWeight; // (ffnDim, dim)
+  wDown?: LinearWeight; // (dim, ffnDim)
   moe?: MoeWeights; // instead of the dense FFN
 }
 
@@ -54,6 +61,11 @@ export interface ForwardOptions {
   allLogits?: boolean;
   /** Receives each MoE layer's routing (moe-stats). */
   onRouting?: (r: RoutingRecord) => void;
+  /** Receives the input (T, K) of each dense linear layer before it runs (calibration for GPTQ):
+   *  roles that share an input (q/k/v, gate/up) arrive together. The tensor is reused: copy it. */
+  onLinearInput?: (layer: number, roles: LinearRole[], x: Tensor<'f32'>) => void;
+  /** Stop after this layer's input has been seen and return nothing useful (calibration). */
+  stopAfterLayer?: number;
 }
 
 export class LlamaModel {
@@ -93,6 +105,7 @@ export class LlamaModel {
     for (let l = 0; l < c.layers; l++) {
       const L = w.layers[l]!;
       const h = be.rmsNorm(x, L.attnNorm, c.normEps, ws('h', [T, c.dim])); // (T, dim)
+      opts.onLinearInput?.(l, ['wq', 'wk', 'wv'], h);
       const q = be.linear(h, L.wq, L.bq, ws('q', [T, qd])).reshape([T, c.heads, c.headDim]);
       const k = be.linear(h, L.wk, L.bk, ws('k', [T, kvd])).reshape([T, c.kvHeads, c.headDim]);
       const v = be.linear(h, L.wv, L.bv, ws('v', [T, kvd])).reshape([T, c.kvHeads, c.headDim]);
@@ -100,14 +113,18 @@ export class LlamaModel {
       be.rope(k, positions, { ...rope, out: k });
       be.pagedKvWrite(cache.k[l]!, cache.v[l]!, k, v, slots);
       const att = be.pagedAttention(q, cache.k[l]!, cache.v[l]!, batch, { ...attnOpts, out: ws('att', [T, c.heads, c.headDim]) });
+      opts.onLinearInput?.(l, ['wo'], att.reshape([T, qd]));
       be.add(x, be.linear(att.reshape([T, qd]), L.wo, null, ws('o', [T, c.dim])), x);
       const h2 = be.rmsNorm(x, L.ffnNorm, c.normEps, ws('h', [T, c.dim]));
       if (L.moe) be.add(x, this.#moeFfn(h2, L.moe, l, opts), x);
       else {
+        opts.onLinearInput?.(l, ['wGate', 'wUp'], h2);
         const g = be.linear(h2, L.wGate!, null, ws('g', [T, c.ffnDim])); // (T, ffnDim)
         be.swiglu(g, be.linear(h2, L.wUp!, null, ws('u', [T, c.ffnDim])), g); // SwiGLU in place
+        opts.onLinearInput?.(l, ['wDown'], g);
         be.add(x, be.linear(g, L.wDown!, null, ws('o', [T, c.dim])), x);
       }
+      if (opts.stopAfterLayer === l) return x;
     }
     const last = opts.allLogits ? x : new Tensor('f32', [1, c.dim], (x.data as Float32Array).subarray((T - 1) * c.dim));
     return be.linear(be.rmsNorm(last, w.outNorm, c.normEps), w.output); // (T or 1, vocab)
@@ -155,7 +172,7 @@ export class LlamaModel {
     const w = this.weights;
     for (const t of [w.tokEmbd, w.outNorm, w.output]) t.dispose();
     for (const L of w.layers) {
-      for (const t of Object.values(L)) if (t instanceof Tensor) t.dispose();
+      for (const t of Object.values(L)) if (t instanceof Tensor || t instanceof IntWeight) t.dispose();
       if (L.moe) for (const t of [L.moe.router, ...L.moe.gate, ...L.moe.up, ...L.moe.down]) t.dispose();
     }
   }

@@ -6,10 +6,14 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ModelFileError } from '../formats/errors.js';
+import { readGptqConfig, readGptqLinear, type GptqCheckpointConfig } from '../formats/gptq-checkpoint.js';
 import { loadSafetensor, openSafetensorsDir } from '../formats/safetensors.js';
+import { gptqKernelSupport } from '../tensor/int-weight.js';
+import { runnableWeight } from '../quant/quantize-model.js';
+import { Tensor } from '../tensor/tensor.js';
 import { weightReader } from './weight-reader.js';
 import type { LlamaConfig } from './config.js';
-import type { LlamaWeights } from './llama.js';
+import type { LinearWeight, LlamaWeights } from './llama.js';
 
 const ARCHS: Record<string, string> = { LlamaForCausalLM: 'llama', MistralForCausalLM: 'mistral', Qwen2ForCausalLM: 'qwen2', MixtralForCausalLM: 'mixtral' };
 
@@ -63,12 +67,42 @@ export function llamaConfigFromHF(dir: string): LlamaConfig {
   };
 }
 
-export function llamaWeightsFromHF(dir: string, c: LlamaConfig, onProgress?: (done: number, total: number) => void): LlamaWeights {
+export interface HFLoadInfo {
+  /** The GPTQ settings when the checkpoint is GPTQ-quantised. */
+  gptq: GptqCheckpointConfig | null;
+  /** Quantised projections that have no packed kernel and were dequantised to f32 (with why). */
+  dequantized: string[];
+}
+
+export function llamaWeightsFromHF(dir: string, c: LlamaConfig, onProgress?: (done: number, total: number) => void, info?: HFLoadInfo): LlamaWeights {
   const map = openSafetensorsDir(dir);
-  const { get, vec } = weightReader(path.basename(dir), (name) => {
+  const gptq = readGptqConfig(dir);
+  if (info) {
+    info.gptq = gptq;
+    info.dequantized = [];
+  }
+  const reader = weightReader(path.basename(dir), (name) => {
     const e = map.get(name);
     return e && { shape: e.shape, file: path.basename(e.file), load: () => loadSafetensor(e) };
   }, map.size, 'f32', onProgress);
+  const { vec } = reader;
+  // A projection: dense `<prefix>.weight`, or GPTQ `<prefix>.qweight` etc. when the checkpoint says so.
+  const biases = new Map<string, Tensor | null>();
+  const get = (name: string, shape: [number, number], optional = false): LinearWeight | null => {
+    const prefix = name.replace(/\.weight$/, '');
+    if (!gptq || map.has(name) || !map.has(prefix + '.qweight')) return reader.get(name, shape, optional);
+    const l = readGptqLinear((n) => map.get(n), prefix, shape[0], shape[1], gptq);
+    const run = runnableWeight(l);
+    if (!run.packed) info?.dequantized.push(`${prefix}: ${gptqKernelSupport(l)}`);
+    if (l.bias) biases.set(prefix, Tensor.from('f32', [shape[0]], l.bias));
+    return run.weight;
+  };
+  // A projection's bias: the dense `<prefix>.bias`, or a GPTQ layer's (AutoGPTQ stores zeros for bias-free layers).
+  const bias = (prefix: string, n: number): Tensor | null => biases.get(prefix) ?? vec(prefix + '.bias', n, true);
+  const noBias = (prefix: string) => {
+    const b = biases.get(prefix);
+    if (b && b.toFloat32().some((v) => v !== 0)) throw new ModelFileError(prefix, 'has a non-zero bias, which this architecture does not use');
+  };
   const qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
   const layers = Array.from({ length: c.layers }, (_, l) => {
     const p = `model.layers.${l}.`;
@@ -77,18 +111,18 @@ export function llamaWeightsFromHF(dir: string, c: LlamaConfig, onProgress?: (do
       wq: get(p + 'self_attn.q_proj.weight', [qd, c.dim])!,
       wk: get(p + 'self_attn.k_proj.weight', [kvd, c.dim])!,
       wv: get(p + 'self_attn.v_proj.weight', [kvd, c.dim])!,
-      bq: vec(p + 'self_attn.q_proj.bias', qd, true),
-      bk: vec(p + 'self_attn.k_proj.bias', kvd, true),
-      bv: vec(p + 'self_attn.v_proj.bias', kvd, true),
+      bq: bias(p + 'self_attn.q_proj', qd),
+      bk: bias(p + 'self_attn.k_proj', kvd),
+      bv: bias(p + 'self_attn.v_proj', kvd),
       wo: get(p + 'self_attn.o_proj.weight', [c.dim, qd])!,
       ffnNorm: vec(p + 'post_attention_layernorm.weight', c.dim)!,
       ...(c.experts
         ? {
             moe: {
-              router: get(p + 'block_sparse_moe.gate.weight', [c.experts, c.dim])!,
-              gate: Array.from({ length: c.experts }, (_, e) => get(`${p}block_sparse_moe.experts.${e}.w1.weight`, [c.ffnDim, c.dim])!),
-              down: Array.from({ length: c.experts }, (_, e) => get(`${p}block_sparse_moe.experts.${e}.w2.weight`, [c.dim, c.ffnDim])!),
-              up: Array.from({ length: c.experts }, (_, e) => get(`${p}block_sparse_moe.experts.${e}.w3.weight`, [c.ffnDim, c.dim])!),
+              router: reader.get(p + 'block_sparse_moe.gate.weight', [c.experts, c.dim])!,
+              gate: Array.from({ length: c.experts }, (_, e) => reader.get(`${p}block_sparse_moe.experts.${e}.w1.weight`, [c.ffnDim, c.dim])!),
+              down: Array.from({ length: c.experts }, (_, e) => reader.get(`${p}block_sparse_moe.experts.${e}.w2.weight`, [c.dim, c.ffnDim])!),
+              up: Array.from({ length: c.experts }, (_, e) => reader.get(`${p}block_sparse_moe.experts.${e}.w3.weight`, [c.ffnDim, c.dim])!),
             },
           }
         : {
@@ -98,6 +132,8 @@ export function llamaWeightsFromHF(dir: string, c: LlamaConfig, onProgress?: (do
           }),
     };
   });
-  const tokEmbd = get('model.embed_tokens.weight', [c.vocabSize, c.dim])!;
-  return { tokEmbd, layers, outNorm: vec('model.norm.weight', c.dim)!, output: get('lm_head.weight', [c.vocabSize, c.dim], true) ?? tokEmbd };
+  for (let l = 0; l < c.layers; l++)
+    for (const s of ['self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj']) noBias(`model.layers.${l}.${s}`);
+  const tokEmbd = reader.get('model.embed_tokens.weight', [c.vocabSize, c.dim])!;
+  return { tokEmbd, layers, outNorm: vec('model.norm.weight', c.dim)!, output: reader.get('lm_head.weight', [c.vocabSize, c.dim], true) ?? tokEmbd };
 }
