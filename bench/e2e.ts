@@ -6,6 +6,11 @@
  * (128 tokens), median of 3, side by side, plus the decode roofline (measured read bandwidth /
  * bytes of weights read per token).
  *
+ * GPTQ4 (in --types) runs tessera on a GPTQ int4 g128 (asymmetric) version of the Q4_0 model:
+ * each projection of the Q4_0 file, dequantised, rounded to nearest on GPTQ's grid (the kernel's
+ * speed does not depend on how the integers were chosen; calibration is `tessera quantize`'s job),
+ * against llama.cpp on the Q4_0 file itself.
+ *
  *   npm run bench:e2e [-- --types F16,Q8_0,Q4_0] [-- --dir DIR] [-- --runs 3] [-- --json FILE]
  *                     [-- --small]   (a 4-layer model for a quick check)
  *                     [-- --mixtral] (a Mixtral-shaped MoE instead: dim 1024, 8 layers, 8 experts,
@@ -21,13 +26,28 @@ import { llamaGGUFMetadata, syntheticSpmVocab } from '../src/formats/llama-gguf.
 import { llamaConfigFromGGUF, llamaWeightsFromGGUF } from '../src/model/load-gguf.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { PagedKvCache } from '../src/runtime/kv-cache.js';
+import { quantizeRtn } from '../src/quant/gptq.js';
+import { IntWeight } from '../src/tensor/int-weight.js';
+import type { LinearRole, LlamaWeights } from '../src/model/llama.js';
+
+/** Every dense projection as GPTQ int4 g128 (RTN on GPTQ's grid), on the integer kernels. */
+function toGptq4(w: LlamaWeights): void {
+  for (const L of w.layers)
+    for (const role of ['wq', 'wk', 'wv', 'wo', 'wGate', 'wUp', 'wDown'] as LinearRole[]) {
+      const t = L[role];
+      if (!t || t instanceof IntWeight) continue;
+      const [N, K] = t.shape as [number, number];
+      L[role] = IntWeight.fromGptq(quantizeRtn(t.toFloat32(), N, K, { bits: 4, groupSize: 128 }));
+      t.dispose();
+    }
+}
 
 const args = process.argv.slice(2);
 const arg = (n: string) => {
   const i = args.indexOf(n);
   return i >= 0 ? args[i + 1] : undefined;
 };
-const types = (arg('--types') ?? (args.includes('--mixtral') ? 'F16,Q8_0' : 'F16,Q8_0,Q4_0')).split(',') as ('F16' | 'Q8_0' | 'Q4_0')[];
+const types = (arg('--types') ?? (args.includes('--mixtral') ? 'F16,Q8_0' : 'F16,Q8_0,Q4_0,GPTQ4')).split(',') as ('F16' | 'Q8_0' | 'Q4_0' | 'GPTQ4')[];
 const dir = arg('--dir') ?? path.join(os.tmpdir(), 'tessera-e2e');
 const runs = Number(arg('--runs') ?? 3);
 const jsonOut = arg('--json');
@@ -76,10 +96,16 @@ function writeModel(file: string, type: 'F16' | 'Q8_0' | 'Q4_0') {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const promptTokens = Array.from({ length: PREFILL }, (_, i) => 259 + ((i * 7919) % (SHAPE.vocab - 259)));
 
-async function benchTessera(file: string) {
+async function benchTessera(file: string, gptq = false) {
   const g = readGGUF(file);
   const c = llamaConfigFromGGUF(g);
-  const model = new LlamaModel(c, llamaWeightsFromGGUF(g, c), getBackend('cpu'));
+  const weights = llamaWeightsFromGGUF(g, c);
+  if (gptq) {
+    const t0 = performance.now();
+    toGptq4(weights);
+    console.log(`converted the projections to GPTQ int4 g128 in ${((performance.now() - t0) / 1e3).toFixed(0)} s`);
+  }
+  const model = new LlamaModel(c, weights, getBackend('cpu'));
   // Bytes of weights a dense decode step streams (everything but the embedding table), as loaded.
   const w = model.weights;
   const mats = [w.outNorm, w.output, ...w.layers.flatMap((L) => [L.attnNorm, L.wq, L.wk, L.wv, L.wo, L.ffnNorm, L.wGate, L.wUp, L.wDown,
@@ -146,13 +172,14 @@ async function main() {
   mkdirSync(dir, { recursive: true });
   const rows = [];
   for (const type of types) {
-    const file = path.join(dir, `${SHAPE.name}-random-${SHAPE.layers}L-${type}.gguf`);
+    const fileType = type === 'GPTQ4' ? 'Q4_0' : type;
+    const file = path.join(dir, `${SHAPE.name}-random-${SHAPE.layers}L-${fileType}.gguf`);
     if (!existsSync(file)) {
       const t0 = performance.now();
-      writeModel(file, type);
+      writeModel(file, fileType);
       console.log(`wrote ${file} (${(statSync(file).size / 1e9).toFixed(2)} GB) in ${((performance.now() - t0) / 1e3).toFixed(0)} s`);
     }
-    const ours = await benchTessera(file);
+    const ours = await benchTessera(file, type === 'GPTQ4');
     const theirs = await benchLlamaCpp(file);
     const fileBytes = statSync(file).size;
     const g = readGGUF(file);
@@ -163,7 +190,7 @@ async function main() {
       rooflineTessera: bw / ours.weightBytes, rooflineLlamaCpp: bw / llamaBytes, fileBytes, expertShare: ours.expertShare,
     };
     rows.push(row);
-    console.log(`${type.padEnd(5)} prefill ${ours.prefill.toFixed(1)} vs ${theirs.prefill.toFixed(1)} tok/s (${row.prefillRatio.toFixed(2)}x)   ` +
+    console.log(`${(type === 'GPTQ4' ? 'GPTQ4 (tessera) vs Q4_0 (llama.cpp)' : type).padEnd(5)} prefill ${ours.prefill.toFixed(1)} vs ${theirs.prefill.toFixed(1)} tok/s (${row.prefillRatio.toFixed(2)}x)   ` +
       `decode ${ours.decode.toFixed(1)} vs ${theirs.decode.toFixed(1)} tok/s (${row.decodeRatio.toFixed(2)}x)   ` +
       (ours.expertShare !== null
         ? `expert weights read per decode step: ${(100 * ours.expertShare).toFixed(1)}% (k/E = ${((100 * SHAPE.used) / SHAPE.experts).toFixed(1)}%)`

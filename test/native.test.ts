@@ -95,7 +95,7 @@ describe('CLI', () => {
     expect(j.native).toBe(nativeAvailable);
     if (nativeAvailable) expect(j.isas).toContain(j.isa);
     const v = spawnSync(process.execPath, [bin, '--version'], { encoding: 'utf8' });
-    expect(v.stdout).toMatch(nativeAvailable ? /^tessera \d+\.\d+\.\d+ \(cpu, (scalar|avx2|avx512), \d+ threads\)/ : /js backend/);
+    expect(v.stdout).toMatch(nativeAvailable ? /^tessera \d+\.\d+\.\d+ \(cpu, (scalar|avx2|avx512|avx512vnni), \d+ threads\)/ : /js backend/);
     const bad = spawnSync(process.execPath, [bin, 'frobnicate'], { encoding: 'utf8' });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain("unknown command 'frobnicate'");
