@@ -36,3 +36,13 @@ export { perplexity, type PerplexityOptions, type PerplexityResult } from './run
 export type { Delta, FinishReason, GenerateOptions } from './runtime/generate.js';
 export { Sampler, type SamplingOptions } from './sampling/sampler.js';
 export { beamSearch, type BeamSearchOptions, type BeamHypothesis } from './sampling/beam.js';
+export { IntWeight, gptqKernelSupport } from './tensor/int-weight.js';
+export {
+  dequantizeGptq, packRows, unpackRows, packCols, unpackCols, validateGptq, GptqFormatError,
+  type GptqLinear, type GptqBits, type GptqZeroFormat,
+} from './tensor/gptq.js';
+export { readGptqConfig, readGptqLinear, gptqTensors, type GptqCheckpointConfig } from './formats/gptq-checkpoint.js';
+export { writeSafetensors } from './formats/safetensors.js';
+export { quantizeGptq, quantizeRtn, type QuantOptions, type GptqOptions, type GptqResult } from './quant/gptq.js';
+export { quantizeModel, type QuantizeModelOptions, type QuantizedModel, type LinearReport } from './quant/quantize-model.js';
+export type { LinearWeight, LinearRole } from './model/llama.js';

@@ -250,6 +250,7 @@ describe('tessera quantize', () => {
     expect(existsSync(path.join(out, 'tokenizer.json'))).toBe(true);
     const q = loadModelFile(out, be), f = loadModelFile(draft, be);
     expect(q.model.weights.layers[0]!.wq.constructor.name).toBe('IntWeight');
+    expect(q.quantization).toBe('GPTQ 4-bit g128 act-order, checkpoint_format gptq (v1: stored zero points are zero - 1), from config.json');
     const toks = f.tokenizer.encode(readFileSync(evalf, 'utf8'), { addBos: true });
     const pf = perplexity(f.model, toks, { ctx: 128, bosId: 1 }).ppl, pq = perplexity(q.model, toks, { ctx: 128, bosId: 1 }).ppl;
     expect(pq).toBeLessThan(pf * 1.05);
@@ -262,6 +263,7 @@ describe('tessera quantize', () => {
     expect(res.stdout).toMatch(/3-bit has no packed kernel: .*simulated/);
     const q = loadModelFile(path.join(dir, 'rtn3'), be);
     expect(q.model.weights.layers[0]!.wq.constructor.name).toBe('Tensor');
+    expect(q.warnings![0]).toMatch(/14 GPTQ projections have no packed kernel and run as dequantised f32 weights \(simulated\), e.g. model.layers.0.self_attn.q_proj: 3-bit GPTQ has no packed kernel/);
   });
 
   it('RTN to GGUF Q8_0 from a GGUF', () => {

@@ -57,5 +57,7 @@ export function openModel(values: { model?: string; backend?: string; threads?: 
   const m = loadModelFile(file, backend, progress && process.stderr.isTTY
     ? (d, t) => process.stderr.write(`\rloading tensors ${d}/${t}${d === t ? '\n' : ''}`)
     : undefined);
+  if (progress && m.quantization) process.stderr.write(`model: ${m.quantization}\n`);
+  if (progress) for (const w of m.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
   return m;
 }

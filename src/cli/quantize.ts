@@ -165,6 +165,9 @@ export function quantizeCommand(argv: string[]): void {
     process.stdout.write(`wrote ${a.out} (${label}, checkpoint_format ${ckfmt}) in ${secs.toFixed(1)} s: ` +
       `${q.report.length - skipped.length}/${q.report.length} projections quantised\n`);
     for (const r of skipped) process.stdout.write(`  unquantised: layer ${r.layer} ${r.role} [${r.N}x${r.K}]: ${r.reason}\n`);
+    const padded = q.report.filter((r) => r.status !== 'skipped' && (r.N * bits) % 32 !== 0);
+    if (padded.length)
+      process.stdout.write(`  ${padded.length} projections have N * bits not a multiple of 32 (e.g. N = ${padded[0]!.N}): their qzeros rows end in a zero-padded word, which tessera reads but AutoGPTQ's packer never writes\n`);
     if (simulated.length) process.stdout.write(`  ${bits}-bit has no packed kernel: tessera evaluates these layers as dequantised f32 weights (simulated quantisation)\n`);
     if (before !== null && after !== null)
       process.stdout.write(`perplexity on ${path.basename(a.eval!)}: ${before.toFixed(4)} before, ${after.toFixed(4)} after${simulated.length ? ' (simulated)' : ''}\n`);

@@ -11,7 +11,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ModelFileError } from './errors.js';
 import { loadSafetensor, type SafetensorsEntry } from './safetensors.js';
-import { GptqFormatError, validateGptq, type GptqBits, type GptqLinear, type GptqZeroFormat } from '../tensor/gptq.js';
+import { GptqFormatError, validateGptq, zeroWords, type GptqBits, type GptqLinear, type GptqZeroFormat } from '../tensor/gptq.js';
 import { Tensor } from '../tensor/tensor.js';
 
 export interface GptqCheckpointConfig {
@@ -81,14 +81,14 @@ export function readGptqLinear(lookup: (name: string) => SafetensorsEntry | unde
       throw new ModelFileError(path.basename(e.file), `tensor '${e.name}' has shape [${e.shape.join(', ')}], expected [${want.join(', ')}]`);
   };
   const { bits } = cfg;
-  if ((K * bits) % 32 || (N * bits) % 32) throw new ModelFileError(prefix, `a [${N}, ${K}] projection cannot be packed at ${bits} bits`);
+  if ((K * bits) % 32) throw new ModelFileError(prefix, `a [${N}, ${K}] projection cannot be packed at ${bits} bits`);
   const qw = need('qweight', ['I32']);
   shapeIs(qw, [(K * bits) / 32, N]);
   const sc = need('scales', ['F16']);
   if (sc.shape.length !== 2 || sc.shape[1] !== N) throw new ModelFileError(path.basename(sc.file), `tensor '${sc.name}' has shape [${sc.shape.join(', ')}], expected [groups, ${N}]`);
   const G = sc.shape[0]!;
   const qz = need('qzeros', ['I32']);
-  shapeIs(qz, [G, (N * bits) / 32]);
+  shapeIs(qz, [G, zeroWords(N, bits)]);
   const gi = lookup(`${prefix}.g_idx`);
   if (gi) {
     if (gi.dtype !== 'I32') throw new ModelFileError(path.basename(gi.file), `tensor '${gi.name}' has dtype ${gi.dtype}, expected I32`);
@@ -126,7 +126,7 @@ export function gptqTensors(prefix: string, l: GptqLinear): { name: string; tens
   const gIdx = l.gIdx ?? Int32Array.from({ length: K }, (_, k) => Math.floor(k / (l.groupSize === -1 ? K : l.groupSize)));
   const out: { name: string; tensor: Tensor }[] = [
     { name: `${prefix}.qweight`, tensor: new Tensor('i32', [(K * bits) / 32, N], l.qweight) },
-    { name: `${prefix}.qzeros`, tensor: new Tensor('i32', [G, (N * bits) / 32], l.qzeros) },
+    { name: `${prefix}.qzeros`, tensor: new Tensor('i32', [G, zeroWords(N, bits)], l.qzeros) },
     { name: `${prefix}.scales`, tensor: new Tensor('f16', [G, N], l.scales) },
     { name: `${prefix}.g_idx`, tensor: new Tensor('i32', [K], gIdx) },
   ];

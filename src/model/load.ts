@@ -10,7 +10,7 @@ import { ModelFileError } from '../formats/errors.js';
 import { GGUF_MAGIC, readGGUF, type GGUFFile } from '../formats/gguf.js';
 import { readLlama2c, readLlama2cHeader } from '../formats/llama2c.js';
 import { llamaFromLlama2c } from './load-llama2c.js';
-import { llamaConfigFromHF, llamaWeightsFromHF } from './load-hf.js';
+import { llamaConfigFromHF, llamaWeightsFromHF, type HFLoadInfo } from './load-hf.js';
 import { existsSync } from 'node:fs';
 import type { TextTokenizer } from '../runtime/generate.js';
 import { Tokenizer } from '../tokenizer/index.js';
@@ -23,6 +23,10 @@ export interface LoadedModel {
   chatTemplate: string | null;
   /** The GGUF header when loaded from GGUF. */
   gguf: GGUFFile | null;
+  /** How a quantised Hugging Face checkpoint was read (GPTQ settings and zero-point convention), else null. */
+  quantization?: string | null;
+  /** Things the caller should tell the user (e.g. GPTQ layers run as dequantised f32). */
+  warnings?: string[];
 }
 
 function magicOf(file: string): number {
@@ -58,9 +62,18 @@ export function loadModelFile(file: string, backend: Backend, onProgress?: (done
   const kind = modelKind(file);
   if (kind === 'hf') {
     const config = llamaConfigFromHF(file);
-    const weights = llamaWeightsFromHF(file, config, onProgress);
+    const info: HFLoadInfo = { gptq: null, dequantized: [] };
+    const weights = llamaWeightsFromHF(file, config, onProgress, info);
     const tokenizer = Tokenizer.fromHuggingFaceJSON(path.join(file, 'tokenizer.json')) as Tokenizer & TextTokenizer;
-    return { model: new LlamaModel(config, weights, backend), tokenizer, chatTemplate: tokenizer.chatTemplate ?? null, gguf: null };
+    const g = info.gptq;
+    const quantization = g
+      ? `GPTQ ${g.bits}-bit ${g.groupSize === -1 ? 'per-channel' : `g${g.groupSize}`}${g.descAct ? ' act-order' : ''}${g.sym ? ' sym' : ''}, ` +
+        `checkpoint_format ${g.checkpointFormat} (${g.zeroFormat === 'v1' ? 'v1: stored zero points are zero - 1' : 'v2: zero points stored as they are'}), from ${g.source}`
+      : null;
+    const warnings = info.dequantized.length
+      ? [`${info.dequantized.length} GPTQ projections have no packed kernel and run as dequantised f32 weights (simulated), e.g. ${info.dequantized[0]}`]
+      : [];
+    return { model: new LlamaModel(config, weights, backend), tokenizer, chatTemplate: tokenizer.chatTemplate ?? null, gguf: null, quantization, warnings };
   }
   if (kind === 'llama2c') return loadLlama2c(file, backend);
   const g = readGGUF(file);

@@ -83,10 +83,15 @@ export function unpackRows(packed: Int32Array, rows: number, cols: number, bits:
   return out;
 }
 
+/** int32 words per row of packed zero points: whole words, the last one zero-padded when N * bits
+ *  is not a multiple of 32 (AutoGPTQ itself packs only multiples of 32 outputs). */
+export function zeroWords(cols: number, bits: number): number {
+  return Math.ceil((cols * bits) / 32);
+}
+
 /** Packs (G, N) zero points along N (AutoGPTQ's qzeros): each row one bit stream. */
 export function packCols(values: ArrayLike<number>, rows: number, cols: number, bits: number): Int32Array {
-  if ((cols * bits) % 32 !== 0) throw new GptqFormatError(`Cannot pack ${cols} values of ${bits} bits into whole int32 words`);
-  const wpr = packedWords(cols, bits);
+  const wpr = zeroWords(cols, bits);
   const out = new Int32Array(rows * wpr);
   const mask = (1 << bits) - 1;
   for (let r = 0; r < rows; r++)
@@ -101,7 +106,7 @@ export function packCols(values: ArrayLike<number>, rows: number, cols: number, 
 
 /** Inverse of packCols. */
 export function unpackCols(packed: Int32Array, rows: number, cols: number, bits: number): Uint8Array {
-  const wpr = packedWords(cols, bits);
+  const wpr = zeroWords(cols, bits);
   const out = new Uint8Array(rows * cols);
   const mask = (1 << bits) - 1;
   for (let r = 0; r < rows; r++)
@@ -122,7 +127,6 @@ export function validateGptq(l: GptqLinear, name = 'GPTQ layer'): void {
   if (groupSize !== -1 && (!Number.isSafeInteger(groupSize) || groupSize < 1))
     throw new GptqFormatError(`${name}: group_size = ${groupSize} must be a positive integer or -1`);
   if ((K * bits) % 32 !== 0) throw new GptqFormatError(`${name}: K = ${K} inputs do not pack into whole int32 words at ${bits} bits`);
-  if ((N * bits) % 32 !== 0) throw new GptqFormatError(`${name}: N = ${N} outputs do not pack into whole int32 zero-point words at ${bits} bits`);
   const G = l.gIdx ? maxPlusOne(l.gIdx) : gptqGroups(K, groupSize);
   const expect = (what: string, got: number, want: number) => {
     if (got !== want) throw new GptqFormatError(`${name}: expected ${what} to have ${want} elements but it has ${got}`);
@@ -136,7 +140,7 @@ export function validateGptq(l: GptqLinear, name = 'GPTQ layer'): void {
     if (G > need && groupSize !== -1)
       throw new GptqFormatError(`${name}: g_idx names group ${G - 1} but group_size ${groupSize} gives ${need} groups`);
   }
-  const rowsZ = l.qzeros.length / packedWords(N, bits);
+  const rowsZ = l.qzeros.length / zeroWords(N, bits);
   const rowsS = l.scales.length / N;
   if (!Number.isInteger(rowsS) || rowsS < G) throw new GptqFormatError(`${name}: scales has ${l.scales.length} elements, expected at least ${G} groups x ${N}`);
   if (rowsZ !== rowsS) throw new GptqFormatError(`${name}: qzeros has ${rowsZ} groups but scales has ${rowsS}`);
