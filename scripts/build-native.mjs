@@ -35,3 +35,7 @@ if (r.status !== 0) {
   }
   console.warn(`tessera: native build failed (${why}); tessera will use the pure-TypeScript 'js' backend.`);
 }
+
+// Then the CUDA addon, when nvcc is available (scripts/build-cuda.mjs decides and explains).
+const cuda = spawnSync(process.execPath, [path.join(root, 'scripts/build-cuda.mjs'), ...(strict ? ['--strict'] : [])], { cwd: root, stdio: 'inherit' });
+if (cuda.status !== 0 && strict) process.exit(1);
