@@ -46,3 +46,4 @@ export { writeSafetensors } from './formats/safetensors.js';
 export { quantizeGptq, quantizeRtn, type QuantOptions, type GptqOptions, type GptqResult } from './quant/gptq.js';
 export { quantizeModel, type QuantizeModelOptions, type QuantizedModel, type LinearReport } from './quant/quantize-model.js';
 export type { LinearWeight, LinearRole } from './model/llama.js';
+export { CudaDevice, CudaUnavailableError, DeviceTensor, cudaStatus, type CudaStatus, type DeviceGptq, type DeviceDType } from './backend/cuda/device.js';

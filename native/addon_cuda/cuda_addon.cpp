@@ -286,7 +286,7 @@ Napi::Value PagedKvWrite(const Napi::CallbackInfo& info) {
   const int64_t T = num(info, 5, "T", 0, kMax), row = num(info, 6, "row", 1, kMax), slots = num(info, 7, "nSlots", 1, kMax);
   tc::paged_kv_write((float*)dev(info, 0, "kCache", slots * row * 4), (float*)dev(info, 1, "vCache", slots * row * 4),
                      (const float*)dev(info, 2, "k", T * row * 4), (const float*)dev(info, 3, "v", T * row * 4),
-                     (const int32_t*)dev(info, 4, "slots", T * 4), T, row, 0);
+                     (const int32_t*)dev(info, 4, "slots", T * 4), T, row, slots, 0);
   return info.Env().Undefined();
 }
 

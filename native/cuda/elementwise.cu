@@ -94,18 +94,19 @@ void embedding(const void* table, DType dt, int64_t vocab, int64_t dim, const in
 }
 
 __global__ void kv_write_k(float* kc, float* vc, const float* k, const float* v, const int32_t* slots, int64_t T,
-                           int64_t row) {
+                           int64_t row, int64_t nslots) {
   const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= T * row) return;
   const int64_t t = i / row, c = i % row;
+  if (slots[t] < 0 || slots[t] >= nslots) return;  // never write outside the cache
   const int64_t dst = (int64_t)slots[t] * row + c;
   kc[dst] = k[i];
   vc[dst] = v[i];
 }
 void paged_kv_write(float* kc, float* vc, const float* k, const float* v, const int32_t* slots, int64_t T, int64_t row,
-                    cudaStream_t s) {
+                    int64_t nslots, cudaStream_t s) {
   if (T * row <= 0) return;
-  kv_write_k<<<blocks_for(T * row, 256), 256, 0, s>>>(kc, vc, k, v, slots, T, row);
+  kv_write_k<<<blocks_for(T * row, 256), 256, 0, s>>>(kc, vc, k, v, slots, T, row, nslots);
   check_launch("pagedKvWrite");
 }
 

@@ -14,9 +14,9 @@ void add(const float* a, const float* b, float* y, int64_t n, cudaStream_t s);
 // table (vocab, dim) in f32/f16/bf16 -> out (n, dim) f32; ids outside [0, vocab) give zeros.
 void embedding(const void* table, DType dt, int64_t vocab, int64_t dim, const int32_t* ids, int64_t n, float* out,
                cudaStream_t s);
-// Writes k, v (T, row) into caches (slots, row) at slots[t].
+// Writes k, v (T, row) into caches (nslots, row) at slots[t]; a slot outside [0, nslots) is skipped.
 void paged_kv_write(float* kc, float* vc, const float* k, const float* v, const int32_t* slots, int64_t T, int64_t row,
-                    cudaStream_t s);
+                    int64_t nslots, cudaStream_t s);
 // f32 -> f16/bf16 (for attention inputs).
 void convert_f32(const float* x, void* y, DType to, int64_t n, cudaStream_t s);
 
