@@ -229,19 +229,30 @@ __attribute__((always_inline)) static inline void qstep512_q8(__m512 (&acc)[R][M
       __builtin_prefetch(wb + 1024, 0, 0);
       __builtin_prefetch(wb + 1024 + 64, 0, 0);
     }
-    __m512i va, vb, vc, vd;
+    __m512i va, vb, wl, wh;
     if constexpr (CNT == 4) {
+      // Whole group: each block's two 16-value halves straight into its 128-bit lane (loads
+      // folded into vinserti32x4), cheaper than two-source word permutes.
       va = _mm512_loadu_si512(wb);
       vb = _mm512_loadu_si512(wb + 64);
-      vc = _mm512_loadu_si512(wb + 8);
-      vd = _mm512_loadu_si512(wb + 72);
+      const auto half = [&](int64_t off) {
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i*)(wb + off)));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i*)(wb + off + BB)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i*)(wb + off + 2 * BB)), 2);
+        return _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i*)(wb + off + 3 * BB)), 3);
+      };
+      wl = half(2);
+      wh = half(18);
+      (void)loidx;
+      (void)hiidx;
     } else {
       va = _mm512_maskz_loadu_epi8(q_bytes_mask(NBYTES), wb);
       vb = _mm512_maskz_loadu_epi8(q_bytes_mask(NBYTES - 64), wb + 64);
-      vc = _mm512_maskz_loadu_epi8(q_bytes_mask(NBYTES - 8), wb + 8);
-      vd = _mm512_maskz_loadu_epi8(q_bytes_mask(NBYTES - 72), wb + 72);
+      const __m512i vc = _mm512_maskz_loadu_epi8(q_bytes_mask(NBYTES - 8), wb + 8);
+      const __m512i vd = _mm512_maskz_loadu_epi8(q_bytes_mask(NBYTES - 72), wb + 72);
+      wl = _mm512_permutex2var_epi16(va, loidx, vb);
+      wh = _mm512_permutex2var_epi16(vc, hiidx, vd);
     }
-    const __m512i wl = _mm512_permutex2var_epi16(va, loidx, vb), wh = _mm512_permutex2var_epi16(vc, hiidx, vd);
     const __m512 dwv = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(va, didx, vb)));
 #if defined(__AVX512VNNI__)
     // vpdpbusd multiplies u8 by s8: w + 128 as u8 (a sign-bit flip), minus 128 * sum(x) per lane
@@ -314,15 +325,21 @@ __attribute__((always_inline)) static inline void qstep512_q4(__m512 (&acc)[R][M
   for (int r = 0; r < R; r++) {
     const uint8_t* wb = w + r * ws + b * BB;
     if constexpr (PF) __builtin_prefetch(wb + 1024, 0, 0);
-    __m512i va, vb;
+    __m512i va, z;
     if constexpr (CNT == 4) {
+      // Whole group: each block's 16 nibble bytes straight into its 128-bit lane (loads folded
+      // into vinserti32x4), cheaper than the two-source word permute of the partial path.
       va = _mm512_loadu_si512(wb);
-      vb = _mm512_loadu_si512(wb + 8);
+      z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i*)(wb + 2)));
+      z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i*)(wb + 2 + BB)), 1);
+      z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i*)(wb + 2 + 2 * BB)), 2);
+      z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i*)(wb + 2 + 3 * BB)), 3);
+      (void)qidx;
+      (void)kb;
     } else {
       va = _mm512_maskz_loadu_epi8(ka, wb);
-      vb = _mm512_maskz_loadu_epi8(kb, wb + 8);
+      z = _mm512_permutex2var_epi16(va, qidx, _mm512_maskz_loadu_epi8(kb, wb + 8));
     }
-    const __m512i z = _mm512_permutex2var_epi16(va, qidx, vb);
     const __m512i wl = _mm512_and_si512(z, lo4), wh = _mm512_and_si512(_mm512_srli_epi16(z, 4), lo4);
     const __m512 dwv = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(didx, va)));
 #if defined(__AVX512VNNI__)
