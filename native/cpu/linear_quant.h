@@ -195,10 +195,11 @@ static inline __mmask64 q_bytes_mask(int64_t n) {
 }
 
 // Q8_0 step of qtile: CNT (1..4) blocks from b (a multiple of 4), for R weight rows x MB
-// activation rows. The 4 blocks are 136 contiguous bytes, all fields at even offsets: word
-// permutes of four loads gather values 0..15 of each block (block i -> 128-bit lane i) and
-// values 16..31 of each block, matching the activation layout (q_x_group), and spread the f16
-// scales to [d0 x 4, d1 x 4, d2 x 4, d3 x 4]. A partial group loads only its own bytes, so the
+// activation rows. The 4 blocks are 136 contiguous bytes, all fields at even offsets. A whole
+// group inserts values 0..15 of each block into 128-bit lane i of one vector and values 16..31
+// into another (vinserti32x4 with the loads folded in), matching the activation layout
+// (q_x_group); a word permute spreads the f16 scales to [d0 x 4, d1 x 4, d2 x 4, d3 x 4]. A
+// partial group gathers with word permutes of masked loads of only its own bytes, so the
 // missing blocks read as zero values with zero scales.
 template <int R, int MB, bool PF, int CNT>
 __attribute__((always_inline)) static inline void qstep512_q8(__m512 (&acc)[R][MB], const uint8_t* w, int64_t ws,
@@ -311,9 +312,10 @@ __attribute__((always_inline)) static inline void qstep512_q4(__m512 (&acc)[R][M
                              _mm512_maddubs_epi16(eight, _mm512_loadu_si512(xg + 64)));
   }
 #endif
-  // The 4 blocks are 72 contiguous bytes, everything at even offsets: two loads (bytes 0..63,
-  // 8..71) and a word permute gather the nibble bytes (block i -> 128-bit lane i); another
-  // permute spreads the 4 f16 scales to [d0 x 4, d1 x 4, d2 x 4, d3 x 4].
+  // The 4 blocks are 72 contiguous bytes, everything at even offsets. A whole group inserts each
+  // block's 16 nibble bytes into its 128-bit lane (block i -> lane i); a partial one gathers them
+  // with a word permute of two masked loads (bytes 0..63, 8..71). A word permute spreads the 4
+  // f16 scales to [d0 x 4, d1 x 4, d2 x 4, d3 x 4].
   alignas(64) static const int16_t kQIdx[32] = {1,  2,  3,  4,  5,  6,  7,  8,  10, 11, 12, 13, 14, 15, 16, 17,
                                                 19, 20, 21, 22, 23, 24, 25, 26, 28, 29, 30, 31, 60, 61, 62, 63};
   alignas(64) static const int16_t kDIdx[32] = {0, 0, 0, 0, 9, 9, 9, 9, 18, 18, 18, 18, 27, 27, 27, 27};
