@@ -141,8 +141,9 @@ describe('CudaDevice host logic (fake addon)', () => {
     // paged attention: block ids are checked on the host copy
     const kc = d.empty('f32', [4, 16, 2, 64]);
     const batch = { blockTables: new Tensor('i32', [1, 2], Int32Array.of(1, 7)), contextLens: new Tensor('i32', [1], Int32Array.of(20)), queryStart: new Tensor('i32', [2], Int32Array.of(0, 1)) };
-    const devb = { blockTables: d.upload(batch.blockTables), contextLens: d.upload(batch.contextLens), queryStart: d.upload(batch.queryStart) };
-    expect(() => d.pagedAttention(d.empty('f32', [1, 6, 64]), kc, kc, batch, devb)).toThrow("blockTables[0][1] = 7 is outside the cache's 4 blocks");
+    expect(() => d.pagedAttention(d.empty('f32', [1, 6, 64]), kc, kc, batch)).toThrow("blockTables[0][1] = 7 is outside the cache's 4 blocks");
+    const twoSeqs = { ...batch, contextLens: new Tensor('i32', [2], Int32Array.of(20, 3)), queryStart: new Tensor('i32', [3], Int32Array.of(0, 1, 2)) };
+    expect(() => d.pagedAttention(d.empty('f32', [2, 6, 64]), kc, kc, twoSeqs)).toThrow('Expected batch.blockTables of shape [2, maxBlocks] but received [1, 2]');
     expect(() => d.moeRoute(d.empty('f32', [3, 4]), 5)).toThrow('Expected an integer in [1, 4] for k but received 5');
     expect(() => d.rmsNorm(d.empty('f32', [2, 8]), d.empty('f32', [7]))).toThrow('Expected shape [8] for weight but received [7]');
     expect(() => d.gptqLinear(d.empty('f32', [2, 64]), d.uploadGptq(gptqLayer(128, 8, 4, 128, true, rng(2))))).toThrow("Expected x's last dimension to equal w's K = 128 but received 64");
@@ -211,9 +212,8 @@ describe.skipIf(!gpu)('CUDA ops vs the CPU ops (GPU present)', () => {
     const kc = randn(nb * bs * Hkv * D, r), vc = randn(nb * bs * Hkv * D, r);
     const batch = { blockTables: new Tensor('i32', [2, 4], Int32Array.of(3, 1, 7, 0, 2, 5, 9, 11)), contextLens: new Tensor('i32', [2], Int32Array.of(50, 37)), queryStart: new Tensor('i32', [3], Int32Array.of(0, 1, 6)) };
     const q = randn(6 * Hq * D, r);
-    const devb = { blockTables: d.upload(batch.blockTables), contextLens: d.upload(batch.contextLens), queryStart: d.upload(batch.queryStart) };
     const shapeC = [nb, bs, Hkv, D];
-    const o = d.pagedAttention(d.upload(new Tensor('f32', [6, Hq, D], q)), d.upload(new Tensor('f32', shapeC, kc)), d.upload(new Tensor('f32', shapeC, vc)), batch, devb);
+    const o = d.pagedAttention(d.upload(new Tensor('f32', [6, Hq, D], q)), d.upload(new Tensor('f32', shapeC, kc)), d.upload(new Tensor('f32', shapeC, vc)), batch);
     const ref = cpu.pagedAttention(new Tensor('f32', [6, Hq, D], q), new Tensor('f32', shapeC, kc), new Tensor('f32', shapeC, vc), batch);
     expect(relL2(d.download(o).data as Float32Array, ref.data)).toBeLessThan(1e-5);
 

@@ -66,9 +66,8 @@ for (const [M, K, N, bits, gs, act] of [[1, 512, 200, 4, 128, false], [3, 1024, 
   const kc = randn(nb * bs * Hkv * D), vc = randn(nb * bs * Hkv * D);
   const batch = { blockTables: new Tensor('i32', [2, 4], Int32Array.of(3, 1, 7, 0, 2, 5, 9, 11)), contextLens: new Tensor('i32', [2], Int32Array.of(50, 37)), queryStart: new Tensor('i32', [3], Int32Array.of(0, 1, 6)) };
   const q = randn(6 * Hq * D);
-  const devb = { blockTables: d.upload(batch.blockTables), contextLens: d.upload(batch.contextLens), queryStart: d.upload(batch.queryStart) };
   const sc = [nb, bs, Hkv, D];
-  const o = d.pagedAttention(d.upload(new Tensor('f32', [6, Hq, D], q)), d.upload(new Tensor('f32', sc, kc)), d.upload(new Tensor('f32', sc, vc)), batch, devb, { out: poisoned([6, Hq, D]) });
+  const o = d.pagedAttention(d.upload(new Tensor('f32', [6, Hq, D], q)), d.upload(new Tensor('f32', sc, kc)), d.upload(new Tensor('f32', sc, vc)), batch, { out: poisoned([6, Hq, D]) });
   const ref = cpu.pagedAttention(new Tensor('f32', [6, Hq, D], q), new Tensor('f32', sc, kc), new Tensor('f32', sc, vc), batch);
   report('pagedAttention decode + prefill-with-prefix (f32)', relL2(d.download(o).data, ref.data), 1e-4);
 }

@@ -82,14 +82,13 @@ out.gptq = [];
   const x = ws([1, c.dim]), h = ws([1, c.dim]), q = ws([1, c.heads, c.hd]), k = ws([1, c.kvHeads, c.hd]), v = ws([1, c.kvHeads, c.hd]);
   const att = ws([1, c.heads, c.hd]), o = ws([1, c.dim]), g = ws([1, c.ffn]), u = ws([1, c.ffn]), logits = ws([1, c.vocab]);
   const blockTable = new Tensor('i32', [1, nb], Int32Array.from({ length: nb }, (_, i) => i));
-  const devTable = d.upload(blockTable), qStart = new Tensor('i32', [2], Int32Array.of(0, 1)), devQStart = d.upload(qStart);
+  const qStart = new Tensor('i32', [2], Int32Array.of(0, 1));
   const hostLogits = new Float32Array(c.vocab);
   let token = 1;
   const step = (pos) => {
     const ids = d.upload(new Tensor('i32', [1], Int32Array.of(token)));
     const p = d.upload(new Tensor('i32', [1], Int32Array.of(pos)));
     const lens = new Tensor('i32', [1], Int32Array.of(pos + 1));
-    const devLens = d.upload(lens);
     d.embedding(emb, ids, x);
     for (const L of layers) {
       d.rmsNorm(x, ones, 1e-5, h);
@@ -99,7 +98,7 @@ out.gptq = [];
       d.rope(q, p);
       d.rope(k, p);
       d.pagedKvWrite(L.kc, L.vc, k, v, p);
-      d.pagedAttention(q, L.kc, L.vc, { blockTables: blockTable, contextLens: lens, queryStart: qStart }, { blockTables: devTable, contextLens: devLens, queryStart: devQStart }, { out: att });
+      d.pagedAttention(q, L.kc, L.vc, { blockTables: blockTable, contextLens: lens, queryStart: qStart }, { out: att });
       d.gptqLinear(att, L.wo, o);
       d.add(x, o, x);
       d.rmsNorm(x, ones, 1e-5, h);
@@ -117,7 +116,6 @@ out.gptq = [];
     token = best;
     ids.dispose();
     p.dispose();
-    devLens.dispose();
   };
   for (let i = 0; i < 8; i++) step(i); // warm-up (positions 0..7)
   const n = 128, t0 = process.hrtime.bigint();

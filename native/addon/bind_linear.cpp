@@ -1,5 +1,6 @@
 // linear and the benchmark peak probes.
 #include <string>
+#include <vector>
 
 #include "addon/args.h"
 #include "common/dispatch.h"
@@ -60,7 +61,11 @@ static Napi::Value LinearInt(const Napi::CallbackInfo& info) {
   if (gb[0] != 0 || gb[p.G] != nb) fail("groupBlocks must start at 0 and end at the block count " + std::to_string(nb));
   for (int64_t g = 0; g < p.G; g++)
     if (gb[g + 1] < gb[g]) fail("groupBlocks must not decrease (at group " + std::to_string(g) + ")");
-  p.group_blocks = gb;
+  // The kernel reads a private copy: y may share memory with groupBlocks, and writes to y must not
+  // change the group offsets that bound every read.
+  static thread_local std::vector<int32_t> gb_copy;
+  gb_copy.assign(gb, gb + p.G + 1);
+  p.group_blocks = gb_copy.data();
   p.meta = (const uint16_t*)arg_typed(info, 5, "meta", DType::F16, mul_checked(mul_checked(tiles, p.G, "meta"), 32, "meta"));
   p.col_scale = arg_f32_opt(info, 6, "colScale", p.N);
   p.bias = arg_f32_opt(info, 7, "bias", p.N);

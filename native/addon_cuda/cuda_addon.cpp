@@ -1,11 +1,14 @@
 // The CUDA addon (tessera_cuda.node, built by CMakeLists.txt with cmake-js when nvcc is found).
 // Device memory is explicit: alloc() returns a BigInt device address that lives until free();
-// every op argument is looked up in the allocation registry and its extent checked, so a stale
-// or undersized buffer is an error naming the op and argument, never a wild device access.
+// every op argument is looked up in the allocation registry and its extent (overflow-checked
+// products of the dimensions) checked, so a stale or undersized buffer is an error naming the op
+// and argument. Index tensors whose values the kernels follow (block tables, slots, g_idx, ids)
+// are bounds-checked on the host (src/backend/cuda/device.ts) or in the kernels.
 // Each launch is checked; CUDA errors become JS errors "op: message".
 #include <napi.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <mutex>
 #include <string>
@@ -62,6 +65,16 @@ double fnum(const Napi::CallbackInfo& info, size_t i, const char* name) {
 bool flag(const Napi::CallbackInfo& info, size_t i) { return i < info.Length() && info[i].ToBoolean().Value(); }
 
 constexpr int64_t kMax = int64_t(1) << 40;
+
+// a * b * ... for buffer sizes; throws instead of wrapping around.
+int64_t mul(std::initializer_list<int64_t> xs) {
+  int64_t r = 1;
+  for (int64_t x : xs) {
+    if (x < 0 || (x != 0 && r > INT64_MAX / x)) throw OpError("buffer size overflows");
+    r *= x;
+  }
+  return r;
+}
 
 using Fn = Napi::Value (*)(const Napi::CallbackInfo&);
 template <Fn F>
@@ -161,18 +174,18 @@ Napi::Value FlashAttention(const Napi::CallbackInfo& info) {
   a.D = num(info, 9, "D", 1, 1024);
   if (a.Hq % a.Hkv) throw OpError("Hq must be a multiple of Hkv");
   const int64_t es = esize(a.dtype);
-  a.q = dev(info, 0, "q", a.T * a.Hq * a.D * es);
-  a.k = dev(info, 1, "k", a.S * a.Hkv * a.D * es);
-  a.v = dev(info, 2, "v", a.S * a.Hkv * a.D * es);
-  a.o = (float*)dev(info, 3, "o", a.T * a.Hq * a.D * 4);
+  a.q = dev(info, 0, "q", mul({a.T, a.Hq, a.D, es}));
+  a.k = dev(info, 1, "k", mul({a.S, a.Hkv, a.D, es}));
+  a.v = dev(info, 2, "v", mul({a.S, a.Hkv, a.D, es}));
+  a.o = (float*)dev(info, 3, "o", mul({a.T, a.Hq, a.D, 4}));
   a.scale = (float)fnum(info, 10, "scale");
   a.causal = flag(info, 11);
   a.q_offset = num(info, 12, "qOffset", -kMax, kMax);
-  a.alibi = (const float*)dev(info, 13, "alibi", a.Hq * 4, true);
+  a.alibi = (const float*)dev(info, 13, "alibi", mul({a.Hq, 4}), true);
   a.window = num(info, 14, "window", 0, kMax);
   a.sinks = num(info, 15, "sinks", 0, kMax);
   const int64_t ws = tc::flash_workspace_floats(a.T, a.S, a.Hq, a.D);
-  a.workspace = ws > 0 ? (float*)dev(info, 16, "workspace", ws * 4, true) : nullptr;
+  a.workspace = ws > 0 ? (float*)dev(info, 16, "workspace", mul({ws, 4}), true) : nullptr;
   tc::flash_attention(a, 0);
   return info.Env().Undefined();
 }
@@ -194,15 +207,15 @@ Napi::Value PagedAttention(const Napi::CallbackInfo& info) {
   a.Hkv = num(info, 13, "Hkv", 1, 1 << 16);
   a.D = num(info, 14, "D", 1, 256);
   if (a.Hq % a.Hkv) throw OpError("Hq must be a multiple of Hkv");
-  a.q = (const float*)dev(info, 0, "q", a.T * a.Hq * a.D * 4);
-  a.k_cache = (const float*)dev(info, 1, "kCache", nblocks * a.block_size * a.Hkv * a.D * 4);
-  a.v_cache = (const float*)dev(info, 2, "vCache", nblocks * a.block_size * a.Hkv * a.D * 4);
-  a.block_tables = (const int32_t*)dev(info, 3, "blockTables", a.B * a.max_blocks * 4);
-  a.context_lens = (const int32_t*)dev(info, 4, "contextLens", a.B * 4);
-  a.query_start = (const int32_t*)dev(info, 5, "queryStart", (a.B + 1) * 4);
-  a.o = (float*)dev(info, 6, "o", a.T * a.Hq * a.D * 4);
+  a.q = (const float*)dev(info, 0, "q", mul({a.T, a.Hq, a.D, 4}));
+  a.k_cache = (const float*)dev(info, 1, "kCache", mul({nblocks, a.block_size, a.Hkv, a.D, 4}));
+  a.v_cache = (const float*)dev(info, 2, "vCache", mul({nblocks, a.block_size, a.Hkv, a.D, 4}));
+  a.block_tables = (const int32_t*)dev(info, 3, "blockTables", mul({a.B, a.max_blocks, 4}));
+  a.context_lens = (const int32_t*)dev(info, 4, "contextLens", mul({a.B, 4}));
+  a.query_start = (const int32_t*)dev(info, 5, "queryStart", mul({a.B + 1, 4}));
+  a.o = (float*)dev(info, 6, "o", mul({a.T, a.Hq, a.D, 4}));
   a.scale = (float)fnum(info, 15, "scale");
-  a.alibi = (const float*)dev(info, 16, "alibi", a.Hq * 4, true);
+  a.alibi = (const float*)dev(info, 16, "alibi", mul({a.Hq, 4}), true);
   a.window = num(info, 17, "window", 0, kMax);
   a.sinks = num(info, 18, "sinks", 0, kMax);
   // Block tables and lengths are validated on the host (TS) before upload: the device trusts them.
@@ -221,13 +234,13 @@ Napi::Value GptqLinear(const Napi::CallbackInfo& info) {
   if (a.bits != 4 && a.bits != 8) throw OpError("bits must be 4 or 8");
   if ((a.K * a.bits) % 32) throw OpError("K * bits must be a multiple of 32");
   a.zero_offset = (int32_t)num(info, 12, "zeroOffset", 0, 1);
-  a.x = (const float*)dev(info, 0, "x", a.M * a.K * 4);
-  a.qweight = (const int32_t*)dev(info, 1, "qweight", a.K * a.bits / 32 * a.N * 4);
-  a.scales = (const __half*)dev(info, 2, "scales", a.G * a.N * 2);
-  a.qzeros = (const int32_t*)dev(info, 3, "qzeros", a.G * ((a.N * a.bits + 31) / 32) * 4);
-  a.g_idx = (const int32_t*)dev(info, 4, "gIdx", a.K * 4);
-  a.bias = (const float*)dev(info, 5, "bias", a.N * 4, true);
-  a.y = (float*)dev(info, 6, "y", a.M * a.N * 4);
+  a.x = (const float*)dev(info, 0, "x", mul({a.M, a.K, 4}));
+  a.qweight = (const int32_t*)dev(info, 1, "qweight", mul({a.K, a.bits / 32, a.N, 4}));
+  a.scales = (const __half*)dev(info, 2, "scales", mul({a.G, a.N, 2}));
+  a.qzeros = (const int32_t*)dev(info, 3, "qzeros", mul({a.G, (mul({a.N, a.bits}) + 31) / 32, 4}));
+  a.g_idx = (const int32_t*)dev(info, 4, "gIdx", mul({a.K, 4}));
+  a.bias = (const float*)dev(info, 5, "bias", mul({a.N, 4}), true);
+  a.y = (float*)dev(info, 6, "y", mul({a.M, a.N, 4}));
   tc::gptq_linear(a, 0);
   return info.Env().Undefined();
 }
@@ -236,17 +249,17 @@ Napi::Value GptqLinear(const Napi::CallbackInfo& info) {
 Napi::Value MoeRoute(const Napi::CallbackInfo& info) {
   const int64_t T = num(info, 1, "T", 0, kMax), E = num(info, 2, "E", 1, 1 << 16), k = num(info, 3, "k", 1, 1 << 16);
   if (k > E) throw OpError("k must be at most E");
-  tc::moe_route((const float*)dev(info, 0, "logits", T * E * 4), T, E, k, flag(info, 4), (float*)dev(info, 5, "weights", T * k * 4),
-                (int32_t*)dev(info, 6, "experts", T * k * 4), (int32_t*)dev(info, 7, "offsets", (E + 1) * 4),
-                (int32_t*)dev(info, 8, "order", T * k * 4), 0);
+  tc::moe_route((const float*)dev(info, 0, "logits", mul({T, E, 4})), T, E, k, flag(info, 4), (float*)dev(info, 5, "weights", mul({T, k, 4})),
+                (int32_t*)dev(info, 6, "experts", mul({T, k, 4})), (int32_t*)dev(info, 7, "offsets", (E + 1) * 4),
+                (int32_t*)dev(info, 8, "order", mul({T, k, 4})), 0);
   return info.Env().Undefined();
 }
 
 // rmsNorm(x, w, y, rows, dim, eps)
 Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   const int64_t rows = num(info, 3, "rows", 0, kMax), dim = num(info, 4, "dim", 1, kMax);
-  tc::rms_norm((const float*)dev(info, 0, "x", rows * dim * 4), (const float*)dev(info, 1, "w", dim * 4),
-               (float*)dev(info, 2, "y", rows * dim * 4), rows, dim, (float)fnum(info, 5, "eps"), 0);
+  tc::rms_norm((const float*)dev(info, 0, "x", mul({rows, dim, 4})), (const float*)dev(info, 1, "w", mul({dim, 4})),
+               (float*)dev(info, 2, "y", mul({rows, dim, 4})), rows, dim, (float)fnum(info, 5, "eps"), 0);
   return info.Env().Undefined();
 }
 
@@ -255,7 +268,7 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   const int64_t T = num(info, 2, "T", 0, kMax), H = num(info, 3, "H", 1, kMax), D = num(info, 4, "D", 2, 1 << 16);
   const int64_t rot = num(info, 5, "rotDim", 2, D);
   if (rot % 2) throw OpError("rotDim must be even");
-  tc::rope((float*)dev(info, 0, "x", T * H * D * 4), (const int32_t*)dev(info, 1, "positions", T * 4), T, H, D, rot,
+  tc::rope((float*)dev(info, 0, "x", mul({T, H, D, 4})), (const int32_t*)dev(info, 1, "positions", mul({T, 4})), T, H, D, rot,
            (float)fnum(info, 6, "theta"), (float)fnum(info, 7, "freqScale"), flag(info, 8), 0);
   return info.Env().Undefined();
 }
@@ -263,12 +276,12 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
 // swiglu(gate, up, y, n) / add(a, b, y, n)
 Napi::Value Swiglu(const Napi::CallbackInfo& info) {
   const int64_t n = num(info, 3, "n", 0, kMax);
-  tc::swiglu((const float*)dev(info, 0, "gate", n * 4), (const float*)dev(info, 1, "up", n * 4), (float*)dev(info, 2, "y", n * 4), n, 0);
+  tc::swiglu((const float*)dev(info, 0, "gate", mul({n, 4})), (const float*)dev(info, 1, "up", mul({n, 4})), (float*)dev(info, 2, "y", mul({n, 4})), n, 0);
   return info.Env().Undefined();
 }
 Napi::Value Add(const Napi::CallbackInfo& info) {
   const int64_t n = num(info, 3, "n", 0, kMax);
-  tc::add((const float*)dev(info, 0, "a", n * 4), (const float*)dev(info, 1, "b", n * 4), (float*)dev(info, 2, "y", n * 4), n, 0);
+  tc::add((const float*)dev(info, 0, "a", mul({n, 4})), (const float*)dev(info, 1, "b", mul({n, 4})), (float*)dev(info, 2, "y", mul({n, 4})), n, 0);
   return info.Env().Undefined();
 }
 
@@ -276,17 +289,17 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
 Napi::Value Embedding(const Napi::CallbackInfo& info) {
   const tc::DType dt = (tc::DType)num(info, 1, "dtype", 0, 2);
   const int64_t vocab = num(info, 2, "vocab", 1, kMax), dim = num(info, 3, "dim", 1, kMax), n = num(info, 5, "n", 0, kMax);
-  tc::embedding(dev(info, 0, "table", vocab * dim * esize(dt)), dt, vocab, dim, (const int32_t*)dev(info, 4, "ids", n * 4), n,
-                (float*)dev(info, 6, "out", n * dim * 4), 0);
+  tc::embedding(dev(info, 0, "table", vocab * dim * esize(dt)), dt, vocab, dim, (const int32_t*)dev(info, 4, "ids", mul({n, 4})), n,
+                (float*)dev(info, 6, "out", mul({n, dim, 4})), 0);
   return info.Env().Undefined();
 }
 
 // pagedKvWrite(kCache, vCache, k, v, slots, T, row, nSlots)
 Napi::Value PagedKvWrite(const Napi::CallbackInfo& info) {
   const int64_t T = num(info, 5, "T", 0, kMax), row = num(info, 6, "row", 1, kMax), slots = num(info, 7, "nSlots", 1, kMax);
-  tc::paged_kv_write((float*)dev(info, 0, "kCache", slots * row * 4), (float*)dev(info, 1, "vCache", slots * row * 4),
-                     (const float*)dev(info, 2, "k", T * row * 4), (const float*)dev(info, 3, "v", T * row * 4),
-                     (const int32_t*)dev(info, 4, "slots", T * 4), T, row, slots, 0);
+  tc::paged_kv_write((float*)dev(info, 0, "kCache", mul({slots, row, 4})), (float*)dev(info, 1, "vCache", mul({slots, row, 4})),
+                     (const float*)dev(info, 2, "k", mul({T, row, 4})), (const float*)dev(info, 3, "v", mul({T, row, 4})),
+                     (const int32_t*)dev(info, 4, "slots", mul({T, 4})), T, row, slots, 0);
   return info.Env().Undefined();
 }
 
@@ -294,7 +307,7 @@ Napi::Value PagedKvWrite(const Napi::CallbackInfo& info) {
 Napi::Value Convert(const Napi::CallbackInfo& info) {
   const tc::DType dt = (tc::DType)num(info, 2, "dtype", 1, 2);
   const int64_t n = num(info, 3, "n", 0, kMax);
-  tc::convert_f32((const float*)dev(info, 0, "x", n * 4), dev(info, 1, "y", n * 2), dt, n, 0);
+  tc::convert_f32((const float*)dev(info, 0, "x", mul({n, 4})), dev(info, 1, "y", mul({n, 2})), dt, n, 0);
   return info.Env().Undefined();
 }
 

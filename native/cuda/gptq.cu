@@ -38,6 +38,7 @@ __global__ void gptq_gemv_k(GptqArgs a, int64_t zw) {
     for (int e = 0; e < per && kw + e < k1; e++) {
       const int64_t k = kw + e;
       const int64_t g = a.g_idx[k];
+      if (g < 0 || g >= a.G) continue;  // never index past the scales (uploadGptq rejects such g_idx)
       if (g != gprev) {
         s = __half2float(a.scales[g * a.N + n]);
         z = gptq_zero(a.qzeros, zw, g, n, a.bits, a.zero_offset);
@@ -75,8 +76,8 @@ __global__ void gptq_gemm_k(GptqArgs a, int64_t zw) {
       const int r = i / TN, c = i % TN;
       const int64_t k = k0 + r, n = n0 + c;
       float w = 0.f;
-      if (k < a.K && n < a.N) {
-        const int64_t g = a.g_idx[k];
+      const int64_t g = k < a.K ? a.g_idx[k] : -1;
+      if (k < a.K && n < a.N && g >= 0 && g < a.G) {
         w = __half2float(a.scales[g * a.N + n]) * ((float)gptq_q(a.qweight, a.N, k, n, a.bits) - gptq_zero(a.qzeros, zw, g, n, a.bits, a.zero_offset));
       }
       ws[r][c] = __float2half_rn(w);

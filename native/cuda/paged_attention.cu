@@ -10,7 +10,7 @@ __global__ void paged_attention_k(PagedArgs a) {
   const int64_t t = w / a.Hq, h = w % a.Hq;
   // The sequence owning query t.
   int64_t b = 0;
-  while (b + 1 < a.B + 1 && a.query_start[b + 1] <= t) b++;
+  while (b + 1 < a.B && a.query_start[b + 1] <= t) b++;
   const int64_t nq = a.query_start[b + 1] - a.query_start[b];
   const int64_t ctx = a.context_lens[b];
   const int64_t qpos = ctx - nq + (t - a.query_start[b]);

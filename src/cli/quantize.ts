@@ -1,7 +1,7 @@
 /** `tessera quantize`: GPTQ or RTN quantisation of a Llama model's projections. */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { gptqConfigJson, gptqTensors } from '../formats/gptq-checkpoint.js';
+import { gptqConfigJson, gptqTensors, readGptqConfig } from '../formats/gptq-checkpoint.js';
 import { GGUF_VALUE, ggufMetadataEntries, loadTensor, readGGUF, writeGGUF } from '../formats/gguf.js';
 import { loadSafetensor, openSafetensorsDir, writeSafetensors } from '../formats/safetensors.js';
 import type { LinearRole } from '../model/llama.js';
@@ -17,8 +17,9 @@ export const QUANTIZE_HELP = `Usage: tessera quantize -m IN --method gptq|rtn --
                         --calib TEXTFILE [--samples N --seq-len L] -o OUT
 
 Quantises the attention and MLP projections of a Llama-family model and writes a GPTQ checkpoint
-(AutoGPTQ / GPTQModel layout: qweight, qzeros, scales, g_idx + quantize_config.json) that tessera,
-transformers, vLLM and the GPTQ tools load. Embeddings, norms and the output head are copied.
+(AutoGPTQ / GPTQModel layout: qweight, qzeros, scales, g_idx + quantize_config.json) for tessera and
+the GPTQ tools. Embeddings, norms and the output head are copied. (Other loaders expect every
+projection quantised and N a multiple of 32 / bits; the report says when that is not the case.)
 
 Methods:
   gptq   Frantar et al. 2022: layer by layer, the calibration text runs through the model (earlier
@@ -116,6 +117,7 @@ export function quantizeCommand(argv: string[]): void {
   const isDir = existsSync(path.join(a.model, 'config.json'));
   if (!isDir) throw new UsageError('GPTQ checkpoints are written from a Hugging Face directory (config.json + safetensors); for a GGUF input use --format gguf');
 
+  if (readGptqConfig(a.model)) throw new UsageError(`${a.model} is already GPTQ-quantised; quantise its original weights`);
   const { model, tokenizer } = openModel(a, true);
   const c = model.config;
   const seqLen = num(a['seq-len'], 'seq-len', true, 2, c.contextLength) ?? Math.min(256, c.contextLength);

@@ -134,6 +134,7 @@ export function llamaWeightsFromHF(dir: string, c: LlamaConfig, onProgress?: (do
   });
   for (let l = 0; l < c.layers; l++)
     for (const s of ['self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj']) noBias(`model.layers.${l}.${s}`);
+  if (map.has('lm_head.qweight')) throw new ModelFileError('lm_head', 'a GPTQ-quantised lm_head is not supported (only the layers\' projections)');
   const tokEmbd = reader.get('model.embed_tokens.weight', [c.vocabSize, c.dim])!;
   return { tokEmbd, layers, outNorm: vec('model.norm.weight', c.dim)!, output: reader.get('lm_head.weight', [c.vocabSize, c.dim], true) ?? tokEmbd };
 }

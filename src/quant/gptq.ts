@@ -71,6 +71,8 @@ function findParams(W: Float32Array, N: number, K: number, c0: number, c1: numbe
     }
     // The stored scale is f16: quantise with exactly that value (never 0).
     let sh = f16ToF32(f32ToF16(s));
+    if (sh === Infinity || Number.isNaN(s))
+      throw new RangeError(`quantize: row ${n} has weights in [${lo}, ${hi}]: the scale does not fit f16 (GPTQ stores f16 scales)`);
     if (!(sh > 0)) sh = 6.103515625e-5;
     scale[n] = sh;
     zero[n] = z;

@@ -108,6 +108,7 @@ export function quantizeModel(model: LlamaModel, samples: readonly Int32Array[],
               cache.free(0);
             }
           }
+          if (n === 0) throw new Error(`quantize: no calibration tokens reached layer ${l}`);
           for (let i = 0; i < K * K; i++) H[i] = (2 * H[i]!) / n;
         }
         for (const role of roles) {

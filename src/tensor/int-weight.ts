@@ -115,9 +115,7 @@ export class IntWeight {
     for (let g = 0; g <= G; g++) groupBlocks[g] = g === G ? Kp / BLOCK : start[g]! / BLOCK;
     const q = unpackRows(l.qweight, K, N, bits); // (K, N) in checkpoint order
     const qweight = packTiles(q, identity ? null : perm, K, N, bits);
-    const z = gptqZeros(l);
-    for (let i = 0; i < z.length; i++)
-      if (z[i]! > (1 << bits)) throw new GptqFormatError(`zero point ${z[i]} does not fit ${bits} bits (group ${Math.floor(i / N)}, column ${i % N})`);
+    const z = gptqZeros(l); // v1: stored + 1, so up to 2^bits, exact in f16
     const meta = packMeta(G, N, (g, n) => l.scales[g * N + n]!, (g, n) => f32ToF16(z[g * N + n]!));
     const act = identity ? '' : ' act-order';
     const gs = l.groupSize === -1 ? 'per-channel' : `g${l.groupSize}`;

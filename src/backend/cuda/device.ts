@@ -158,6 +158,7 @@ function expectShape(t: DeviceTensor, name: string, shape: readonly number[]): v
 export class CudaDevice {
   readonly #a: CudaAddon;
   readonly #live = new Set<DeviceTensor>();
+  readonly #scratchBufs = new Map<string, DeviceTensor>();
   readonly status: CudaStatus;
   #disposed = false;
 
@@ -229,9 +230,11 @@ export class CudaDevice {
     };
   }
 
-  /** y (M, N) = x (M, K) @ dequant(w)^T (+ bias). */
+  /** y (M, N) = x (M, K) @ dequant(w)^T (+ bias). w comes from uploadGptq (which checks g_idx);
+   *  the kernels also skip any group index outside the scales. */
   gptqLinear(x: DeviceTensor, w: DeviceGptq, out?: DeviceTensor): DeviceTensor {
     expectTensor(x, 'x', ['f32']);
+    for (const [name, t, dt] of [['qweight', w.qweight, 'i32'], ['scales', w.scales, 'f16'], ['qzeros', w.qzeros, 'i32'], ['gIdx', w.gIdx, 'i32']] as const) expectTensor(t, `w.${name}`, [dt]);
     const K = x.shape[x.shape.length - 1]!;
     if (K !== w.K) throw new RangeError(`Expected x's last dimension to equal w's K = ${w.K} but received ${K}`);
     const M = x.size / K;
@@ -279,11 +282,12 @@ export class CudaDevice {
 
   /**
    * Paged attention over a KV cache in device memory: q (T, Hq, D) f32, caches (blocks, blockSize,
-   * Hkv, D) f32, batch tensors i32 as in Backend.pagedAttention. The block tables are checked on
-   * the host (each used block id inside the cache) before the op is queued.
+   * Hkv, D) f32, and the batch (host i32 tensors, as in Backend.pagedAttention). The batch is
+   * checked on the host (every used block id inside the cache, lengths, query ranges) and exactly
+   * what was checked is uploaded for the op.
    */
   pagedAttention(q: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, batch: { blockTables: Tensor; contextLens: Tensor; queryStart: Tensor },
-    dev: { blockTables: DeviceTensor; contextLens: DeviceTensor; queryStart: DeviceTensor }, o: { scale?: number; alibiSlopes?: DeviceTensor | null; window?: number; sinks?: number; out?: DeviceTensor } = {}): DeviceTensor {
+    o: { scale?: number; alibiSlopes?: DeviceTensor | null; window?: number; sinks?: number; out?: DeviceTensor } = {}): DeviceTensor {
     expectTensor(q, 'q', ['f32'], 3);
     expectTensor(kCache, 'kCache', ['f32'], 4);
     expectTensor(vCache, 'vCache', ['f32'], 4);
@@ -292,8 +296,12 @@ export class CudaDevice {
     const [numBlocks, blockSize, Hkv, Dk] = kCache.shape as [number, number, number, number];
     if (Dk !== D) throw new RangeError(`Expected the cache head dim ${Dk} to equal q's ${D}`);
     if (Hq % Hkv) throw new RangeError(`Expected q's heads (${Hq}) to be a multiple of the cache's heads (${Hkv})`);
+    for (const [name, t] of [['blockTables', batch.blockTables], ['contextLens', batch.contextLens], ['queryStart', batch.queryStart]] as const)
+      if (!(t instanceof Tensor) || t.dtype !== 'i32') throw new TypeError(`Expected an i32 Tensor for batch.${name} but received ${String(t)}`);
     const bt = batch.blockTables.data as Int32Array, cl = batch.contextLens.data as Int32Array, qs = batch.queryStart.data as Int32Array;
     const B = cl.length, maxBlocks = batch.blockTables.shape[1]!;
+    if (B < 1 || batch.blockTables.shape.length !== 2 || batch.blockTables.shape[0] !== B)
+      throw new RangeError(`Expected batch.blockTables of shape [${B}, maxBlocks] but received [${batch.blockTables.shape.join(', ')}]`);
     if (qs.length !== B + 1 || qs[0] !== 0 || qs[B] !== T) throw new RangeError(`Expected queryStart to run from 0 to T = ${T} over ${B} sequences`);
     for (let b = 0; b < B; b++) {
       const nq = qs[b + 1]! - qs[b]!;
@@ -304,13 +312,17 @@ export class CudaDevice {
         if (id < 0 || id >= numBlocks) throw new RangeError(`blockTables[${b}][${i}] = ${id} is outside the cache's ${numBlocks} blocks`);
       }
     }
-    for (const [name, t, shape] of [['blockTables', dev.blockTables, [B, maxBlocks]], ['contextLens', dev.contextLens, [B]], ['queryStart', dev.queryStart, [B + 1]]] as const) {
-      expectTensor(t, name, ['i32']);
-      expectShape(t, name, shape);
+    if (o.alibiSlopes) {
+      expectTensor(o.alibiSlopes, 'alibiSlopes', ['f32']);
+      expectShape(o.alibiSlopes, 'alibiSlopes', [Hq]);
     }
     const y = o.out ?? this.empty('f32', [T, Hq, D]);
-    this.addon.pagedAttention(q.ptr, kCache.ptr, vCache.ptr, dev.blockTables.ptr, dev.contextLens.ptr, dev.queryStart.ptr, y.ptr, B, T, maxBlocks, numBlocks,
-      blockSize, Hq, Hkv, D, o.scale ?? 1 / Math.sqrt(D), o.alibiSlopes?.ptr ?? null, o.window ?? 0, o.sinks ?? 0);
+    expectTensor(y, 'out', ['f32']);
+    expectShape(y, 'out', [T, Hq, D]);
+    // Exactly the checked values go to the device, into grow-only scratch buffers (a copy on the
+    // default stream runs after any queued op still reading the previous batch).
+    this.addon.pagedAttention(q.ptr, kCache.ptr, vCache.ptr, this.#scratch('blockTables', bt), this.#scratch('contextLens', cl), this.#scratch('queryStart', qs), y.ptr,
+      B, T, maxBlocks, numBlocks, blockSize, Hq, Hkv, D, o.scale ?? 1 / Math.sqrt(D), o.alibiSlopes?.ptr ?? null, o.window ?? 0, o.sinks ?? 0);
     return y;
   }
 
@@ -399,6 +411,18 @@ export class CudaDevice {
     expectShape(y, 'out', x.shape);
     this.addon.convert(x.ptr, y.ptr, DT_CODE[dtype], x.size);
     return y;
+  }
+
+  /** Uploads host values into the named grow-only scratch buffer; returns its address. */
+  #scratch(name: string, data: Int32Array): bigint {
+    let t = this.#scratchBufs.get(name);
+    if (!t || t.disposed || t.size < data.length) {
+      t?.dispose();
+      t = this.empty('i32', [Math.max(16, data.length * 2)]);
+      this.#scratchBufs.set(name, t);
+    }
+    this.addon.upload(t.ptr, data);
+    return t.ptr;
   }
 
   /** Waits for queued work; surfaces any asynchronous CUDA error. */

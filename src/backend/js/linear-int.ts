@@ -8,7 +8,8 @@ function rintEven(v: number): number {
 }
 
 /**
- * Integer weights (src/tensor/int-weight.ts), the native kernel's numerics: each activation row is
+ * Integer weights (src/tensor/int-weight.ts), the native kernel's quantisation (bit-identical int8
+ * activations and integer dots; the float combination is in f64 here, f32 there): each activation row is
  * quantised to int8 per block of 32 (of the permuted, padded inputs), the integer dots per block
  * are exact, and y = colScale * sum_g scale * (sum_b d_b dot_b - zero * sum_b d_b sum(q_x)) + bias.
  */
