@@ -36,6 +36,7 @@ namespace tessera::TESSERA_ISA_NS {
 
 static constexpr int64_t kIntTile = 16;   // output columns per weight tile
 static constexpr int64_t kIntBlock = 32;  // activation quantisation block (values)
+static constexpr int64_t kIntPrefetch = 512;  // int32 ahead (2 KB) in a tile's stream, decode only
 
 struct IntCtx {
   const int32_t* qw;
@@ -138,6 +139,7 @@ static inline void itile(const IntCtx& c, int64_t t0, int64_t m0) {
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
           const int32_t* src = qw[r] + (b * RPB + j) * kIntTile;
+          if (MB == 1) __builtin_prefetch(src + kIntPrefetch, 0, 0);  // decode: stream ahead of the tile
           const __m512i qv = _mm512_loadu_si512(src);
           if constexpr (BITS == 4) {
             const __m512i lo = _mm512_and_si512(qv, lo4), hi = _mm512_and_si512(_mm512_srli_epi16(qv, 4), lo4);
