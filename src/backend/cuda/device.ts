@@ -359,23 +359,24 @@ export class CudaDevice {
     return x;
   }
 
+  /** y = silu(gate) * up. */
   swiglu(gate: DeviceTensor, up: DeviceTensor, out?: DeviceTensor): DeviceTensor {
-    expectTensor(gate, 'gate', ['f32']);
-    expectTensor(up, 'up', ['f32']);
-    expectShape(up, 'up', gate.shape);
-    const y = out ?? this.empty('f32', gate.shape);
-    expectShape(y, 'out', gate.shape);
-    this.addon.swiglu(gate.ptr, up.ptr, y.ptr, gate.size);
-    return y;
+    return this.#elementwise('swiglu', ['gate', 'up'], gate, up, out);
   }
 
   add(a: DeviceTensor, b: DeviceTensor, out?: DeviceTensor): DeviceTensor {
-    expectTensor(a, 'a', ['f32']);
-    expectTensor(b, 'b', ['f32']);
-    expectShape(b, 'b', a.shape);
+    return this.#elementwise('add', ['a', 'b'], a, b, out);
+  }
+
+  /** Two same-shape f32 inputs, one output (may be either input). */
+  #elementwise(op: 'swiglu' | 'add', names: [string, string], a: DeviceTensor, b: DeviceTensor, out?: DeviceTensor): DeviceTensor {
+    expectTensor(a, names[0], ['f32']);
+    expectTensor(b, names[1], ['f32']);
+    expectShape(b, names[1], a.shape);
     const y = out ?? this.empty('f32', a.shape);
+    expectTensor(y, 'out', ['f32']);
     expectShape(y, 'out', a.shape);
-    this.addon.add(a.ptr, b.ptr, y.ptr, a.size);
+    this.addon[op](a.ptr, b.ptr, y.ptr, a.size);
     return y;
   }
 
