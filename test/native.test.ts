@@ -94,6 +94,8 @@ describe('CLI', () => {
     const j = JSON.parse(info.stdout);
     expect(j.native).toBe(nativeAvailable);
     if (nativeAvailable) expect(j.isas).toContain(j.isa);
+    expect(typeof j.cuda.available).toBe('boolean');
+    if (!j.cuda.available) expect(j.cuda.reason.length).toBeGreaterThan(0);
     const v = spawnSync(process.execPath, [bin, '--version'], { encoding: 'utf8' });
     expect(v.stdout).toMatch(nativeAvailable ? /^tessera \d+\.\d+\.\d+ \(cpu, (scalar|avx2|avx512|avx512vnni), \d+ threads\)/ : /js backend/);
     const bad = spawnSync(process.execPath, [bin, 'frobnicate'], { encoding: 'utf8' });

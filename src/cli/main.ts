@@ -1,5 +1,6 @@
 /** The `tessera` command line. Subcommands: info (and, as later work lands, generate, serve, ...). */
 import { runtimeInfo } from '../backend/index.js';
+import { cudaStatus } from '../backend/cuda/device.js';
 import { VERSION } from '../version.js';
 import { UsageError } from './errors.js';
 import { benchCommand } from './bench.js';
@@ -55,7 +56,8 @@ function info(args: string[]): void {
   const unknown = args.filter((a) => a !== '--json');
   if (unknown.length) throw new UsageError(`unknown option for info: ${unknown[0]} (see tessera info --help)`);
   const i = runtimeInfo();
-  if (args.includes('--json')) return void process.stdout.write(JSON.stringify({ version: VERSION, ...i }, null, 2) + '\n');
+  const cuda = cudaStatus();
+  if (args.includes('--json')) return void process.stdout.write(JSON.stringify({ version: VERSION, ...i, cuda }, null, 2) + '\n');
   const lines = [`tessera ${VERSION}`, `node ${process.version} (${process.platform}-${process.arch})`];
   if (!i.native) {
     lines.push(`native addon: unavailable — ${i.nativeError}`, `backend: js (pure TypeScript)`);
@@ -69,6 +71,9 @@ function info(args: string[]): void {
       `cpu features: ${Object.entries(i.features).filter(([, v]) => v).map(([k]) => k).join(' ') || '(none)'}`,
     );
   }
+  lines.push(cuda.available
+    ? `cuda: ${cuda.device!.name} (sm ${cuda.device!.computeCapability}, ${(cuda.device!.memoryBytes / 2 ** 30).toFixed(0)} GiB)`
+    : `cuda: unavailable — ${cuda.reason}`);
   process.stdout.write(lines.join('\n') + '\n');
 }
 
