@@ -215,6 +215,18 @@ async function main() {
       kernel: `linear ${dt} prefill`, shape: `${M}x${N}x${K}`, unit: 'GFLOP/s', work: 2 * M * N * K, run: (be) => be.linear(xm, w, null, ym),
       jsShape: '16x512x1024', jsWork: 2 * 16 * 512 * 1024, jsRun: (be) => be.linear(xs, ws, null, ys),
     }, pk);
+    if (dt === 'q4_0') {
+      // The same blocks repacked into column tiles (what the GGUF loader runs Q4_0 projections on).
+      const rp = IntWeight.fromQ4_0(w.data as Uint8Array, N, K);
+      const rcopies = [rp, ...Array.from({ length: Math.ceil(256e6 / rp.byteLength) - 1 }, () => rp.clone())];
+      const rs = IntWeight.fromQ4_0(ws.data as Uint8Array, 512, 1024);
+      let j = 0;
+      await measure({ kernel: 'linear q4_0 repacked GEMV', shape: `1x${N}x${K}`, unit: 'GB/s', work: rp.byteLength, run: (be) => be.linear(x, rcopies[j++ % rcopies.length]!, null, y) }, pk);
+      await measure({
+        kernel: 'linear q4_0 repacked prefill', shape: `${M}x${N}x${K}`, unit: 'GFLOP/s', work: 2 * M * N * K, run: (be) => be.linear(xm, rp, null, ym),
+        jsShape: '16x512x1024', jsWork: 2 * 16 * 512 * 1024, jsRun: (be) => be.linear(xs, rs, null, ys),
+      }, pk);
+    }
   }
   // Integer weights: GPTQ int4 / int8 (g128; act-order) and int8 per channel. GEMV rate = bytes of
   // the kernel layout read per second (weights + scales/zeros), prefill = 2*M*N*K per second.

@@ -217,3 +217,28 @@ describe('linear with GPTQ int4 / int8 weights, every path', () => {
     expect(() => ALL[0]!.backend.linear(new Tensor('f32', [2, 64]), w)).toThrow(/disposed/);
   });
 });
+
+describe('Q4_0 repacked into column tiles (IntWeight.fromQ4_0)', () => {
+  for (const [M, N, K] of [[1, 37, 64], [3, 16, 4096], [9, 100, 160], [70, 33, 256]] as const) {
+    it(`dequantises exactly and computes what the q4_0 kernels compute, M=${M} N=${N} K=${K}, every path`, () => {
+      const r = rng(M * 1000 + N + K);
+      const w = Tensor.from('q4_0', [N, K], randn(N * K, r, 0.3));
+      const iw = IntWeight.fromQ4_0(w.data as Uint8Array, N, K);
+      expect(Array.from(iw.dequantize())).toEqual(Array.from(w.toFloat32()));
+      const x = randn(M * K, r);
+      if (M >= 3) for (let j = 0; j < 32; j++) x[2 * K + j] = (j - 16 + 0.5) / 64; // exact halves round to even
+      const X = new Tensor('f32', [M, K], x);
+      for (const p of ALL) {
+        // The q4_0 Tensor path is llama.cpp's numerics (tested against a float64 reference in
+        // quant-kernels.test.ts); the repacked weight must compute the same values.
+        const ref = onPath(p, (be) => be.linear(X, w)).data;
+        const got = onPath(p, (be) => be.linear(X, iw)).data;
+        expect(relL2(got, ref), p.label).toBeLessThan(2e-6);
+      }
+    });
+  }
+  it('rejects bad shapes', () => {
+    expect(() => IntWeight.fromQ4_0(new Uint8Array(18), 1, 48)).toThrow(/multiple of 32/);
+    expect(() => IntWeight.fromQ4_0(new Uint8Array(17), 1, 32)).toThrow(/Expected 18 bytes/);
+  });
+});

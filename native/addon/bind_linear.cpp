@@ -36,7 +36,7 @@ static Napi::Value Linear(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// linearInt(x, qweight, bits, perm|null, groupBlocks, meta, colScale|null, bias|null, y, M, N, K, G)
+// linearInt(x, qweight, bits, perm|null, groupBlocks, meta, colScale|null, bias|null, y, M, N, K, G, fixedZero, roundDxF16)
 // Integer weights in the kernel layout of native/cpu/linear_int.h; every length and every group
 // offset is checked here, so a malformed layout cannot read out of bounds.
 static Napi::Value LinearInt(const Napi::CallbackInfo& info) {
@@ -66,7 +66,11 @@ static Napi::Value LinearInt(const Napi::CallbackInfo& info) {
   static thread_local std::vector<int32_t> gb_copy;
   gb_copy.assign(gb, gb + p.G + 1);
   p.group_blocks = gb_copy.data();
-  p.meta = (const uint16_t*)arg_typed(info, 5, "meta", DType::F16, mul_checked(mul_checked(tiles, p.G, "meta"), 32, "meta"));
+  const double fz = arg_num(info, 13, "fixedZero");
+  if (!(fz >= -1.0 && fz <= 65504.0)) fail("fixedZero must be -1 (zero points in meta) or a zero point >= 0");
+  p.fixed_zero = fz >= 0 ? (float)fz : -1.0f;
+  p.round_dx_f16 = arg_bool(info, 14, "roundDxF16");
+  p.meta = (const uint16_t*)arg_typed(info, 5, "meta", DType::F16, mul_checked(mul_checked(tiles, p.G, "meta"), p.fixed_zero >= 0 ? 16 : 32, "meta"));
   p.col_scale = arg_f32_opt(info, 6, "colScale", p.N);
   p.bias = arg_f32_opt(info, 7, "bias", p.N);
   p.y = arg_f32(info, 8, "y", mul_checked(p.M, p.N, "y"));

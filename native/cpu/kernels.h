@@ -25,7 +25,10 @@ struct IntLinearParams {
   int32_t bits;                 // 4 or 8
   const int32_t* perm;          // (K) or nullptr: kernel input k is x[perm[k]]
   const int32_t* group_blocks;  // (G + 1): group g covers 32-blocks [gb[g], gb[g+1]); gb[G] = Kp / 32
-  const uint16_t* meta;         // (ceil(N/16), G, 32) f16: 16 scales, then 16 zero points
+  const uint16_t* meta;         // (ceil(N/16), G, 32) f16: 16 scales, then 16 zero points;
+                                // with fixed_zero >= 0: (ceil(N/16), G, 16), scales only
+  float fixed_zero;             // >= 0: every zero point is this (GGUF Q4_0: 8), else -1
+  bool round_dx_f16;            // activation block scales rounded to f16 (llama.cpp's Q8_0 numerics)
   const float* col_scale;       // (N) or nullptr: a final per-column factor
   const float* bias;            // (N) or nullptr
   float* y;                     // (M, N)

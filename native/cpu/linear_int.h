@@ -43,7 +43,9 @@ struct IntCtx {
   int64_t tile_stride;  // int32 per tile: rows * 16
   int64_t rpb;          // packed rows per 32-block: 4 (4-bit) or 8 (8-bit)
   const uint16_t* meta;
-  int64_t meta_stride;  // u16 per tile: G * 32
+  int64_t meta_stride;  // u16 per tile: G * meta_w
+  int64_t meta_w;       // u16 per (tile, group): 32 (scales, zeros) or 16 (scales; fixed zero)
+  float fixed_zero;     // >= 0: the zero point of every group
   const int32_t* gb;    // (G + 1) group offsets in blocks
   int64_t G;
   const int8_t* xq;
@@ -66,7 +68,7 @@ static inline int32_t int_load_i32(const int8_t* p) {
 
 // One activation row: gather through perm, quantise per block, reorder 4-bit blocks, group sums.
 static inline void int_quantize_row(const float* x, const int32_t* perm, int64_t K, int64_t Kp, int bits,
-                                    const int32_t* gb, int64_t G, int8_t* q, float* d, float* sx) {
+                                    const int32_t* gb, int64_t G, bool round_dx, int8_t* q, float* d, float* sx) {
   const int64_t nb = Kp / kIntBlock;
   for (int64_t b = 0; b < nb; b++) {
     float v[kIntBlock];
@@ -86,7 +88,7 @@ static inline void int_quantize_row(const float* x, const int32_t* perm, int64_t
       continue;
     }
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-    d[b] = amax / 127.0f;
+    d[b] = round_dx ? fp16_to_fp32(fp32_to_fp16(amax / 127.0f)) : amax / 127.0f;
     for (int64_t j = 0; j < kIntBlock; j++) {
       const int8_t qv = (int8_t)(int)std::nearbyint(v[j] * id);
       // 4-bit: per 8 values, the even ones then the odd ones (the nibble order of a lane).
@@ -126,7 +128,7 @@ static inline void itile(const IntCtx& c, int64_t t0, int64_t m0) {
   for (int64_t g = 0; g < c.G; g++) {
     __m512 s[R];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) s[r] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(mt[r] + g * 32)));
+    for (int r = 0; r < R; r++) s[r] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(mt[r] + g * c.meta_w)));
     for (int64_t b = c.gb[g]; b < c.gb[g + 1]; b++) {
       __m512i ia[R][MB];
 #if defined(__AVX512VNNI__)
@@ -204,7 +206,8 @@ static inline void itile(const IntCtx& c, int64_t t0, int64_t m0) {
     // Zero points: - scale * zero * sx_g.
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
-      const __m512 sz = _mm512_mul_ps(s[r], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(mt[r] + g * 32 + 16))));
+      const __m512 zv = c.fixed_zero >= 0.0f ? _mm512_set1_ps(c.fixed_zero) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(mt[r] + g * 32 + 16)));
+      const __m512 sz = _mm512_mul_ps(s[r], zv);
 #pragma GCC unroll 4
       for (int m = 0; m < MB; m++) acc[r][m] = _mm512_fnmadd_ps(sz, _mm512_set1_ps(c.sx[(m0 + m) * c.ss + g]), acc[r][m]);
     }
@@ -241,7 +244,7 @@ static inline void itile(const IntCtx& c, int64_t t0, int64_t m0) {
   for (int64_t g = 0; g < c.G; g++) {
     __m256 s[V];
 #pragma GCC unroll 8
-    for (int v = 0; v < V; v++) s[v] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(mt[v] + g * 32)));
+    for (int v = 0; v < V; v++) s[v] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(mt[v] + g * c.meta_w)));
     for (int64_t b = c.gb[g]; b < c.gb[g + 1]; b++) {
       __m256i p0[V][MB], p1[V][MB];
 #pragma GCC unroll 8
@@ -281,7 +284,8 @@ static inline void itile(const IntCtx& c, int64_t t0, int64_t m0) {
     }
 #pragma GCC unroll 8
     for (int v = 0; v < V; v++) {
-      const __m256 sz = _mm256_mul_ps(s[v], _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(mt[v] + g * 32 + 16))));
+      const __m256 zv = c.fixed_zero >= 0.0f ? _mm256_set1_ps(c.fixed_zero) : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(mt[v] + g * 32 + 16)));
+      const __m256 sz = _mm256_mul_ps(s[v], zv);
 #pragma GCC unroll 4
       for (int m = 0; m < MB; m++) acc[v][m] = _mm256_fnmadd_ps(sz, _mm256_set1_ps(c.sx[(m0 + m) * c.ss + g]), acc[v][m]);
     }
@@ -324,11 +328,12 @@ static inline void itile(const IntCtx& c, int64_t t0, int64_t m0) {
                 dot += qv * xq[b * kIntBlock + pos];
               }
             }
-            acc[i] += (float)dot * (fp16_to_fp32(mt[g * 32 + i]) * dx);
+            acc[i] += (float)dot * (fp16_to_fp32(mt[g * c.meta_w + i]) * dx);
           }
         }
         for (int64_t i = 0; i < kIntTile; i++)
-          acc[i] -= fp16_to_fp32(mt[g * 32 + i]) * fp16_to_fp32(mt[g * 32 + 16 + i]) * c.sx[(m0 + m) * c.ss + g];
+          acc[i] -= fp16_to_fp32(mt[g * c.meta_w + i]) * (c.fixed_zero >= 0.0f ? c.fixed_zero : fp16_to_fp32(mt[g * 32 + 16 + i])) *
+                    c.sx[(m0 + m) * c.ss + g];
       }
       const int64_t n0 = (t0 + r) * kIntTile;
       for (int64_t i = 0; i < kIntTile && n0 + i < c.N; i++)
@@ -365,7 +370,9 @@ static void linear_int_bits(const IntLinearParams& p) {
   c.rpb = BITS == 4 ? 4 : 8;
   c.tile_stride = Kp * BITS / 32 * kIntTile;
   c.meta = p.meta;
-  c.meta_stride = G * 32;
+  c.meta_w = p.fixed_zero >= 0.0f ? 16 : 32;
+  c.meta_stride = G * c.meta_w;
+  c.fixed_zero = p.fixed_zero;
   c.gb = p.group_blocks;
   c.G = G;
   c.xd = buf;
@@ -381,7 +388,7 @@ static void linear_int_bits(const IntLinearParams& p) {
   c.N = N;
   parallel_range(M, 4, [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; m++)
-      int_quantize_row(p.x + m * K, p.perm, K, Kp, BITS, p.group_blocks, G, (int8_t*)c.xq + m * Kp, (float*)c.xd + m * ds,
+      int_quantize_row(p.x + m * K, p.perm, K, Kp, BITS, p.group_blocks, G, p.round_dx_f16, (int8_t*)c.xq + m * Kp, (float*)c.xd + m * ds,
                        (float*)c.sx + m * ss);
   });
   // Decode: R tiles per step (R parallel sequential streams), every row at once. Prefill: tiles

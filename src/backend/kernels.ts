@@ -26,6 +26,8 @@ export interface IntWeightData {
   groupBlocks: Int32Array;
   meta: Uint16Array;
   colScale: Float32Array | null;
+  fixedZero: number;
+  roundDxF16: boolean;
 }
 
 export interface LinearIntPlan {

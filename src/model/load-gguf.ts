@@ -1,10 +1,11 @@
 /** Builds a LlamaModel's config and weights from a GGUF file (architectures llama, mistral, qwen2). */
 import { ModelFileError } from '../formats/errors.js';
-import { weightReader, type WeightReader } from './weight-reader.js';
+import { weightReader, type QuantMode, type WeightReader } from './weight-reader.js';
+import { IntWeight } from '../tensor/int-weight.js';
 import { loadTensor, type GGUFFile, type GGUFTensorInfo } from '../formats/gguf.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { LlamaConfig } from './config.js';
-import type { LlamaLayerWeights, LlamaWeights, MoeWeights } from './llama.js';
+import type { LinearWeight, LlamaLayerWeights, LlamaWeights, MoeWeights } from './llama.js';
 
 const SUPPORTED = ['llama', 'mistral', 'qwen2'];
 
@@ -78,6 +79,9 @@ function moeConfig(g: GGUFFile, arch: string, fail: (m: string) => never): Parti
 export interface GGUFWeightOptions {
   /** Q8_0/Q4_0 matrices: kept as packed blocks (linear runs on them; default) or dequantised. */
   quantized?: 'packed' | 'f16' | 'f32';
+  /** Packed mode: repack Q4_0 projections into the integer kernels' column tiles (IntWeight.fromQ4_0,
+   *  same numerics, faster decode; as llama.cpp repacks Q4_0). Default true. */
+  repackQ4_0?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -87,30 +91,41 @@ export function llamaWeightsFromGGUF(g: GGUFFile, c: LlamaConfig, options: GGUFW
   const qmode = o.quantized ?? 'packed';
   const file = g.path.split('/').pop()!;
   const byName = new Map<string, GGUFTensorInfo>(g.tensors.map((t) => [t.name, t]));
-  const { get, vec } = weightReader(file, (name) => {
+  const reader = weightReader(file, (name) => {
     const info = byName.get(name);
     return info && { shape: info.shape, file, load: (mode) => loadTensor(g, info, mode) };
   }, g.tensors.length, qmode, onProgress);
+  const { vec } = reader;
+  const repack = qmode === 'packed' && (o.repackQ4_0 ?? true);
+  // A dense projection: Q4_0 goes to the column-tile layout unless asked not to.
+  const get = (name: string, shape: number[], optional = false, mode?: QuantMode): Tensor | null => reader.get(name, shape, optional, mode);
+  const proj = (name: string, shape: [number, number]): LinearWeight => {
+    const t = reader.get(name, shape)!;
+    if (!repack || t.dtype !== 'q4_0') return t;
+    const w = IntWeight.fromQ4_0(t.data as Uint8Array, shape[0], shape[1]);
+    t.dispose();
+    return w;
+  };
   const qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
   const layers: LlamaLayerWeights[] = [];
   for (let l = 0; l < c.layers; l++) {
     const p = `blk.${l}.`;
     layers.push({
       attnNorm: vec(p + 'attn_norm.weight', c.dim)!,
-      wq: get(p + 'attn_q.weight', [qd, c.dim])!,
-      wk: get(p + 'attn_k.weight', [kvd, c.dim])!,
-      wv: get(p + 'attn_v.weight', [kvd, c.dim])!,
+      wq: proj(p + 'attn_q.weight', [qd, c.dim]),
+      wk: proj(p + 'attn_k.weight', [kvd, c.dim]),
+      wv: proj(p + 'attn_v.weight', [kvd, c.dim]),
       bq: vec(p + 'attn_q.bias', qd, true),
       bk: vec(p + 'attn_k.bias', kvd, true),
       bv: vec(p + 'attn_v.bias', kvd, true),
-      wo: get(p + 'attn_output.weight', [c.dim, qd])!,
+      wo: proj(p + 'attn_output.weight', [c.dim, qd]),
       ffnNorm: vec(p + 'ffn_norm.weight', c.dim)!,
       ...(c.experts
         ? { moe: moeWeights(p, c, get) }
         : {
-            wGate: get(p + 'ffn_gate.weight', [c.ffnDim, c.dim])!,
-            wUp: get(p + 'ffn_up.weight', [c.ffnDim, c.dim])!,
-            wDown: get(p + 'ffn_down.weight', [c.dim, c.ffnDim])!,
+            wGate: proj(p + 'ffn_gate.weight', [c.ffnDim, c.dim]),
+            wUp: proj(p + 'ffn_up.weight', [c.ffnDim, c.dim]),
+            wDown: proj(p + 'ffn_down.weight', [c.dim, c.ffnDim]),
           }),
     });
   }

@@ -30,6 +30,10 @@ interface IntWeightParts {
   groupBlocks: Int32Array;
   meta: Uint16Array;
   colScale: Float32Array | null;
+  /** >= 0: every group's zero point (meta then holds 16 scales per tile and group), else -1. */
+  fixedZero: number;
+  /** Round the activation block scales to f16 (llama.cpp's Q8_0 activations, for Q4_0 weights). */
+  roundDxF16: boolean;
   label: string;
 }
 
@@ -119,7 +123,7 @@ export class IntWeight {
     const meta = packMeta(G, N, (g, n) => l.scales[g * N + n]!, (g, n) => f32ToF16(z[g * N + n]!));
     const act = identity ? '' : ' act-order';
     const gs = l.groupSize === -1 ? 'per-channel' : `g${l.groupSize}`;
-    return new IntWeight({ bits, N, K, qweight, perm: identity ? null : perm, groupBlocks, meta, colScale: null, label: label ?? `gptq int${bits} ${gs}${act}` });
+    return new IntWeight({ bits, N, K, qweight, perm: identity ? null : perm, groupBlocks, meta, colScale: null, fixedZero: -1, roundDxF16: false, label: label ?? `gptq int${bits} ${gs}${act}` });
   }
 
   /** From int8 weights (N, K) with one f32 scale per output channel: w = scale[n] * q[n][k]. */
@@ -137,7 +141,43 @@ export class IntWeight {
       groupBlocks: Int32Array.of(0, Kp / BLOCK),
       meta: packMeta(1, N, () => one, () => z128),
       colScale: Float32Array.from(scales),
+      fixedZero: -1,
+      roundDxF16: false,
       label: 'int8 per-channel',
+    });
+  }
+
+  /**
+   * From GGUF Q4_0 blocks (N rows of K / 32 blocks: f16 d, 16 bytes of nibbles, value j in the low
+   * nibble of byte j and value j + 16 in its high nibble; w = d * (nibble - 8)), repacked into the
+   * column tiles (the layout llama.cpp also repacks Q4_0 into for speed). The result computes
+   * exactly what the q4_0 kernels compute: activations quantised with f16-rounded block scales,
+   * as llama.cpp's quantize_row_q8_0 does, and exact integer block dots.
+   */
+  static fromQ4_0(blocks: Uint8Array, N: number, K: number): IntWeight {
+    if (K % 32) throw new RangeError(`Expected K to be a multiple of 32 for q4_0 weights but received ${K}`);
+    const nb = K / 32;
+    if (blocks.length !== N * nb * 18) throw new RangeError(`Expected ${N * nb * 18} bytes of q4_0 blocks for [${N}, ${K}] but received ${blocks.length}`);
+    const tiles = Math.ceil(N / TILE), rows = K / 8;
+    const qweight = new Int32Array(tiles * rows * TILE);
+    const meta = new Uint16Array(tiles * nb * 16);
+    for (let n = 0; n < N; n++) {
+      const t = Math.floor(n / TILE), lane = n % TILE;
+      for (let b = 0; b < nb; b++) {
+        const o = (n * nb + b) * 18;
+        meta[(t * nb + b) * 16 + lane] = blocks[o]! | (blocks[o + 1]! << 8);
+        // Words of values 0-7, 8-15 (low nibbles of bytes 0-7, 8-15), 16-23, 24-31 (high nibbles).
+        for (let w = 0; w < 4; w++) {
+          const base = o + 2 + (w & 1) * 8, shift = w >= 2 ? 4 : 0;
+          let word = 0;
+          for (let i = 0; i < 8; i++) word |= ((blocks[base + i]! >> shift) & 15) << (4 * i);
+          qweight[(t * rows + b * 4 + w) * TILE + lane] = word;
+        }
+      }
+    }
+    return new IntWeight({
+      bits: 4, N, K, qweight, perm: null, groupBlocks: Int32Array.from({ length: nb + 1 }, (_, i) => i), meta, colScale: null,
+      fixedZero: 8, roundDxF16: true, label: 'q4_0 (repacked)',
     });
   }
 
@@ -156,8 +196,8 @@ export class IntWeight {
         for (let n = 0; n < N; n++) {
           const t = Math.floor(n / TILE), lane = n % TILE;
           const qv = (p.qweight[(t * rows + r) * TILE + lane]! >>> (e * bits)) & mask;
-          const m = (t * G + g) * 32;
-          const s = f16ToF32(p.meta[m + lane]!), z = f16ToF32(p.meta[m + 16 + lane]!);
+          const mw = p.fixedZero >= 0 ? 16 : 32, m = (t * G + g) * mw;
+          const s = f16ToF32(p.meta[m + lane]!), z = p.fixedZero >= 0 ? p.fixedZero : f16ToF32(p.meta[m + 16 + lane]!);
           out[n * K + k] = Math.fround(s * (qv - z)) * (p.colScale ? p.colScale[n]! : 1);
         }
       }

@@ -10,7 +10,8 @@ export function cpuKernels(n: NativeAddon): Kernels {
     name: 'cpu',
     linear: (p) => n.linear(p.x, p.w, WTYPE[p.wtype], p.bias, p.y, p.M, p.N, p.K),
     linearInt: (p) =>
-      n.linearInt(p.x, p.w.qweight, p.w.bits, p.w.perm, p.w.groupBlocks, p.w.meta, p.w.colScale, p.bias, p.y, p.M, p.N, p.K, p.w.groupBlocks.length - 1),
+      n.linearInt(p.x, p.w.qweight, p.w.bits, p.w.perm, p.w.groupBlocks, p.w.meta, p.w.colScale, p.bias, p.y, p.M, p.N, p.K, p.w.groupBlocks.length - 1,
+        p.w.fixedZero, p.w.roundDxF16),
     rmsNorm: (p) => n.rmsNorm(p.x, p.weight!, p.y, p.rows, p.dim, p.eps),
     layerNorm: (p) => n.layerNorm(p.x, p.weight, p.bias, p.y, p.rows, p.dim, p.eps),
     softmax: (p) => n.softmax(p.x, p.y, p.rows, p.cols, p.scale, p.log),

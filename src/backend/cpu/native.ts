@@ -25,7 +25,7 @@ export interface NativeAddon {
   setThreads(n: number): void;
   linear(x: F32, w: F32 | Uint16Array | Uint8Array, wtype: number, bias: F32 | null, y: F32, M: number, N: number, K: number): void;
   linearInt(x: F32, qweight: I32, bits: number, perm: I32 | null, groupBlocks: I32, meta: Uint16Array, colScale: F32 | null,
-    bias: F32 | null, y: F32, M: number, N: number, K: number, G: number): void;
+    bias: F32 | null, y: F32, M: number, N: number, K: number, G: number, fixedZero: number, roundDxF16: boolean): void;
   fmaPeak(iters: number): { seconds: number; flops: number };
   readStream(src: F32): number;
   flashAttention(q: F32, k: F32, v: F32, o: F32, T: number, S: number, Hq: number, Hkv: number, D: number, scale: number,

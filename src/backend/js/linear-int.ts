@@ -1,4 +1,4 @@
-import { f16DecodeTable } from '../../tensor/half.js';
+import { f16DecodeTable, f16ToF32, f32ToF16 } from '../../tensor/half.js';
 import type { LinearIntPlan } from '../kernels.js';
 
 /** Round half to even, as the native kernels' nearbyint in the default rounding mode. */
@@ -15,7 +15,8 @@ function rintEven(v: number): number {
  */
 export function linearInt(p: LinearIntPlan): void {
   const { x, bias, y, M, N, K } = p;
-  const { bits, qweight, perm, groupBlocks, meta, colScale } = p.w;
+  const { bits, qweight, perm, groupBlocks, meta, colScale, fixedZero, roundDxF16 } = p.w;
+  const mw = fixedZero >= 0 ? 16 : 32;
   const G = groupBlocks.length - 1;
   const Kp = Math.ceil(K / 32) * 32, nb = Kp / 32, rows = (Kp * bits) / 32, per = 32 / bits, mask = (1 << bits) - 1;
   const tiles = Math.ceil(N / 16);
@@ -38,7 +39,7 @@ export function linearInt(p: LinearIntPlan): void {
         continue;
       }
       const id = amax !== 0 ? Math.fround(127 / amax) : 0;
-      xd[b] = Math.fround(amax / 127);
+      xd[b] = roundDxF16 ? f16ToF32(f32ToF16(Math.fround(amax / 127))) : Math.fround(amax / 127);
       for (let j = 0; j < 32; j++) {
         const k = b * 32 + j;
         xq[k] = rintEven(Math.fround((k < K ? x[xo + (perm ? perm[k]! : k)]! : 0) * id));
@@ -47,7 +48,7 @@ export function linearInt(p: LinearIntPlan): void {
     for (let t = 0; t < tiles; t++) {
       const acc = new Float64Array(16);
       for (let g = 0; g < G; g++) {
-        const mo = (t * G + g) * 32;
+        const mo = (t * G + g) * mw;
         let sx = 0;
         const gacc = new Float64Array(16);
         for (let b = groupBlocks[g]!; b < groupBlocks[g + 1]!; b++) {
@@ -63,7 +64,7 @@ export function linearInt(p: LinearIntPlan): void {
           sx += xd[b]! * qs;
           for (let l = 0; l < 16; l++) gacc[l]! += xd[b]! * dot[l]!;
         }
-        for (let l = 0; l < 16; l++) acc[l]! += h[meta[mo + l]!]! * (gacc[l]! - h[meta[mo + 16 + l]!]! * sx);
+        for (let l = 0; l < 16; l++) acc[l]! += h[meta[mo + l]!]! * (gacc[l]! - (fixedZero >= 0 ? fixedZero : h[meta[mo + 16 + l]!]!) * sx);
       }
       for (let l = 0; l < 16 && t * 16 + l < N; l++) {
         const n = t * 16 + l;
