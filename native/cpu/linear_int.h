@@ -46,6 +46,9 @@ struct IntCtx {
   int64_t meta_stride;  // u16 per tile: G * meta_w
   int64_t meta_w;       // u16 per (tile, group): 32 (scales, zeros) or 16 (scales; fixed zero)
   float fixed_zero;     // >= 0: the zero point of every group
+  int32_t izero;        // > 0: fixed_zero as an integer, folded into the integer dots (AVX-512)
+  const int32_t* qsum;  // (M, ds) sum of each activation block's int8 values
+
   const int32_t* gb;    // (G + 1) group offsets in blocks
   int64_t G;
   const int8_t* xq;
@@ -68,7 +71,8 @@ static inline int32_t int_load_i32(const int8_t* p) {
 
 // One activation row: gather through perm, quantise per block, reorder 4-bit blocks, group sums.
 static inline void int_quantize_row(const float* x, const int32_t* perm, int64_t K, int64_t Kp, int bits,
-                                    const int32_t* gb, int64_t G, bool round_dx, int8_t* q, float* d, float* sx) {
+                                    const int32_t* gb, int64_t G, bool round_dx, int8_t* q, float* d, float* sx,
+                                    int32_t* qsum) {
   const int64_t nb = Kp / kIntBlock;
   for (int64_t b = 0; b < nb; b++) {
     float v[kIntBlock];
@@ -96,13 +100,14 @@ static inline void int_quantize_row(const float* x, const int32_t* perm, int64_t
       qb[pos] = qv;
     }
   }
+  for (int64_t b = 0; b < nb; b++) {
+    int32_t t = 0;
+    for (int64_t j = 0; j < kIntBlock; j++) t += q[b * kIntBlock + j];
+    qsum[b] = t;
+  }
   for (int64_t g = 0; g < G; g++) {
     float s = 0.0f;
-    for (int64_t b = gb[g]; b < gb[g + 1]; b++) {
-      int32_t t = 0;
-      for (int64_t j = 0; j < kIntBlock; j++) t += q[b * kIntBlock + j];
-      s += d[b] * (float)t;
-    }
+    for (int64_t b = gb[g]; b < gb[g + 1]; b++) s += d[b] * (float)qsum[b];
     sx[g] = s;
   }
 }
@@ -131,11 +136,15 @@ static inline void itile(const IntCtx& c, int64_t t0, int64_t m0) {
     for (int r = 0; r < R; r++) s[r] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(mt[r] + g * c.meta_w)));
     for (int64_t b = c.gb[g]; b < c.gb[g + 1]; b++) {
       __m512i ia[R][MB];
+      // A fixed integer zero point folds into the dots: start from -zero * sum(q_x) of the block.
+      __m512i z0[MB];
+#pragma GCC unroll 4
+      for (int m = 0; m < MB; m++) z0[m] = _mm512_set1_epi32(c.izero > 0 ? -c.izero * c.qsum[(m0 + m) * c.ds + b] : 0);
 #if defined(__AVX512VNNI__)
 #pragma GCC unroll 8
       for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int m = 0; m < MB; m++) ia[r][m] = _mm512_setzero_si512();
+        for (int m = 0; m < MB; m++) ia[r][m] = z0[m];
 #pragma GCC unroll 8
       for (int64_t j = 0; j < RPB; j++) {
 #pragma GCC unroll 8
@@ -192,7 +201,7 @@ static inline void itile(const IntCtx& c, int64_t t0, int64_t m0) {
       for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int m = 0; m < MB; m++) {
-          ia[r][m] = _mm512_madd_epi16(p0[r][m], ones);
+          ia[r][m] = _mm512_add_epi32(_mm512_madd_epi16(p0[r][m], ones), z0[m]);
           if constexpr (BITS == 8) ia[r][m] = _mm512_add_epi32(ia[r][m], _mm512_slli_epi32(_mm512_madd_epi16(p1[r][m], ones), 4));
         }
 #endif
@@ -203,7 +212,8 @@ static inline void itile(const IntCtx& c, int64_t t0, int64_t m0) {
         for (int r = 0; r < R; r++) acc[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[r][m]), _mm512_mul_ps(s[r], dv), acc[r][m]);
       }
     }
-    // Zero points: - scale * zero * sx_g.
+    // Zero points: - scale * zero * sx_g (unless folded into the dots above).
+    if (c.izero > 0) continue;
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
       const __m512 zv = c.fixed_zero >= 0.0f ? _mm512_set1_ps(c.fixed_zero) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(mt[r] + g * 32 + 16)));
@@ -361,10 +371,10 @@ static void linear_int_bits(const IntLinearParams& p) {
   const int64_t M = p.M, N = p.N, K = p.K, G = p.G;
   const int64_t Kp = (K + kIntBlock - 1) / kIntBlock * kIntBlock, nb = Kp / kIntBlock;
   const int64_t tiles = (N + kIntTile - 1) / kIntTile;
-  // Scratch: block scales and group sums (floats), then the int8 activations.
+  // Scratch: block scales, group sums (floats), block sums of q (int32), then the int8 activations.
   const int64_t ds = (nb + 15) / 16 * 16, ss = (G + 15) / 16 * 16;
   static thread_local LinearScratch scratch;
-  float* buf = scratch.get((size_t)(M * (ds + ss) + (M * Kp + 3) / 4 + 16));
+  float* buf = scratch.get((size_t)(M * (2 * ds + ss) + (M * Kp + 3) / 4 + 16));
   IntCtx c{};
   c.qw = p.qweight;
   c.rpb = BITS == 4 ? 4 : 8;
@@ -373,13 +383,20 @@ static void linear_int_bits(const IntLinearParams& p) {
   c.meta_w = p.fixed_zero >= 0.0f ? 16 : 32;
   c.meta_stride = G * c.meta_w;
   c.fixed_zero = p.fixed_zero;
+#if defined(__AVX512F__)
+  // |zero * sum(q)| <= 255 * 32 * 127: exact in int32.
+  c.izero = p.fixed_zero > 0.0f && p.fixed_zero <= 255.0f && p.fixed_zero == (float)(int32_t)p.fixed_zero ? (int32_t)p.fixed_zero : 0;
+#else
+  c.izero = 0;
+#endif
   c.gb = p.group_blocks;
   c.G = G;
   c.xd = buf;
   c.ds = ds;
   c.sx = buf + M * ds;
   c.ss = ss;
-  c.xq = (const int8_t*)(buf + M * (ds + ss));
+  c.qsum = (const int32_t*)(buf + M * (ds + ss));
+  c.xq = (const int8_t*)(buf + M * (2 * ds + ss));
   c.xs = Kp;
   c.col_scale = p.col_scale;
   c.bias = p.bias;
@@ -389,7 +406,8 @@ static void linear_int_bits(const IntLinearParams& p) {
   parallel_range(M, 4, [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; m++)
       int_quantize_row(p.x + m * K, p.perm, K, Kp, BITS, p.group_blocks, G, p.round_dx_f16, (int8_t*)c.xq + m * Kp, (float*)c.xd + m * ds,
-                       (float*)c.sx + m * ss);
+                       (float*)c.sx + m * ss,
+                       (int32_t*)c.qsum + m * ds);
   });
   // Decode: R tiles per step (R parallel sequential streams), every row at once. Prefill: tiles
   // in pairs against chunks of 64 rows, so a tile pair's weights stay in L1/L2 while the rows'
