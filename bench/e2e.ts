@@ -99,7 +99,7 @@ const promptTokens = Array.from({ length: PREFILL }, (_, i) => 259 + ((i * 7919)
 async function benchTessera(file: string, gptq = false) {
   const g = readGGUF(file);
   const c = llamaConfigFromGGUF(g);
-  const weights = llamaWeightsFromGGUF(g, c);
+  const weights = llamaWeightsFromGGUF(g, c, { repackQ4_0: !gptq }); // GPTQ4 converts the raw Q4_0 blocks itself
   if (gptq) {
     const t0 = performance.now();
     toGptq4(weights);
