@@ -4,6 +4,8 @@
  * Shapes are row-major and contiguous; comments give them.
  */
 
+import type { IntWeightParts } from '../tensor/int-weight.js';
+
 export type WeightType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
 export type WeightData = Float32Array | Uint16Array | Uint8Array;
 
@@ -19,16 +21,7 @@ export interface LinearPlan {
 }
 
 /** Integer weights in the kernel layout of src/tensor/int-weight.ts. */
-export interface IntWeightData {
-  bits: 4 | 8;
-  qweight: Int32Array;
-  perm: Int32Array | null;
-  groupBlocks: Int32Array;
-  meta: Uint16Array;
-  colScale: Float32Array | null;
-  fixedZero: number;
-  roundDxF16: boolean;
-}
+export type IntWeightData = Omit<IntWeightParts, 'N' | 'K' | 'label'>;
 
 export interface LinearIntPlan {
   x: Float32Array; // (M, K)

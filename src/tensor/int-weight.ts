@@ -21,7 +21,7 @@ import { GptqFormatError, gptqGroupIndex, gptqScaleRows, gptqZeros, unpackRows, 
 const TILE = 16;
 const BLOCK = 32;
 
-interface IntWeightParts {
+export interface IntWeightParts {
   bits: 4 | 8;
   N: number;
   K: number;
