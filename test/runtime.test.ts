@@ -187,6 +187,31 @@ describe('Engine', () => {
     await expect(engine.generate('x')).rejects.toThrow(DisposedError);
   });
 
+  it('a request aborted while queued behind another finishes as aborted without running', async () => {
+    const engine = await Engine.load(STORIES, { backend });
+    try {
+      // A long first request, running (its first delta has arrived) while the others queue.
+      const first = engine.stream('Once upon a time', { maxTokens: 500, ignoreEos: true, temperature: 0 });
+      await first.next();
+      // Two requests queue behind it (sampling and beam search) and are aborted while waiting.
+      const acs = [new AbortController(), new AbortController()];
+      const queued = [undefined, 4].map((beams, i) => engine.generate('One day', { maxTokens: 50, beams, signal: acs[i]!.signal }));
+      for (const ac of acs) ac.abort();
+      for (const [i, q] of queued.entries()) {
+        const r = await q;
+        expect(r.finishReason).toBe('abort');
+        expect(r.completionTokens).toBe(0);
+        expect(r.promptTokens, `request ${i}`).toBe(0); // never tokenized or prefilled
+        expect(Object.keys(r).sort()).toEqual(['completionTokens', 'finishReason', 'logprobs', 'promptTokens', 'text', 'tokens']);
+      }
+      let done;
+      while (!(done = await first.next()).done);
+      expect(done.value.completionTokens).toBe(500);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
   it('rejects a missing or invalid model file with a clear error', async () => {
     await expect(Engine.load(path.join(root, 'nope.gguf'))).rejects.toThrow(/nope.gguf: model file not found/);
     await expect(Engine.load(path.join(root, 'package.json'))).rejects.toThrow(/package.json: not a GGUF file/);

@@ -210,7 +210,10 @@ export class Engine {
         if (failure) throw failure;
         if (finished) {
           const f = finished as { finishReason: FinishReason; promptTokens: number; completionTokens: number };
-          Object.assign(result, f);
+          // Only the result fields (the worker's message also carries its type and id).
+          result.finishReason = f.finishReason;
+          result.promptTokens = f.promptTokens;
+          result.completionTokens = f.completionTokens;
           return result;
         }
         await new Promise<void>((r) => (wake = r));

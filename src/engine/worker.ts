@@ -37,6 +37,13 @@ async function handle(req: Request): Promise<void> {
       return;
     case 'generate': {
       const { model, tokenizer } = loaded!;
+      if (aborted.has(req.id)) {
+        // Aborted while queued: no tokenizing, no prefill.
+        aborted.delete(req.id);
+        live.delete(req.id);
+        send({ type: 'done', id: req.id, finishReason: 'abort', promptTokens: 0, completionTokens: 0 });
+        return;
+      }
       let prompt: number[];
       if (typeof req.prompt === 'string') prompt = tokenizer.encode(req.prompt, { addBos: req.options.addBos ?? true, parseSpecial: true });
       else if (Array.isArray(req.prompt)) prompt = req.prompt;
