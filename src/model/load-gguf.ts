@@ -1,6 +1,6 @@
 /** Builds a LlamaModel's config and weights from a GGUF file (architectures llama, mistral, qwen2). */
 import { ModelFileError } from '../formats/errors.js';
-import { weightReader, type QuantMode, type WeightReader } from './weight-reader.js';
+import { weightReader, type WeightReader } from './weight-reader.js';
 import { IntWeight } from '../tensor/int-weight.js';
 import { loadTensor, type GGUFFile, type GGUFTensorInfo } from '../formats/gguf.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -95,12 +95,11 @@ export function llamaWeightsFromGGUF(g: GGUFFile, c: LlamaConfig, options: GGUFW
     const info = byName.get(name);
     return info && { shape: info.shape, file, load: (mode) => loadTensor(g, info, mode) };
   }, g.tensors.length, qmode, onProgress);
-  const { vec } = reader;
+  const { get, vec } = reader;
   const repack = qmode === 'packed' && (o.repackQ4_0 ?? true);
   // A dense projection: Q4_0 goes to the column-tile layout unless asked not to.
-  const get = (name: string, shape: number[], optional = false, mode?: QuantMode): Tensor | null => reader.get(name, shape, optional, mode);
   const proj = (name: string, shape: [number, number]): LinearWeight => {
-    const t = reader.get(name, shape)!;
+    const t = get(name, shape)!;
     if (!repack || t.dtype !== 'q4_0') return t;
     const w = IntWeight.fromQ4_0(t.data as Uint8Array, shape[0], shape[1]);
     t.dispose();

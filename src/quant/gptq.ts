@@ -55,12 +55,9 @@ function findParams(W: Float32Array, N: number, K: number, c0: number, c1: numbe
       lo = -1;
       hi = 1;
     }
-    let s: number, z: number;
-    if (o.sym) {
-      s = (hi - lo) / maxq;
-      z = (maxq + 1) / 2;
-    } else {
-      s = (hi - lo) / maxq;
+    let s = (hi - lo) / maxq, z: number;
+    if (o.sym) z = (maxq + 1) / 2;
+    else {
       z = Math.round(-lo / s);
       if (z < 1 && o.zeroFormat === 'v1') {
         // v1 cannot store a zero point of 0: use zero 1 with the max on the top step.

@@ -46,8 +46,9 @@ export interface QuantizedModel {
   report: LinearReport[];
 }
 
-/** Whether a (N, K) projection can be stored as GPTQ at `bits` (packing needs whole int32 words). */
-export function gptqShapeProblem(N: number, K: number, bits: number): string | null {
+/** Whether a projection with K inputs can be stored as GPTQ at `bits` (its inputs pack into whole
+ *  int32 words; any N works, the zero points' last word is padded). */
+export function gptqShapeProblem(K: number, bits: number): string | null {
   if ((K * bits) % 32) return `K = ${K} is not a multiple of ${32 / gcd(32, bits)} (the inputs pack ${bits} bits into int32 words)`;
   return null;
 }
@@ -116,7 +117,7 @@ export function quantizeModel(model: LlamaModel, samples: readonly Int32Array[],
           const w = Lw[role] as LinearWeight;
           const [N] = w.shape as [number, number];
           const rep: LinearReport = { layer: l, role, N, K, status: 'skipped', seconds: 0 };
-          const problem = w instanceof Tensor ? gptqShapeProblem(N, K, o.bits) : 'the weight is already integer-quantised';
+          const problem = w instanceof Tensor ? gptqShapeProblem(K, o.bits) : 'the weight is already integer-quantised';
           if (problem) rep.reason = problem;
           else {
             const wf = (w as Tensor).toFloat32();

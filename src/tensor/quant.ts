@@ -91,7 +91,7 @@ function roundf(v: number): number {
 }
 
 /** Round to nearest, halves to even (the SSE/AVX default rounding mode). */
-function rintEven(v: number): number {
+export function rintEven(v: number): number {
   const r = Math.round(v);
   return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }

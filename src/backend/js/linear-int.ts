@@ -1,11 +1,6 @@
 import { f16DecodeTable, f16ToF32, f32ToF16 } from '../../tensor/half.js';
+import { rintEven } from '../../tensor/quant.js';
 import type { LinearIntPlan } from '../kernels.js';
-
-/** Round half to even, as the native kernels' nearbyint in the default rounding mode. */
-function rintEven(v: number): number {
-  const r = Math.round(v);
-  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
 
 /**
  * Integer weights (src/tensor/int-weight.ts), the native kernel's quantisation (bit-identical int8
