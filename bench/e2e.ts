@@ -29,6 +29,7 @@ import { PagedKvCache } from '../src/runtime/kv-cache.js';
 import { quantizeRtn } from '../src/quant/gptq.js';
 import { IntWeight } from '../src/tensor/int-weight.js';
 import type { LinearRole, LlamaWeights } from '../src/model/llama.js';
+import { forwardTokens } from '../src/runtime/runner.js';
 
 /** Every dense projection as GPTQ int4 g128 (RTN on GPTQ's grid), on the integer kernels. */
 function toGptq4(w: LlamaWeights): void {
@@ -117,13 +118,13 @@ async function benchTessera(file: string, gptq = false) {
     const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: Math.ceil((PREFILL + DECODE) / 16) + 1 });
     cache.add(0);
     let t0 = performance.now();
-    let logits = model.forward(Int32Array.from(promptTokens), cache, 0).data;
+    let logits = forwardTokens(model, cache, 0, Int32Array.from(promptTokens)).data;
     pre.push(PREFILL / ((performance.now() - t0) / 1e3));
     t0 = performance.now();
     for (let i = 0; i < DECODE; i++) {
       let best = 0;
       for (let j = 1; j < logits.length; j++) if (logits[j]! > logits[best]!) best = j;
-      logits = model.forward(Int32Array.of(best), cache, 0, c.experts ? { onRouting: (rt) => (expertsTouched += new Set(rt.experts).size) } : {}).data;
+      logits = forwardTokens(model, cache, 0, Int32Array.of(best), { observer: c.experts ? { onRouting: (rt) => (expertsTouched += new Set(rt.experts).size) } : {} }).data;
     }
     dec.push(DECODE / ((performance.now() - t0) / 1e3));
     cache.dispose();

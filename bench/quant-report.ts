@@ -25,6 +25,7 @@ import { PagedKvCache } from '../src/runtime/kv-cache.js';
 import { perplexity } from '../src/runtime/perplexity.js';
 import { dequantizeGptq } from '../src/tensor/gptq.js';
 import { Tensor } from '../src/tensor/tensor.js';
+import { forwardTokens } from '../src/runtime/runner.js';
 
 const args = process.argv.slice(2);
 const arg = (n: string) => {
@@ -86,7 +87,7 @@ function main() {
     const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: Math.ceil(CTX / 16) + 1 });
     for (let i = 0; i + CTX <= Math.min(evalTokens.length, 4 * CTX); i += CTX) {
       cache.add(0);
-      base.model.forward(Int32Array.from(evalTokens.slice(i, i + CTX)), cache, 0, {
+      forwardTokens(base.model, cache, 0, Int32Array.from(evalTokens.slice(i, i + CTX)), { observer: {
         onLinearInput: (l, roles, x) => {
           for (const r of roles) {
             const k = `${l}.${r}`, prev = held.get(k);
@@ -96,7 +97,7 @@ function main() {
             held.set(k, { x: cat, T: (prev?.T ?? 0) + x.shape[0]! });
           }
         },
-      });
+      } });
       cache.free(0);
     }
     cache.dispose();

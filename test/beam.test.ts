@@ -7,6 +7,7 @@ import { loadModelFile } from '../src/model/load.js';
 import { beamSearch } from '../src/sampling/beam.js';
 import { PagedKvCache } from '../src/runtime/kv-cache.js';
 import { nativeAvailable, relL2 } from './helpers.js';
+import { forwardTokens } from '../src/runtime/runner.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const { model } = loadModelFile(path.join(root, 'models/stories260K/stories260K.gguf'), getBackend(nativeAvailable ? 'cpu' : 'js'));
@@ -17,7 +18,7 @@ const newCache = (blocks = 64, blockSize = 4) => new PagedKvCache({ layers: c.la
 function nextLogProbs(ids: number[]): Float64Array {
   const cache = newCache();
   cache.add(0);
-  const l = model.forward(Int32Array.from(ids), cache, 0).data;
+  const l = forwardTokens(model, cache, 0, Int32Array.from(ids)).data;
   const m = Math.max(...l);
   const lse = m + Math.log(l.reduce((a, x) => a + Math.exp(x - m), 0));
   return Float64Array.from(l, (x) => x - lse);
@@ -82,17 +83,17 @@ describe('KV cache fork (copy-on-write)', () => {
     const cache = newCache(32, 4);
     cache.add(0);
     const prefix = [1, 403, 407, 261, 378, 269]; // 6 tokens: the second block is partly filled
-    model.forward(Int32Array.from(prefix), cache, 0);
+    forwardTokens(model, cache, 0, Int32Array.from(prefix));
     const free0 = cache.freeBlocks;
     cache.fork(0, 1);
     expect(cache.freeBlocks).toBe(free0); // nothing copied yet
-    const a = model.forward(Int32Array.of(281, 333), cache, 0, { allLogits: true }).data;
-    const b = model.forward(Int32Array.of(300, 284, 327), cache, 1, { allLogits: true }).data;
+    const a = forwardTokens(model, cache, 0, Int32Array.of(281, 333), { allLogits: true }).data;
+    const b = forwardTokens(model, cache, 1, Int32Array.of(300, 284, 327), { allLogits: true }).data;
     expect(cache.freeBlocks).toBe(free0 - 2); // one copied block + one new block for seq 1
     const alone = (ids: number[], n: number) => {
       const c2 = newCache(32, 4);
       c2.add(0);
-      return model.forward(Int32Array.from(ids), c2, 0, { allLogits: true }).data.slice(-n * c.vocabSize);
+      return forwardTokens(model, c2, 0, Int32Array.from(ids), { allLogits: true }).data.slice(-n * c.vocabSize);
     };
     expect(relL2(a, alone([...prefix, 281, 333], 2))).toBeLessThan(1e-6);
     expect(relL2(b, alone([...prefix, 300, 284, 327], 3))).toBeLessThan(1e-6);

@@ -12,6 +12,7 @@ import { llamaConfigFromGGUF, llamaWeightsFromGGUF } from '../src/model/load-ggu
 import { LlamaModel } from '../src/model/llama.js';
 import { PagedKvCache } from '../src/runtime/kv-cache.js';
 import { nativeAvailable, randn, relL2, rng } from './helpers.js';
+import { forwardTokens } from '../src/runtime/runner.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const STORIES = path.join(root, 'models/stories260K/stories260K.gguf');
@@ -57,7 +58,7 @@ function ourLogits(file: string, tokens: number[], backend: 'cpu' | 'js' = 'cpu'
   const m = new LlamaModel(c, llamaWeightsFromGGUF(g, c, { quantized: 'packed' }), getBackend(backend));
   const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 32, blockSize: 16 });
   cache.add(0);
-  const out = m.forward(Int32Array.from(tokens), cache, 0, { allLogits: true });
+  const out = forwardTokens(m, cache, 0, Int32Array.from(tokens), { allLogits: true });
   const V = c.vocabSize;
   return Array.from({ length: tokens.length }, (_, i) => out.data.subarray(i * V, (i + 1) * V));
 }

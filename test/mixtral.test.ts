@@ -13,6 +13,7 @@ import { LlamaModel } from '../src/model/llama.js';
 import { PagedKvCache } from '../src/runtime/kv-cache.js';
 import { moeStats } from '../src/runtime/moe-stats.js';
 import { nativeAvailable, randn, relL2, rng, writeSafetensors } from './helpers.js';
+import { forwardTokens } from '../src/runtime/runner.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const STORIES = path.join(root, 'models/stories260K/stories260K.gguf');
@@ -56,7 +57,7 @@ function logits(file: string, backend: 'cpu' | 'js' = nativeAvailable ? 'cpu' : 
   const m = new LlamaModel(c, llamaWeightsFromGGUF(g, c), getBackend(backend));
   const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 16 });
   cache.add(0);
-  return m.forward(Int32Array.from(TOKENS), cache, 0, { allLogits: true }).data;
+  return forwardTokens(m, cache, 0, Int32Array.from(TOKENS), { allLogits: true }).data;
 }
 
 type Llama = Awaited<ReturnType<typeof import('node-llama-cpp').getLlama>>;
@@ -222,7 +223,7 @@ describe('Mixtral from Hugging Face safetensors', () => {
     const m = new LlamaModel(c, llamaWeightsFromHF(hf, c), getBackend(nativeAvailable ? 'cpu' : 'js'));
     const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 16 });
     cache.add(0);
-    const ours = m.forward(Int32Array.from(TOKENS), cache, 0, { allLogits: true }).data;
+    const ours = forwardTokens(m, cache, 0, Int32Array.from(TOKENS), { allLogits: true }).data;
     expect(relL2(ours, logits(gf))).toBeLessThan(1e-5);
   });
 });

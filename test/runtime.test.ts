@@ -15,6 +15,7 @@ import { perplexity } from '../src/runtime/perplexity.js';
 import { DisposedError } from '../src/tensor/tensor.js';
 import { nativeAvailable, relL2 } from './helpers.js';
 import { readFileSync } from 'node:fs';
+import { forwardTokens } from '../src/runtime/runner.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const STORIES = path.join(root, 'models/stories260K/stories260K.gguf');
@@ -44,7 +45,7 @@ describe('stories260K', () => {
       const c = m.config;
       const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 8 });
       cache.add(0);
-      return m.forward(tokens, cache, 0, { allLogits: true }).data;
+      return forwardTokens(m, cache, 0, tokens, { allLogits: true }).data;
     };
     const fromGguf = loadModelFile(STORIES, getBackend(backend)).model;
     const { config, weights } = llamaFromLlama2c(readLlama2c(path.join(FIX, 'stories260K.bin')));
@@ -86,7 +87,7 @@ describe('paged KV cache', () => {
     const c = model.config;
     const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, blockSize: 16, numBlocks: 2 });
     cache.add(0);
-    expect(() => model.forward(new Int32Array(40).fill(5), cache, 0)).toThrow(KvCacheFullError);
+    expect(() => forwardTokens(model, cache, 0, new Int32Array(40).fill(5))).toThrow(KvCacheFullError);
   });
 });
 
@@ -239,7 +240,7 @@ describe('other model formats', () => {
       const c = m.config;
       const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 8 });
       cache.add(0);
-      return m.forward(Int32Array.from(ids), cache, 0, { allLogits: true }).data;
+      return forwardTokens(m, cache, 0, Int32Array.from(ids), { allLogits: true }).data;
     };
     expect(hf.model.config.ropeStyle).toBe('neox');
     expect(gg.model.config.ropeStyle).toBe('interleaved');
@@ -304,7 +305,7 @@ describe('sliding-window attention from model metadata (Mistral)', () => {
     const last = (ids: number[], model = m) => {
       const cache = new PagedKvCache({ layers: 1, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 8 });
       cache.add(0);
-      return model.forward(Int32Array.from(ids), cache, 0).data;
+      return forwardTokens(model, cache, 0, Int32Array.from(ids)).data;
     };
     const ids = [1, 403, 407, 261, 378, 432, 269, 281, 333, 261, 368, 300, 284];
     const windowed = last(ids);

@@ -2,6 +2,7 @@
 import { runtimeInfo } from '../backend/index.js';
 import { PagedKvCache } from '../runtime/kv-cache.js';
 import { MODEL_OPTIONS, num, openModel, parse } from './common.js';
+import { forwardTokens } from '../runtime/runner.js';
 
 export const BENCH_HELP = `Usage: tessera bench [-m FILE] [-p 512] [-n 128] [-r 3] [--json]
 
@@ -36,13 +37,13 @@ export function benchCommand(argv: string[]): void {
     const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: Math.ceil((pp + gen) / 16) + 1 });
     cache.add(0);
     let t0 = performance.now();
-    let logits = model.forward(prompt, cache, 0).data;
+    let logits = forwardTokens(model, cache, 0, prompt).data;
     pre.push(pp / ((performance.now() - t0) / 1e3));
     t0 = performance.now();
     for (let i = 0; i < gen; i++) {
       let best = 0;
       for (let j = 1; j < logits.length; j++) if (logits[j]! > logits[best]!) best = j;
-      logits = model.forward(Int32Array.of(best), cache, 0).data;
+      logits = forwardTokens(model, cache, 0, Int32Array.of(best)).data;
     }
     dec.push(gen / ((performance.now() - t0) / 1e3));
     cache.dispose();

@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { PagedKvCache } from '../runtime/kv-cache.js';
 import { MODEL_OPTIONS, openModel, parse } from './common.js';
 import { UsageError } from './errors.js';
+import { forwardTokens } from '../runtime/runner.js';
 
 export const LOGITS_HELP = `Usage: tessera logits [-m FILE] (--tokens 1,2,3 | -p TEXT) --out FILE
 
@@ -36,7 +37,7 @@ export function logitsCommand(argv: string[]): void {
   if (ids.length > c.contextLength) throw new UsageError(`${ids.length} tokens exceed the model's context length ${c.contextLength}`);
   const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: Math.ceil(ids.length / 16) + 1 });
   cache.add(0);
-  const logits = model.forward(Int32Array.from(ids), cache, 0, { allLogits: true }).data as Float32Array;
+  const logits = forwardTokens(model, cache, 0, Int32Array.from(ids), { allLogits: true }).data as Float32Array;
   writeFileSync(a.out, new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength));
   process.stderr.write(`wrote ${ids.length} x ${c.vocabSize} float32 logits to ${a.out}\n`);
 }

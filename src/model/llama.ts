@@ -2,18 +2,19 @@
  * Llama-family forward pass, written once against Backend (llama2.c's run.c order):
  * embed -> per layer [RMSNorm -> Q,K,V (+bias) -> RoPE -> paged KV write -> paged attention ->
  * output proj -> residual -> RMSNorm -> SwiGLU FFN -> residual] -> RMSNorm -> logits.
+ * It reads a ForwardBatch (packed tokens of many sequences) and writes K/V where the batch says;
+ * which sequence owns which block is the runtime's business (runtime/kv).
  */
 import type { Backend } from '../backend/backend.js';
-import type { PagedKvCache } from '../runtime/kv-cache.js';
 import { IntWeight } from '../tensor/int-weight.js';
 import { DisposedError, Tensor } from '../tensor/tensor.js';
+import { linearCalls, type ForwardBatch, type ForwardObserver, type KvStorage, type LinearRole } from './batch.js';
 import type { LlamaConfig } from './config.js';
+
+export type { LinearRole, RoutingRecord, ForwardObserver } from './batch.js';
 
 /** A linear layer's weight (N, K): dense (f32/f16/bf16/q8_0/q4_0) or integer (GPTQ, int8). */
 export type LinearWeight = Tensor | IntWeight;
-
-/** The dense-FFN and attention projections by name. */
-export type LinearRole = 'wq' | 'wk' | 'wv' | 'wo' | 'wGate' | 'wUp' | 'wDown';
 
 export interface LlamaLayerWeights {
   attnNorm: Tensor; // (dim) f32
@@ -39,16 +40,6 @@ export interface MoeWeights {
   down: Tensor[]; // experts x (dim, ffnDim)
 }
 
-/** Routing seen by one MoE layer during a forward pass (for statistics). */
-export interface RoutingRecord {
-  layer: number;
-  /** (T, experts) softmax of the router logits. */
-  probs: Float32Array;
-  /** (T, k) selected experts. */
-  experts: Int32Array;
-  tokens: number;
-}
-
 export interface LlamaWeights {
   tokEmbd: Tensor; // (vocab, dim)
   layers: LlamaLayerWeights[];
@@ -56,17 +47,8 @@ export interface LlamaWeights {
   output: Tensor; // (vocab, dim); the embedding table when tied
 }
 
-export interface ForwardOptions {
-  /** Return logits for every position (perplexity, verification) instead of the last only. */
-  allLogits?: boolean;
-  /** Receives each MoE layer's routing (moe-stats). */
-  onRouting?: (r: RoutingRecord) => void;
-  /** Receives the input (T, K) of each dense linear layer before it runs (calibration for GPTQ):
-   *  roles that share an input (q/k/v, gate/up) arrive together. The tensor is reused: copy it. */
-  onLinearInput?: (layer: number, roles: LinearRole[], x: Tensor<'f32'>) => void;
-  /** Stop after this layer's input has been seen and return nothing useful (calibration). */
-  stopAfterLayer?: number;
-}
+/** [firstRow, rows] linear calls (see linearCalls). */
+type Calls = readonly (readonly [number, number])[];
 
 export class LlamaModel {
   #disposed = false;
@@ -81,53 +63,68 @@ export class LlamaModel {
   ) {}
 
   /**
-   * Runs `tokens` of sequence `seq` (appended after what the cache holds) and returns logits:
-   * (1, vocab) for the last token, or (T, vocab) with allLogits.
+   * One step over a batch: writes every new token's K/V into `kv` at the batch's slots and returns
+   * the logits of the batch's logit rows (R, vocab). With observer.stopAfterLayer it returns the
+   * residual stream (T, dim) after that layer instead. Only runtime/runner.ts calls this.
    */
-  forward(tokens: Int32Array, cache: PagedKvCache, seq: number, opts: ForwardOptions = {}): Tensor<'f32'> {
+  forward(batch: ForwardBatch, kv: KvStorage, observer: ForwardObserver = {}): Tensor<'f32'> {
     if (this.#disposed) throw new DisposedError('LlamaModel');
     const be = this.backend;
     const c = this.config, w = this.weights;
-    const T = tokens.length;
-    if (T < 1) throw new RangeError('Expected at least one token to run');
-    const start = cache.length(seq);
-    if (start + T > c.contextLength)
-      throw new RangeError(`Sequence would reach ${start + T} tokens, past the model's context length ${c.contextLength}`);
-    const positions = new Tensor('i32', [T], Int32Array.from({ length: T }, (_, i) => start + i));
-    const slots = new Tensor('i32', [T], cache.append(seq, T));
-    const batch = cache.batch([seq], [T]);
+    const T = batch.tokens.shape[0]!;
+    if (T < 1) throw new RangeError('Expected at least one token in the batch');
+    if (kv.k.length !== c.layers || kv.v.length !== c.layers)
+      throw new RangeError(`Expected KV storage for ${c.layers} layers but received ${kv.k.length}`);
     const rope = { style: c.ropeStyle, theta: c.ropeTheta, rotaryDim: c.ropeDim, scaling: c.ropeScale !== 1 ? { type: 'linear' as const, factor: c.ropeScale } : null };
+    const paged = { blockTables: batch.blockTables, contextLens: batch.contextLens, queryStart: batch.queryStart };
     const attnOpts = { window: c.slidingWindow };
+    const calls = linearCalls(batch.queryStartHost);
+    const lin = (x: Tensor<'f32'>, wt: LinearWeight, bias: Tensor | null | undefined, name: string, N: number) =>
+      this.#linear(x, wt, bias, this.#workspace(name, [T, N]), calls);
 
     const qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
     const ws = (name: string, shape: number[]) => this.#workspace(name, shape);
-    const x = be.embedding(w.tokEmbd, new Tensor('i32', [T], tokens), ws('x', [T, c.dim])); // (T, dim) residual stream
+    const x = be.embedding(w.tokEmbd, batch.tokens, ws('x', [T, c.dim])); // (T, dim) residual stream
     for (let l = 0; l < c.layers; l++) {
       const L = w.layers[l]!;
       const h = be.rmsNorm(x, L.attnNorm, c.normEps, ws('h', [T, c.dim])); // (T, dim)
-      opts.onLinearInput?.(l, ['wq', 'wk', 'wv'], h);
-      const q = be.linear(h, L.wq, L.bq, ws('q', [T, qd])).reshape([T, c.heads, c.headDim]);
-      const k = be.linear(h, L.wk, L.bk, ws('k', [T, kvd])).reshape([T, c.kvHeads, c.headDim]);
-      const v = be.linear(h, L.wv, L.bv, ws('v', [T, kvd])).reshape([T, c.kvHeads, c.headDim]);
-      be.rope(q, positions, { ...rope, out: q });
-      be.rope(k, positions, { ...rope, out: k });
-      be.pagedKvWrite(cache.k[l]!, cache.v[l]!, k, v, slots);
-      const att = be.pagedAttention(q, cache.k[l]!, cache.v[l]!, batch, { ...attnOpts, out: ws('att', [T, c.heads, c.headDim]) });
-      opts.onLinearInput?.(l, ['wo'], att.reshape([T, qd]));
-      be.add(x, be.linear(att.reshape([T, qd]), L.wo, null, ws('o', [T, c.dim])), x);
+      observer.onLinearInput?.(l, ['wq', 'wk', 'wv'], h);
+      const q = lin(h, L.wq, L.bq, 'q', qd).reshape([T, c.heads, c.headDim]);
+      const k = lin(h, L.wk, L.bk, 'k', kvd).reshape([T, c.kvHeads, c.headDim]);
+      const v = lin(h, L.wv, L.bv, 'v', kvd).reshape([T, c.kvHeads, c.headDim]);
+      be.rope(q, batch.positions, { ...rope, out: q });
+      be.rope(k, batch.positions, { ...rope, out: k });
+      be.pagedKvWrite(kv.k[l]!, kv.v[l]!, k, v, batch.slots);
+      const att = be.pagedAttention(q, kv.k[l]!, kv.v[l]!, paged, { ...attnOpts, out: ws('att', [T, c.heads, c.headDim]) });
+      observer.onLinearInput?.(l, ['wo'], att.reshape([T, qd]));
+      be.add(x, lin(att.reshape([T, qd]), L.wo, null, 'o', c.dim), x);
       const h2 = be.rmsNorm(x, L.ffnNorm, c.normEps, ws('h', [T, c.dim]));
-      if (L.moe) be.add(x, this.#moeFfn(h2, L.moe, l, opts), x);
+      if (L.moe) be.add(x, this.#moeFfn(h2, L.moe, l, observer), x);
       else {
-        opts.onLinearInput?.(l, ['wGate', 'wUp'], h2);
-        const g = be.linear(h2, L.wGate!, null, ws('g', [T, c.ffnDim])); // (T, ffnDim)
-        be.swiglu(g, be.linear(h2, L.wUp!, null, ws('u', [T, c.ffnDim])), g); // SwiGLU in place
-        opts.onLinearInput?.(l, ['wDown'], g);
-        be.add(x, be.linear(g, L.wDown!, null, ws('o', [T, c.dim])), x);
+        observer.onLinearInput?.(l, ['wGate', 'wUp'], h2);
+        const g = lin(h2, L.wGate!, null, 'g', c.ffnDim); // (T, ffnDim)
+        be.swiglu(g, lin(h2, L.wUp!, null, 'u', c.ffnDim), g); // SwiGLU in place
+        observer.onLinearInput?.(l, ['wDown'], g);
+        be.add(x, lin(g, L.wDown!, null, 'o', c.dim), x);
       }
-      if (opts.stopAfterLayer === l) return x;
+      if (observer.stopAfterLayer === l) return x;
     }
-    const last = opts.allLogits ? x : new Tensor('f32', [1, c.dim], (x.data as Float32Array).subarray((T - 1) * c.dim));
-    return be.linear(be.rmsNorm(last, w.outNorm, c.normEps), w.output); // (T or 1, vocab)
+    // Logits only for the rows that need them (gathered on the backend: no host read of x).
+    const R = batch.logitRows.shape[0]!;
+    if (R === 0) return new Tensor('f32', [0, c.vocabSize]);
+    const rows = be.embedding(x, batch.logitRows, ws('last', [R, c.dim])); // (R, dim)
+    const normed = be.rmsNorm(rows, w.outNorm, c.normEps, ws('lastNorm', [R, c.dim]));
+    const starts = new Int32Array(batch.logitCountsHost.length + 1);
+    batch.logitCountsHost.forEach((n, i) => (starts[i + 1] = starts[i]! + n));
+    return this.#linear(normed, w.output, null, new Tensor('f32', [R, c.vocabSize]), linearCalls(starts)); // (R, vocab)
+  }
+
+  /** y = x @ w^T (+ bias), one backend call per planned row range (batch invariance). */
+  #linear(x: Tensor<'f32'>, w: LinearWeight, bias: Tensor | null | undefined, y: Tensor<'f32'>, calls: Calls): Tensor<'f32'> {
+    const be = this.backend;
+    if (calls.length === 1) return be.linear(x, w, bias, y);
+    for (const [a, n] of calls) be.linear(x.rows(a, n), w, bias, y.rows(a, n));
+    return y;
   }
 
   #workspace(name: string, shape: number[]): Tensor<'f32'> {
@@ -144,22 +141,26 @@ export class LlamaModel {
    * so each expert's weights are read once, run the SwiGLU experts, and scatter back weighted.
    * Experts no token chose are never touched.
    */
-  #moeFfn(h: Tensor, m: MoeWeights, layer: number, opts: ForwardOptions): Tensor<'f32'> {
+  #moeFfn(h: Tensor<'f32'>, m: MoeWeights, layer: number, observer: ForwardObserver): Tensor<'f32'> {
     const be = this.backend, c = this.config;
     const T = h.shape[0]!;
     const logits = be.linear(h, m.router); // (T, experts)
     const route = be.moeRoute(logits, c.expertsUsed!, { renormalize: c.normTopK ?? true });
-    if (opts.onRouting)
-      opts.onRouting({ layer, probs: be.softmax(logits).data, experts: route.experts.data, tokens: T });
+    if (observer.onRouting)
+      observer.onRouting({ layer, probs: be.softmax(logits).data, experts: route.experts.data, tokens: T });
     const grouped = be.moeGather(h, route); // (T * k, dim), rows grouped by expert
-    const out = new Tensor('f32', [T * route.k, c.dim]);
-    const off = route.expertOffsets.data;
+    const out = this.#workspace('moeOut', [T * route.k, c.dim]);
+    const off = route.expertOffsets.data; // (experts + 1) host routing metadata
     for (let e = 0; e < m.gate.length; e++) {
       const n = off[e + 1]! - off[e]!;
       if (n === 0) continue;
-      const rows = new Tensor('f32', [n, c.dim], grouped.data.subarray(off[e]! * c.dim, off[e + 1]! * c.dim));
-      const y = be.linear(be.swiglu(be.linear(rows, m.gate[e]!), be.linear(rows, m.up[e]!)), m.down[e]!);
-      out.data.set(y.data, off[e]! * c.dim);
+      // An expert's rows come from any sequence in the batch: GEMV-sized calls keep each row's
+      // result independent of the others (batch invariance).
+      const calls = linearCalls([0, ...Array.from({ length: n }, (_, i) => i + 1)]);
+      const rows = grouped.rows(off[e]!, n);
+      const g = this.#linear(rows, m.gate[e]!, null, new Tensor('f32', [n, c.ffnDim]), calls);
+      be.swiglu(g, this.#linear(rows, m.up[e]!, null, new Tensor('f32', [n, c.ffnDim]), calls), g);
+      this.#linear(g, m.down[e]!, null, out.rows(off[e]!, n), calls);
     }
     return be.moeScatter(out, route); // (T, dim)
   }

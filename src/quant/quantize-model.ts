@@ -17,6 +17,7 @@ import { dequantizeGptq, type GptqLinear } from '../tensor/gptq.js';
 import { IntWeight, gptqKernelSupport } from '../tensor/int-weight.js';
 import { Tensor } from '../tensor/tensor.js';
 import { quantizeGptq, quantizeRtn, type GptqOptions } from './gptq.js';
+import { forwardTokens } from '../runtime/runner.js';
 
 export const ROLE_GROUPS: LinearRole[][] = [['wq', 'wk', 'wv'], ['wo'], ['wGate', 'wUp'], ['wDown']];
 
@@ -97,14 +98,14 @@ export function quantizeModel(model: LlamaModel, samples: readonly Int32Array[],
           for (const s of samples) {
             cache.add(0);
             try {
-              model.forward(s, cache, 0, {
+              forwardTokens(model, cache, 0, s, { observer: {
                 stopAfterLayer: l,
                 onLinearInput: (layer, rs, x) => {
                   if (layer !== l || rs[0] !== roles[0]) return;
                   accumulateXtX(be, x.data, x.shape[0]!, K, H!);
                   n += x.shape[0]!;
                 },
-              });
+              } });
             } finally {
               cache.free(0);
             }

@@ -8,6 +8,7 @@ import { beamSearchSteps } from '../sampling/beam.js';
 import { Sampler, type SamplingOptions } from '../sampling/sampler.js';
 import * as check from '../tensor/check.js';
 import type { PagedKvCache } from './kv-cache.js';
+import { forwardTokens } from './runner.js';
 
 export interface StreamDecoder {
   push(id: number): string;
@@ -146,7 +147,7 @@ export function* generateTokens(
   const decoder = tok.createStreamDecoder({ skipSpecial: true }); // control tokens (BOS, ...) are not text
   let pending = '';
   if (r.maxTokens === 0) return 'length';
-  let logits = model.forward(Int32Array.from(prompt), cache, seq).data;
+  let logits = forwardTokens(model, cache, seq, Int32Array.from(prompt)).data;
   for (let n = 0; n < r.maxTokens; n++) {
     if (shouldStop()) return 'abort';
     const { token, logprob } = sampler.sample(logits, history);
@@ -173,7 +174,7 @@ export function* generateTokens(
       if (pending) yield { text: pending, token: null, logprob: null };
       return 'context';
     }
-    logits = model.forward(Int32Array.of(token), cache, seq).data;
+    logits = forwardTokens(model, cache, seq, Int32Array.of(token)).data;
   }
   pending += decoder.flush();
   if (pending) yield { text: pending, token: null, logprob: null };

@@ -8,6 +8,7 @@
 import type { LlamaModel, RoutingRecord } from '../model/llama.js';
 import * as check from '../tensor/check.js';
 import { PagedKvCache } from './kv-cache.js';
+import { forwardTokens } from './runner.js';
 
 export interface MoeLayerStats {
   layer: number;
@@ -42,7 +43,7 @@ export function moeStats(model: LlamaModel, tokens: readonly number[], options: 
   const windows = Math.ceil(tokens.length / ctx);
   for (let w = 0; w < windows; w++) {
     cache.add(0);
-    model.forward(Int32Array.from(tokens.slice(w * ctx, (w + 1) * ctx)), cache, 0, { onRouting });
+    forwardTokens(model, cache, 0, Int32Array.from(tokens.slice(w * ctx, (w + 1) * ctx)), { observer: { onRouting } });
     cache.free(0);
     options.onProgress?.(w + 1, windows);
   }

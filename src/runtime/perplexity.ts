@@ -12,6 +12,7 @@ import type { LlamaModel } from '../model/llama.js';
 import * as check from '../tensor/check.js';
 import { Tensor } from '../tensor/tensor.js';
 import { PagedKvCache } from './kv-cache.js';
+import { forwardTokens } from './runner.js';
 
 export interface PerplexityOptions {
   /** Context (window) length. Default: min(512, model context). */
@@ -47,7 +48,7 @@ export function perplexity(model: LlamaModel, tokens: readonly number[], options
   const score = (win: number[], from: number) => {
     cache.add(0);
     try {
-      const logits = model.forward(Int32Array.from(win), cache, 0, { allLogits: true });
+      const logits = forwardTokens(model, cache, 0, Int32Array.from(win), { allLogits: true });
       const V = c.vocabSize;
       const rows = win.length - 1 - from;
       const sub = new Tensor('f32', [rows, V], (logits.data as Float32Array).subarray(from * V, (win.length - 1) * V));

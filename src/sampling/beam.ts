@@ -9,6 +9,7 @@ import type { LlamaModel } from '../model/llama.js';
 import type { PagedKvCache } from '../runtime/kv-cache.js';
 import * as check from '../tensor/check.js';
 import { Tensor } from '../tensor/tensor.js';
+import { forwardTokens } from '../runtime/runner.js';
 
 export interface BeamSearchOptions {
   beams: number;
@@ -65,7 +66,7 @@ export function* beamSearchSteps(model: LlamaModel, cache: PagedKvCache, firstSe
   const allocSeq = newSeq ?? (() => counter++);
   const owned = new Set<number>(); // forks this search made (firstSeq belongs to the caller)
   const finished: BeamHypothesis[] = [];
-  let beams: Beam[] = [{ seq: firstSeq, tokens: [], logprob: 0, logits: model.forward(Int32Array.from(prompt), cache, firstSeq).data }];
+  let beams: Beam[] = [{ seq: firstSeq, tokens: [], logprob: 0, logits: forwardTokens(model, cache, firstSeq, Int32Array.from(prompt)).data }];
   try {
     for (let step = 0; step < maxTokens; step++) {
       if (step > 0) yield;
@@ -110,7 +111,7 @@ export function* beamSearchSteps(model: LlamaModel, cache: PagedKvCache, firstSe
         }
       beams = plan.map(({ c, seq }) => ({
         seq, tokens: [...c.beam.tokens, c.token], logprob: c.logprob,
-        logits: model.forward(Int32Array.of(c.token), cache, seq).data,
+        logits: forwardTokens(model, cache, seq, Int32Array.of(c.token)).data,
       }));
     }
     const all = [...finished];

@@ -97,6 +97,21 @@ export class Tensor<D extends DType = DType> {
     return new Tensor(this.dtype, shape, this.data);
   }
 
+  /**
+   * A view of rows [start, start + count) along the first axis (no copy). Block-quantised dtypes
+   * have no row views.
+   */
+  rows(start: number, count: number): Tensor<D> {
+    if (BLOCK_TYPES[this.dtype]) throw new TypeError(`Expected a tensor of a non-block dtype for rows() but received ${this.dtype}`);
+    const n0 = this.shape[0];
+    if (n0 === undefined) throw new RangeError('Expected a tensor of rank >= 1 for rows()');
+    if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0 || start + count > n0)
+      throw new RangeError(`Expected rows [start, start + count) within [0, ${n0}] but received start ${start}, count ${count}`);
+    const row = n0 === 0 ? 0 : this.size / n0;
+    const d = this.data as unknown as { subarray(a: number, b: number): StorageOf[D] };
+    return new Tensor(this.dtype, [count, ...this.shape.slice(1)], d.subarray(start * row, (start + count) * row));
+  }
+
   /** Values as float32 (decodes f16/bf16; converts integers). */
   toFloat32(): Float32Array {
     const d = this.data;
