@@ -25,7 +25,7 @@ import { readGGUF, writeGGUF } from '../src/formats/gguf.js';
 import { llamaGGUFMetadata, syntheticSpmVocab } from '../src/formats/llama-gguf.js';
 import { llamaConfigFromGGUF, llamaWeightsFromGGUF } from '../src/model/load-gguf.js';
 import { LlamaModel } from '../src/model/llama.js';
-import { PagedKvCache } from '../src/runtime/kv-cache.js';
+import { PagedKvCache } from '../src/runtime/kv/cache.js';
 import { quantizeRtn } from '../src/quant/gptq.js';
 import { IntWeight } from '../src/tensor/int-weight.js';
 import type { LinearRole, LlamaWeights } from '../src/model/llama.js';

@@ -21,7 +21,7 @@ import { loadModelFile } from '../src/model/load.js';
 import type { LinearRole, LinearWeight } from '../src/model/llama.js';
 import { quantizeModel, type QuantizeModelOptions } from '../src/quant/quantize-model.js';
 import { calibrationWindows } from '../src/cli/quantize.js';
-import { PagedKvCache } from '../src/runtime/kv-cache.js';
+import { PagedKvCache } from '../src/runtime/kv/cache.js';
 import { perplexity } from '../src/runtime/perplexity.js';
 import { dequantizeGptq } from '../src/tensor/gptq.js';
 import { Tensor } from '../src/tensor/tensor.js';

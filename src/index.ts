@@ -31,11 +31,14 @@ export { Tokenizer } from './tokenizer/index.js';
 export { LlamaModel, type LlamaWeights } from './model/llama.js';
 export type { LlamaConfig } from './model/config.js';
 export { loadModelFile, type LoadedModel } from './model/load.js';
-export { PagedKvCache, KvCacheFullError } from './runtime/kv-cache.js';
+export { PagedKvCache, KvCacheFullError, type KvCacheOptions, type BlockStats } from './runtime/kv/cache.js';
+export { runBatch, forwardTokens, type RunEntry } from './runtime/runner.js';
+export { Scheduler, type SchedulerOptions, type SchedulerStats, type Job, type JobContext, type SeqWork } from './runtime/scheduler.js';
+export { SampleJob, createGenerateJob, type JobEvents, type GenerationJob } from './runtime/generate.js';
 export { perplexity, type PerplexityOptions, type PerplexityResult } from './runtime/perplexity.js';
 export type { Delta, FinishReason, GenerateOptions } from './runtime/generate.js';
 export { Sampler, type SamplingOptions } from './sampling/sampler.js';
-export { beamSearch, type BeamSearchOptions, type BeamHypothesis } from './sampling/beam.js';
+export { beamSearch, BeamSearch, BeamJob, type BeamSearchOptions, type BeamHypothesis } from './runtime/beam.js';
 export { IntWeight, gptqKernelSupport } from './tensor/int-weight.js';
 export {
   dequantizeGptq, packRows, unpackRows, packCols, unpackCols, validateGptq, GptqFormatError,

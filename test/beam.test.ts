@@ -4,8 +4,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { getBackend } from '../src/index.js';
 import { loadModelFile } from '../src/model/load.js';
-import { beamSearch } from '../src/sampling/beam.js';
-import { PagedKvCache } from '../src/runtime/kv-cache.js';
+import { beamSearch } from '../src/runtime/beam.js';
+import { PagedKvCache } from '../src/runtime/kv/cache.js';
 import { nativeAvailable, relL2 } from './helpers.js';
 import { forwardTokens } from '../src/runtime/runner.js';
 

@@ -10,7 +10,7 @@ import { readGGUF, writeGGUF } from '../src/formats/gguf.js';
 import { llamaGGUFMetadata, spmVocabOf } from '../src/formats/llama-gguf.js';
 import { llamaConfigFromGGUF, llamaWeightsFromGGUF } from '../src/model/load-gguf.js';
 import { LlamaModel } from '../src/model/llama.js';
-import { PagedKvCache } from '../src/runtime/kv-cache.js';
+import { PagedKvCache } from '../src/runtime/kv/cache.js';
 import { nativeAvailable, randn, relL2, rng } from './helpers.js';
 import { forwardTokens } from '../src/runtime/runner.js';
 

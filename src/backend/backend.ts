@@ -135,6 +135,15 @@ export class Backend {
     return y;
   }
 
+  /**
+   * How many rows a linear call with weight w may have and still take the kernel's per-row path
+   * (Infinity when no row's result ever depends on the row count); see model/batch.ts linearCalls.
+   */
+  linearGemvRows(w: Tensor | IntWeight): number {
+    const g = this.#k.linearGemvRows?.(w instanceof IntWeight ? 'int' : (w.dtype as WeightType));
+    return g === undefined ? Infinity : g;
+  }
+
   #linearInt(x: Tensor, w: IntWeight, bias: Tensor | null | undefined, out: Tensor | null | undefined): Tensor<'f32'> {
     const [N, K] = w.shape;
     const xk = check.lastDim(x, 'x');

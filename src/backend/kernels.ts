@@ -205,6 +205,12 @@ export interface Kernels {
   readonly name: string;
   linear(p: LinearPlan): void;
   linearInt(p: LinearIntPlan): void;
+  /**
+   * Rows up to which linear with this weight type takes a path whose per-row result differs from
+   * the path taken with more rows (a GEMV vs a GEMM); Infinity (or absent) when a row's result
+   * never depends on how many rows share the call. The runtime keeps batches invariant with it.
+   */
+  linearGemvRows?(wtype: WeightType | 'int'): number;
   rmsNorm(p: NormPlan): void;
   layerNorm(p: NormPlan): void;
   softmax(p: SoftmaxPlan): void;

@@ -1,6 +1,6 @@
 /** `tessera bench`: prefill and decode speed of a model on this machine. */
 import { runtimeInfo } from '../backend/index.js';
-import { PagedKvCache } from '../runtime/kv-cache.js';
+import { PagedKvCache } from '../runtime/kv/cache.js';
 import { MODEL_OPTIONS, num, openModel, parse } from './common.js';
 import { forwardTokens } from '../runtime/runner.js';
 

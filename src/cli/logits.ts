@@ -1,6 +1,6 @@
 /** `tessera logits`: write every position's logits as raw little-endian f32 [n_tokens, vocab]. */
 import { writeFileSync } from 'node:fs';
-import { PagedKvCache } from '../runtime/kv-cache.js';
+import { PagedKvCache } from '../runtime/kv/cache.js';
 import { MODEL_OPTIONS, openModel, parse } from './common.js';
 import { UsageError } from './errors.js';
 import { forwardTokens } from '../runtime/runner.js';

@@ -1,12 +1,13 @@
 /**
  * Engine: owns a model inside a worker_thread and exposes an async API (Promises, async
  * iterators, AbortSignal). The event loop of the caller keeps running while the model loads
- * and generates.
+ * and generates. Concurrent requests are batched by the worker's scheduler (continuous batching).
  */
 import { Worker } from 'node:worker_threads';
 import * as check from '../tensor/check.js';
 import { DisposedError } from '../tensor/tensor.js';
 import type { Delta, FinishReason, GenerateOptions } from '../runtime/generate.js';
+import type { SchedulerStats } from '../runtime/scheduler.js';
 import type { ChatMessage, ModelInfo, Prompt, Request, Response } from './protocol.js';
 
 export interface EngineOptions {
@@ -16,6 +17,12 @@ export interface EngineOptions {
   kvCacheBytes?: number;
   /** Native thread pool size. */
   threads?: number;
+  /** Tokens per forward step (decode tokens plus prompt chunks). Default 512. */
+  maxBatchTokens?: number;
+  /** Sequences generating at once (a beam search counts its beams). Default 64. */
+  maxSequences?: number;
+  /** Reuse the KV of prompt prefixes seen before (shared system prompts). Default true. */
+  prefixCaching?: boolean;
   /** Called as tensors load. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -89,6 +96,9 @@ export class Engine {
       if (o.backend !== undefined) check.oneOf(o.backend, 'options.backend', ['cpu', 'js', 'auto'] as const);
       if (o.kvCacheBytes !== undefined) check.num(o.kvCacheBytes, 'options.kvCacheBytes', { positive: true });
       if (o.threads !== undefined) check.int(o.threads, 'options.threads', 1, 1024);
+      if (o.maxBatchTokens !== undefined) check.int(o.maxBatchTokens, 'options.maxBatchTokens', 16);
+      if (o.maxSequences !== undefined) check.int(o.maxSequences, 'options.maxSequences', 1);
+      if (o.prefixCaching !== undefined && typeof o.prefixCaching !== 'boolean') throw new TypeError('Expected a boolean for options.prefixCaching');
     } catch (err) {
       return Promise.reject(err);
     }
@@ -113,6 +123,7 @@ export class Engine {
       worker.once('exit', onExit);
       const req: Request = {
         type: 'load', path, backend: options.backend ?? 'auto', kvCacheBytes: options.kvCacheBytes ?? 256 * 2 ** 20, threads: options.threads,
+        maxBatchTokens: options.maxBatchTokens, maxSequences: options.maxSequences, prefixCaching: options.prefixCaching,
       };
       worker.postMessage(req);
     });
@@ -128,6 +139,10 @@ export class Engine {
       const p = this.#pending.get(m.id);
       this.#pending.delete(m.id);
       p?.resolve(m);
+    } else if (m.type === 'stats') {
+      const p = this.#pending.get(m.id);
+      this.#pending.delete(m.id);
+      p?.resolve(m.stats);
     } else if (m.type === 'tokens') {
       const p = this.#pending.get(m.id);
       this.#pending.delete(m.id);
@@ -161,7 +176,20 @@ export class Engine {
     });
   }
 
-  /** Streams text deltas; ends when generation finishes. */
+  /**
+   * The scheduler's state: running and waiting requests, KV blocks in use / free / cached for
+   * prefix reuse, the prefix cache's hit rate and recent tokens per second.
+   */
+  stats(): Promise<SchedulerStats> {
+    this.#check();
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.#worker.postMessage({ type: 'stats', id } satisfies Request);
+    });
+  }
+
+  /** Streams text deltas; ends when generation finishes. Concurrent calls are batched together. */
   async *stream(prompt: Prompt, options: EngineGenerateOptions = {}): AsyncGenerator<Delta, GenerateResult> {
     this.#check();
     const isMessages = (p: unknown): p is { messages: ChatMessage[] } =>

@@ -1,6 +1,7 @@
 /** Messages between Engine (main thread) and its model worker. */
 import type { LlamaConfig } from '../model/config.js';
 import type { Delta, FinishReason, GenerateOptions } from '../runtime/generate.js';
+import type { SchedulerStats } from '../runtime/scheduler.js';
 
 import type { ChatMessage } from '../tokenizer/chat-template.js';
 export type { ChatMessage };
@@ -14,6 +15,9 @@ export interface LoadRequest {
   backend: 'cpu' | 'js' | 'auto';
   kvCacheBytes: number;
   threads?: number;
+  maxBatchTokens?: number;
+  maxSequences?: number;
+  prefixCaching?: boolean;
 }
 
 export type Request =
@@ -21,6 +25,7 @@ export type Request =
   | { type: 'generate'; id: number; prompt: Prompt; options: GenerateOptions & { addBos?: boolean } }
   | { type: 'abort'; id: number }
   | { type: 'tokenize'; id: number; text: string; addBos: boolean }
+  | { type: 'stats'; id: number }
   | { type: 'dispose' };
 
 export interface ModelInfo {
@@ -37,4 +42,5 @@ export type Response =
   | { type: 'delta'; id: number; delta: Delta }
   | { type: 'done'; id: number; finishReason: FinishReason; promptTokens: number; completionTokens: number }
   | { type: 'tokens'; id: number; tokens: number[] }
+  | { type: 'stats'; id: number; stats: SchedulerStats }
   | { type: 'disposed' };

@@ -1,82 +1,122 @@
 /**
- * The model worker: loads a model and runs requests one at a time, yielding to its own event
- * loop between tokens so abort messages arrive mid-generation. The main thread never runs model
- * code (ARCHITECTURE rule 2).
+ * The model worker: loads a model and serves every request through one scheduler (continuous
+ * batching): each step is one forward over all running requests, and the worker yields to its
+ * own event loop between steps, so new requests join and aborts land at the next step. The main
+ * thread never runs model code (ARCHITECTURE rule 2).
  */
 import { parentPort } from 'node:worker_threads';
 import { getBackend, setThreads } from '../backend/index.js';
 import { loadModelFile, type LoadedModel } from '../model/load.js';
-import { generateTokens } from '../runtime/generate.js';
-import { PagedKvCache } from '../runtime/kv-cache.js';
+import { createGenerateJob, type GenerationJob } from '../runtime/generate.js';
+import { PagedKvCache } from '../runtime/kv/cache.js';
+import { Scheduler } from '../runtime/scheduler.js';
 import type { Request, Response } from './protocol.js';
 
 const port = parentPort!;
 const send = (m: Response) => port.postMessage(m);
 let loaded: LoadedModel | null = null;
 let cache: PagedKvCache | null = null;
-const aborted = new Set<number>();
-const queue: Request[] = [];
-let busy = false;
-let nextSeq = 0;
+let sched: Scheduler | null = null;
+const incoming: Extract<Request, { type: 'generate' }>[] = []; // arrived, not yet tokenized
+const jobs = new Map<number, GenerationJob>();
+const abortedEarly = new Set<number>();
+let pumping = false;
 
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
-async function handle(req: Request): Promise<void> {
+function errorMessage(id: number | null, err: unknown): Response {
+  const e = err as Error;
+  return { type: 'error', id, name: e?.name ?? 'Error', message: e?.message ?? String(err) };
+}
+
+/** Tokenizes a request and hands it to the scheduler as a job. */
+function start(req: Extract<Request, { type: 'generate' }>): void {
+  const { tokenizer } = loaded!;
+  if (abortedEarly.delete(req.id)) {
+    // Aborted before it started: no tokenizing, no prefill.
+    send({ type: 'done', id: req.id, finishReason: 'abort', promptTokens: 0, completionTokens: 0 });
+    return;
+  }
+  let prompt: number[];
+  if (typeof req.prompt === 'string') prompt = tokenizer.encode(req.prompt, { addBos: req.options.addBos ?? true, parseSpecial: true });
+  else if (Array.isArray(req.prompt)) prompt = req.prompt;
+  else {
+    const text = tokenizer.applyChatTemplate(req.prompt.messages, { addGenerationPrompt: true, template: req.prompt.template });
+    // Templates that write the BOS text themselves must not get a second BOS.
+    const bos = tokenizer.bosId === undefined ? '' : tokenizer.piece(tokenizer.bosId);
+    prompt = tokenizer.encode(text, { addBos: req.options.addBos ?? (tokenizer.addBos && !(bos && text.startsWith(bos))), parseSpecial: true });
+  }
+  const id = req.id;
+  const job = createGenerateJob(sched!, tokenizer, prompt, req.options, {
+    onDelta: (delta) => send({ type: 'delta', id, delta }),
+    onDone: (finishReason, u) => {
+      jobs.delete(id);
+      send({ type: 'done', id, finishReason, promptTokens: u.promptTokens, completionTokens: u.completionTokens });
+    },
+    onError: (err) => {
+      jobs.delete(id);
+      send(errorMessage(id, err));
+    },
+  });
+  if (job.done) return; // e.g. maxTokens 0
+  jobs.set(id, job);
+  sched!.submit(job);
+}
+
+async function pump(): Promise<void> {
+  if (pumping) return;
+  pumping = true;
+  try {
+    for (;;) {
+      await tick(); // let every message that arrived (new requests, aborts) land first
+      while (incoming.length) {
+        const req = incoming.shift()!;
+        try {
+          start(req);
+        } catch (err) {
+          send(errorMessage(req.id, err));
+        }
+      }
+      if (!sched || sched.pending === 0) break;
+      sched.step();
+    }
+  } finally {
+    pumping = false;
+  }
+}
+
+function handle(req: Request): void {
   switch (req.type) {
     case 'load': {
       const backend = getBackend(req.backend);
       if (req.threads && backend.name === 'cpu') setThreads(req.threads); // the js backend is single-threaded
       loaded = loadModelFile(req.path, backend, (done, total) => send({ type: 'progress', done, total }));
       const c = loaded.model.config;
-      cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, maxBytes: req.kvCacheBytes });
+      cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, maxBytes: req.kvCacheBytes, prefixCaching: req.prefixCaching });
+      sched = new Scheduler(loaded.model, cache, { maxBatchTokens: req.maxBatchTokens, maxSequences: req.maxSequences });
       send({ type: 'loaded', info: { path: req.path, backend: backend.name, config: c, chatTemplate: loaded.chatTemplate } });
       return;
     }
     case 'tokenize':
       send({ type: 'tokens', id: req.id, tokens: loaded!.tokenizer.encode(req.text, { addBos: req.addBos, parseSpecial: true }) });
       return;
-    case 'generate': {
-      const { model, tokenizer } = loaded!;
-      if (aborted.has(req.id)) {
-        // Aborted while queued: no tokenizing, no prefill.
-        aborted.delete(req.id);
-        live.delete(req.id);
-        send({ type: 'done', id: req.id, finishReason: 'abort', promptTokens: 0, completionTokens: 0 });
-        return;
-      }
-      let prompt: number[];
-      if (typeof req.prompt === 'string') prompt = tokenizer.encode(req.prompt, { addBos: req.options.addBos ?? true, parseSpecial: true });
-      else if (Array.isArray(req.prompt)) prompt = req.prompt;
-      else {
-        const text = tokenizer.applyChatTemplate(req.prompt.messages, { addGenerationPrompt: true, template: req.prompt.template });
-        // Templates that write the BOS text themselves must not get a second BOS.
-        const bos = tokenizer.bosId === undefined ? '' : tokenizer.piece(tokenizer.bosId);
-        prompt = tokenizer.encode(text, { addBos: req.options.addBos ?? (tokenizer.addBos && !(bos && text.startsWith(bos))), parseSpecial: true });
-      }
-      const seq = nextSeq++;
-      cache!.add(seq);
-      let completion = 0;
-      try {
-        const it = generateTokens(model, tokenizer, cache!, seq, prompt, req.options, () => aborted.has(req.id), () => nextSeq++);
-        for (;;) {
-          const r = it.next();
-          if (r.done) {
-            send({ type: 'done', id: req.id, finishReason: r.value, promptTokens: prompt.length, completionTokens: completion });
-            break;
-          }
-          if (r.value.token !== null) completion++;
-          // Empty no-token deltas only mark a step (beam search): tick for aborts, send nothing.
-          if (r.value.token !== null || r.value.text) send({ type: 'delta', id: req.id, delta: r.value });
-          await tick();
-        }
-      } finally {
-        cache!.free(seq);
-        aborted.delete(req.id);
-        live.delete(req.id);
-      }
+    case 'generate':
+      incoming.push(req);
+      void pump();
       return;
+    case 'abort': {
+      const job = jobs.get(req.id);
+      if (job) {
+        job.abort();
+        sched!.sweep(); // its blocks come back now
+      } else if (incoming.some((r) => r.id === req.id)) abortedEarly.add(req.id);
+      return; // late aborts of finished requests are dropped
     }
+    case 'stats':
+      send({ type: 'stats', id: req.id, stats: sched!.stats() });
+      return;
     case 'dispose':
+      sched?.clear(new Error('Engine disposed'));
       cache?.dispose();
       loaded?.model.dispose();
       loaded = null;
@@ -85,29 +125,10 @@ async function handle(req: Request): Promise<void> {
   }
 }
 
-async function drain(): Promise<void> {
-  if (busy) return;
-  busy = true;
-  while (queue.length) {
-    const req = queue.shift()!;
-    try {
-      await handle(req);
-    } catch (err) {
-      const e = err as Error;
-      if (req.type === 'generate') live.delete(req.id);
-      send({ type: 'error', id: 'id' in req ? req.id : null, name: e.name ?? 'Error', message: e.message ?? String(err) });
-    }
-  }
-  busy = false;
-}
-
-const live = new Set<number>(); // generate requests queued or running
 port.on('message', (req: Request) => {
-  if (req.type === 'abort') {
-    if (live.has(req.id)) aborted.add(req.id); // late aborts of finished requests are dropped
-    return;
+  try {
+    handle(req);
+  } catch (err) {
+    send(errorMessage('id' in req ? req.id : null, err));
   }
-  if (req.type === 'generate') live.add(req.id);
-  queue.push(req);
-  void drain();
 });

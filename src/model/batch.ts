@@ -61,37 +61,38 @@ export interface ForwardObserver {
 }
 
 /**
- * Rows at most this many take the weight-streaming GEMV path of every linear kernel (dense,
- * q8_0/q4_0 and integer), whose per-row result does not depend on how many rows share the call.
- */
-export const GEMV_ROWS = 8;
-
-/**
  * Splits packed rows into linear calls so that a row's result never depends on the rest of the
- * batch (batch invariance): segments of at most GEMV_ROWS rows (decode tokens, short chunks) are
- * packed together into calls of at most GEMV_ROWS rows, which all run the GEMV, whose rows are
- * independent; a longer segment (a prefill chunk) is a call of its own, exactly as when it runs
- * alone. Returns [firstRow, rowCount] pairs covering [0, starts[B]).
+ * batch (batch invariance). `gemvRows` is the kernel's switch point (Backend.linearGemvRows): calls
+ * of at most that many rows take a GEMV whose rows are independent of each other, longer calls a
+ * GEMM whose rows are too, but the two round differently. So segments of at most gemvRows rows
+ * (decode tokens, short prompts) are packed into calls of at most gemvRows rows, and longer
+ * segments (prefill chunks) into calls of their own kind; a row then takes the same path whatever
+ * shares its batch. With gemvRows = Infinity (kernels whose rows never depend on M) it is one call.
+ * Returns [firstRow, rowCount] pairs covering [0, starts[B]).
  */
-export function linearCalls(starts: ArrayLike<number>): [number, number][] {
+export function linearCalls(starts: ArrayLike<number>, gemvRows: number): [number, number][] {
+  const total = starts.length ? starts[starts.length - 1]! - starts[0]! : 0;
+  if (total <= 0) return [];
+  if (!Number.isFinite(gemvRows)) return [[starts[0]!, total]];
   const calls: [number, number][] = [];
-  let small = -1, smallN = 0; // the open call of short segments
+  let open = -1, openN = 0, openLong = false; // the call being filled
   const flush = () => {
-    if (smallN > 0) calls.push([small, smallN]);
-    smallN = 0;
+    if (openN > 0) calls.push([open, openN]);
+    openN = 0;
   };
   for (let s = 0; s + 1 < starts.length; s++) {
     const a = starts[s]!, n = starts[s + 1]! - a;
     if (n === 0) continue;
-    if (n > GEMV_ROWS) {
-      flush();
-      calls.push([a, n]);
+    if (n > gemvRows) {
+      if (openN > 0 && (!openLong || open + openN !== a)) flush();
+      if (openN === 0) (open = a), (openLong = true);
+      openN += n;
       continue;
     }
     for (let r = a; r < a + n; r++) {
-      if (smallN > 0 && (small + smallN !== r || smallN === GEMV_ROWS)) flush();
-      if (smallN === 0) small = r;
-      smallN++;
+      if (openN > 0 && (openLong || open + openN !== r || openN === gemvRows)) flush();
+      if (openN === 0) (open = r), (openLong = false);
+      openN++;
     }
   }
   flush();

@@ -78,9 +78,15 @@ export class LlamaModel {
     const rope = { style: c.ropeStyle, theta: c.ropeTheta, rotaryDim: c.ropeDim, scaling: c.ropeScale !== 1 ? { type: 'linear' as const, factor: c.ropeScale } : null };
     const paged = { blockTables: batch.blockTables, contextLens: batch.contextLens, queryStart: batch.queryStart };
     const attnOpts = { window: c.slidingWindow };
-    const calls = linearCalls(batch.queryStartHost);
+    const plans = new Map<number, Calls>(); // linear calls per kernel switch point
+    const calls = (wt: LinearWeight): Calls => {
+      const g = be.linearGemvRows(wt);
+      let p = plans.get(g);
+      if (!p) plans.set(g, (p = linearCalls(batch.queryStartHost, g)));
+      return p;
+    };
     const lin = (x: Tensor<'f32'>, wt: LinearWeight, bias: Tensor | null | undefined, name: string, N: number) =>
-      this.#linear(x, wt, bias, this.#workspace(name, [T, N]), calls);
+      this.#linear(x, wt, bias, this.#workspace(name, [T, N]), calls(wt));
 
     const qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
     const ws = (name: string, shape: number[]) => this.#workspace(name, shape);
@@ -116,7 +122,7 @@ export class LlamaModel {
     const normed = be.rmsNorm(rows, w.outNorm, c.normEps, ws('lastNorm', [R, c.dim]));
     const starts = new Int32Array(batch.logitCountsHost.length + 1);
     batch.logitCountsHost.forEach((n, i) => (starts[i + 1] = starts[i]! + n));
-    return this.#linear(normed, w.output, null, new Tensor('f32', [R, c.vocabSize]), linearCalls(starts)); // (R, vocab)
+    return this.#linear(normed, w.output, null, new Tensor('f32', [R, c.vocabSize]), linearCalls(starts, be.linearGemvRows(w.output))); // (R, vocab)
   }
 
   /** y = x @ w^T (+ bias), one backend call per planned row range (batch invariance). */
@@ -154,13 +160,14 @@ export class LlamaModel {
     for (let e = 0; e < m.gate.length; e++) {
       const n = off[e + 1]! - off[e]!;
       if (n === 0) continue;
-      // An expert's rows come from any sequence in the batch: GEMV-sized calls keep each row's
-      // result independent of the others (batch invariance).
-      const calls = linearCalls([0, ...Array.from({ length: n }, (_, i) => i + 1)]);
+      // An expert's rows come from any sequence in the batch: treating each as a one-row segment
+      // keeps its result independent of the others (batch invariance; see linearCalls).
+      const single = Int32Array.from({ length: n + 1 }, (_, i) => i);
+      const calls = (wt: Tensor) => linearCalls(single, be.linearGemvRows(wt));
       const rows = grouped.rows(off[e]!, n);
-      const g = this.#linear(rows, m.gate[e]!, null, new Tensor('f32', [n, c.ffnDim]), calls);
-      be.swiglu(g, this.#linear(rows, m.up[e]!, null, new Tensor('f32', [n, c.ffnDim]), calls), g);
-      this.#linear(g, m.down[e]!, null, out.rows(off[e]!, n), calls);
+      const g = this.#linear(rows, m.gate[e]!, null, new Tensor('f32', [n, c.ffnDim]), calls(m.gate[e]!));
+      be.swiglu(g, this.#linear(rows, m.up[e]!, null, new Tensor('f32', [n, c.ffnDim]), calls(m.up[e]!)), g);
+      this.#linear(g, m.down[e]!, null, out.rows(off[e]!, n), calls(m.down[e]!));
     }
     return be.moeScatter(out, route); // (T, dim)
   }

@@ -12,7 +12,7 @@ import { readLlama2c, readLlama2cHeader } from '../formats/llama2c.js';
 import { llamaFromLlama2c } from './load-llama2c.js';
 import { llamaConfigFromHF, llamaWeightsFromHF, type HFLoadInfo } from './load-hf.js';
 import { existsSync } from 'node:fs';
-import type { TextTokenizer } from '../runtime/generate.js';
+import type { TextTokenizer } from '../tokenizer/text.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import { LlamaModel } from './llama.js';
 import { llamaConfigFromGGUF, llamaWeightsFromGGUF } from './load-gguf.js';

@@ -12,7 +12,7 @@
  */
 import type { Backend } from '../backend/backend.js';
 import type { LinearRole, LinearWeight, LlamaModel } from '../model/llama.js';
-import { PagedKvCache } from '../runtime/kv-cache.js';
+import { PagedKvCache } from '../runtime/kv/cache.js';
 import { dequantizeGptq, type GptqLinear } from '../tensor/gptq.js';
 import { IntWeight, gptqKernelSupport } from '../tensor/int-weight.js';
 import { Tensor } from '../tensor/tensor.js';

@@ -1,27 +1,16 @@
 /**
- * The generation loop: prefill the prompt, then sample one token at a time until max tokens, a
- * stop token (EOS/EOT by default) or a stop string. Yields text deltas that never contain half a
- * UTF-8 character or the beginning of a stop string that may still complete.
+ * Generation as a scheduler job: prefill the prompt, then sample one token per step until max
+ * tokens, a stop token (EOS/EOT by default), a stop string or the context length. Emits text deltas
+ * that never contain half a UTF-8 character or the beginning of a stop string that may still
+ * complete. Beam search is the other job (beam.ts); `createGenerateJob` picks one from the options.
  */
-import type { LlamaModel } from '../model/llama.js';
-import { beamSearchSteps } from '../sampling/beam.js';
 import { Sampler, type SamplingOptions } from '../sampling/sampler.js';
 import * as check from '../tensor/check.js';
-import type { PagedKvCache } from './kv-cache.js';
-import { forwardTokens } from './runner.js';
+import type { StreamDecoder, TextTokenizer } from '../tokenizer/text.js';
+import { BeamJob } from './beam.js';
+import type { Job, JobContext, SeqWork } from './scheduler.js';
 
-export interface StreamDecoder {
-  push(id: number): string;
-  flush(): string;
-}
-
-/** What the loop needs from a tokenizer. */
-export interface TextTokenizer {
-  encode(text: string, options?: { addBos?: boolean; parseSpecial?: boolean }): number[];
-  createStreamDecoder(options?: { skipSpecial?: boolean }): StreamDecoder;
-  /** Tokens that end generation (EOS, EOT, ...). */
-  readonly eogIds: ReadonlySet<number>;
-}
+export type { StreamDecoder, TextTokenizer } from '../tokenizer/text.js';
 
 export interface GenerateOptions extends SamplingOptions {
   /** Maximum tokens to generate. Default 256. */
@@ -68,7 +57,7 @@ export function resolveGenerateOptions(o: GenerateOptions, tok: TextTokenizer): 
 }
 
 /** Index of the earliest stop string in text, or -1. */
-function firstStop(text: string, stops: string[]): number {
+export function firstStop(text: string, stops: string[]): number {
   let cut = -1;
   for (const s of stops) {
     const i = text.indexOf(s);
@@ -89,94 +78,113 @@ function heldBack(text: string, stops: string[]): number {
   return keep;
 }
 
-/**
- * Runs generation for sequence `seq` (which must be empty in the cache) and yields deltas; the
- * return value is the finish reason. `shouldStop()` is polled between tokens (abort); beam search
- * takes more cache sequences from `newSeq`.
- */
-export function* generateTokens(
-  model: LlamaModel,
-  tok: TextTokenizer,
-  cache: PagedKvCache,
-  seq: number,
-  prompt: readonly number[],
-  options: GenerateOptions,
-  shouldStop: () => boolean = () => false,
-  newSeq?: () => number,
-): Generator<Delta, FinishReason> {
-  const r = resolveGenerateOptions(options, tok);
-  if (prompt.length === 0) throw new RangeError('Expected a non-empty prompt (at least one token)');
-  if (options.beams !== undefined && check.int(options.beams, 'beams', 1, 64) > 1) {
-    // Beams stop at the context length like sampling does; they are searched whole, then the best
-    // one is returned as deltas, cut at the first stop string.
-    const room = model.config.contextLength - prompt.length;
-    const maxTokens = Math.min(r.maxTokens, room);
-    if (maxTokens <= 0) return r.maxTokens === 0 ? 'length' : 'context';
-    const steps = beamSearchSteps(model, cache, seq, prompt, {
-      beams: options.beams, maxTokens, lengthPenalty: options.lengthPenalty, earlyStopping: options.earlyStopping, eogIds: r.stopTokens,
-    }, newSeq);
-    let res = steps.next();
-    while (!res.done) {
-      if (shouldStop()) {
-        steps.return([]);
-        return 'abort';
-      }
-      yield { text: '', token: null, logprob: null }; // lets the host see an abort between steps
-      res = steps.next();
-    }
-    const best = res.value[0]!;
-    const dec = tok.createStreamDecoder({ skipSpecial: true });
-    let text = '';
-    for (const t of best.tokens) {
-      const piece = dec.push(t);
-      const stopAt = r.stop.length ? firstStop(text + piece, r.stop) : -1;
-      if (stopAt >= 0) {
-        yield { text: (text + piece).slice(text.length, stopAt), token: t, logprob: null };
-        return 'stop';
-      }
-      text += piece;
-      yield { text: piece, token: t, logprob: null };
-    }
-    const tail = dec.flush();
-    if (tail) yield { text: tail, token: null, logprob: null };
-    return best.finished ? 'stop' : maxTokens < r.maxTokens ? 'context' : 'length';
+/** Where a job's output goes (the Engine's worker posts these to the caller). */
+export interface JobEvents {
+  onDelta(d: Delta): void;
+  onDone(reason: FinishReason, usage: { promptTokens: number; completionTokens: number }): void;
+  onError(err: Error): void;
+}
+
+/** A job that can be stopped between steps. */
+export interface GenerationJob extends Job {
+  abort(): void;
+}
+
+/** Sampling one sequence. */
+export class SampleJob implements GenerationJob {
+  readonly width = 1;
+  readonly #seq: number;
+  readonly #tokens: number[];
+  readonly #promptLength: number;
+  readonly #r: ResolvedGenerate;
+  readonly #sampler: Sampler;
+  readonly #decoder: StreamDecoder;
+  readonly #events: JobEvents;
+  readonly #contextLength: number;
+  #pending = '';
+  #done = false;
+
+  constructor(ctx: JobContext, tok: TextTokenizer, prompt: readonly number[], options: GenerateOptions, events: JobEvents) {
+    this.#r = resolveGenerateOptions(options, tok);
+    if (prompt.length === 0) throw new RangeError('Expected a non-empty prompt (at least one token)');
+    this.#contextLength = ctx.model.config.contextLength;
+    if (prompt.length > this.#contextLength)
+      throw new RangeError(`Expected a prompt of at most the model's context length ${this.#contextLength} tokens but received ${prompt.length}`);
+    this.#sampler = new Sampler(options);
+    this.#decoder = tok.createStreamDecoder({ skipSpecial: true }); // control tokens (BOS, ...) are not text
+    this.#events = events;
+    this.#seq = ctx.newSeq();
+    this.#tokens = [...prompt];
+    this.#promptLength = prompt.length;
+    if (this.#r.maxTokens === 0) this.#finish('length');
   }
-  const sampler = new Sampler(options);
-  if (shouldStop()) return 'abort';
-  const history = [...prompt];
-  const decoder = tok.createStreamDecoder({ skipSpecial: true }); // control tokens (BOS, ...) are not text
-  let pending = '';
-  if (r.maxTokens === 0) return 'length';
-  let logits = forwardTokens(model, cache, seq, Int32Array.from(prompt)).data;
-  for (let n = 0; n < r.maxTokens; n++) {
-    if (shouldStop()) return 'abort';
-    const { token, logprob } = sampler.sample(logits, history);
-    if (r.stopTokens.has(token)) {
-      pending += decoder.flush();
-      if (pending) yield { text: pending, token: null, logprob: null };
-      return 'stop';
-    }
-    history.push(token);
-    pending += decoder.push(token);
+
+  get done(): boolean {
+    return this.#done;
+  }
+
+  work(): SeqWork[] {
+    return this.#done ? [] : [{ seq: this.#seq, tokens: this.#tokens, promptLength: this.#promptLength }];
+  }
+
+  advance(logits: Map<number, Float32Array>): void {
+    const l = logits.get(this.#seq);
+    if (!l || this.#done) return;
+    const r = this.#r;
+    const { token, logprob } = this.#sampler.sample(l, this.#tokens);
+    if (r.stopTokens.has(token)) return this.#flushAndFinish('stop');
+    this.#tokens.push(token);
+    this.#pending += this.#decoder.push(token);
     if (r.stop.length) {
-      const cut = firstStop(pending, r.stop);
+      const cut = firstStop(this.#pending, r.stop);
       if (cut >= 0) {
-        yield { text: pending.slice(0, cut), token, logprob };
-        return 'stop';
+        this.#events.onDelta({ text: this.#pending.slice(0, cut), token, logprob });
+        return this.#finish('stop');
       }
     }
-    const hold = heldBack(pending, r.stop);
-    yield { text: pending.slice(0, pending.length - hold), token, logprob };
-    pending = pending.slice(pending.length - hold);
-    if (n + 1 === r.maxTokens) break;
-    if (cache.length(seq) >= model.config.contextLength) {
-      pending += decoder.flush();
-      if (pending) yield { text: pending, token: null, logprob: null };
-      return 'context';
-    }
-    logits = forwardTokens(model, cache, seq, Int32Array.of(token)).data;
+    const hold = heldBack(this.#pending, r.stop);
+    this.#events.onDelta({ text: this.#pending.slice(0, this.#pending.length - hold), token, logprob });
+    this.#pending = this.#pending.slice(this.#pending.length - hold);
+    const generated = this.#tokens.length - this.#promptLength;
+    if (generated === r.maxTokens) return this.#flushAndFinish('length');
+    // The new token would sit at position tokens.length - 1: past the context, stop.
+    if (this.#tokens.length - 1 >= this.#contextLength) return this.#flushAndFinish('context');
   }
-  pending += decoder.flush();
-  if (pending) yield { text: pending, token: null, logprob: null };
-  return 'length';
+
+  #flushAndFinish(reason: FinishReason): void {
+    this.#pending += this.#decoder.flush();
+    if (this.#pending) this.#events.onDelta({ text: this.#pending, token: null, logprob: null });
+    this.#pending = '';
+    this.#finish(reason);
+  }
+
+  #finish(reason: FinishReason): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#events.onDone(reason, { promptTokens: this.#promptLength, completionTokens: this.#tokens.length - this.#promptLength });
+  }
+
+  abort(): void {
+    this.#finish('abort');
+  }
+
+  reset(ctx: JobContext): void {
+    ctx.cache.free(this.#seq);
+  }
+
+  fail(err: Error): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#events.onError(err);
+  }
+
+  release(ctx: JobContext): void {
+    ctx.cache.free(this.#seq);
+  }
+}
+
+/** The job the options ask for: beam search with beams > 1, else sampling. */
+export function createGenerateJob(ctx: JobContext, tok: TextTokenizer, prompt: readonly number[], options: GenerateOptions, events: JobEvents): GenerationJob {
+  if (options.beams !== undefined && check.int(options.beams, 'beams', 1, 64) > 1) return new BeamJob(ctx, tok, prompt, options, events);
+  return new SampleJob(ctx, tok, prompt, options, events);
 }

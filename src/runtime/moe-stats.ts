@@ -7,7 +7,7 @@
  */
 import type { LlamaModel, RoutingRecord } from '../model/llama.js';
 import * as check from '../tensor/check.js';
-import { PagedKvCache } from './kv-cache.js';
+import { PagedKvCache } from './kv/cache.js';
 import { forwardTokens } from './runner.js';
 
 export interface MoeLayerStats {

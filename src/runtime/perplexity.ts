@@ -11,7 +11,7 @@
 import type { LlamaModel } from '../model/llama.js';
 import * as check from '../tensor/check.js';
 import { Tensor } from '../tensor/tensor.js';
-import { PagedKvCache } from './kv-cache.js';
+import { PagedKvCache } from './kv/cache.js';
 import { forwardTokens } from './runner.js';
 
 export interface PerplexityOptions {

@@ -2,11 +2,16 @@
  * The runner: the only caller of LlamaModel.forward. It turns "these sequences get these new
  * tokens" into a ForwardBatch (slots reserved in the paged cache, block tables, queryStart, logit
  * rows), runs one forward over all of them, and hands each sequence its logits.
+ *
+ * A sequence's new tokens form one or more segments. A segment is what the kernels see as one
+ * query block: a prefill chunk is one segment, a decode token is a segment of one. Splitting
+ * tokens into one-token segments computes them exactly (bit for bit) as that many decode steps
+ * would, which is how a preempted sequence is recomputed without changing its future output.
  */
 import type { ForwardBatch, ForwardObserver } from '../model/batch.js';
 import type { LlamaModel } from '../model/llama.js';
 import { Tensor } from '../tensor/tensor.js';
-import type { PagedKvCache } from './kv-cache.js';
+import type { PagedKvCache } from './kv/cache.js';
 
 export interface RunEntry {
   /** Cache sequence the tokens are appended to. */
@@ -15,6 +20,20 @@ export interface RunEntry {
   tokens: ArrayLike<number>;
   /** Which of its rows need logits. Default 'last'. */
   logits?: 'last' | 'all' | 'none';
+  /** Segments: one (default), one per token, or explicit lengths summing to tokens.length. */
+  segments?: 'one' | 'tokens' | readonly number[];
+  /** Prompt tokens: their full KV blocks may be kept for prefix reuse. Default false. */
+  cacheable?: boolean;
+}
+
+function segmentsOf(e: RunEntry): readonly number[] {
+  const n = e.tokens.length;
+  const s = e.segments ?? 'one';
+  if (s === 'one') return [n];
+  if (s === 'tokens') return new Array<number>(n).fill(1);
+  if (!Array.isArray(s) || s.some((x) => !Number.isInteger(x) || x < 1) || s.reduce((a, b) => a + b, 0) !== n)
+    throw new RangeError(`Expected segment lengths (positive integers) summing to ${n} for sequence ${e.seq}`);
+  return s;
 }
 
 /**
@@ -32,49 +51,65 @@ export function runBatch(model: LlamaModel, cache: PagedKvCache, entries: readon
     const end = cache.length(e.seq) + e.tokens.length;
     if (end > ctx) throw new RangeError(`Sequence would reach ${end} tokens, past the model's context length ${ctx}`);
   }
-  const B = entries.length;
-  const starts = new Int32Array(B + 1);
-  entries.forEach((e, i) => (starts[i + 1] = starts[i]! + e.tokens.length));
-  const T = starts[B]!;
+  const segs = entries.map(segmentsOf);
+  const B = segs.reduce((a, s) => a + s.length, 0);
+  const T = entries.reduce((a, e) => a + e.tokens.length, 0);
   const tokens = new Int32Array(T), positions = new Int32Array(T), slots = new Int32Array(T);
   const before = entries.map((e) => cache.length(e.seq));
   let reserved = 0;
   try {
-    for (; reserved < B; reserved++) {
+    let row = 0;
+    for (; reserved < entries.length; reserved++) {
       const e = entries[reserved]!;
-      const a = starts[reserved]!;
-      slots.set(cache.append(e.seq, e.tokens.length), a);
+      slots.set(cache.append(e.seq, e.tokens, e.cacheable ?? false), row);
       for (let i = 0; i < e.tokens.length; i++) {
-        tokens[a + i] = e.tokens[i]!;
-        positions[a + i] = before[reserved]! + i;
+        tokens[row + i] = e.tokens[i]!;
+        positions[row + i] = before[reserved]! + i;
       }
+      row += e.tokens.length;
     }
-    const counts = Int32Array.from(entries, (e) => ((e.logits ?? 'last') === 'all' ? e.tokens.length : (e.logits ?? 'last') === 'last' ? 1 : 0));
-    const logitRows = new Int32Array(counts.reduce((s, n) => s + n, 0));
-    let r = 0;
+    const maxBlocks = Math.max(1, ...entries.map((e) => cache.blocks.blockTable(e.seq).length));
+    const tables = new Int32Array(B * maxBlocks), contextLens = new Int32Array(B), starts = new Int32Array(B + 1), counts = new Int32Array(B);
+    const rowsPerEntry = new Int32Array(entries.length);
+    let b = 0;
     entries.forEach((e, i) => {
-      for (let j = e.tokens.length - counts[i]!; j < e.tokens.length; j++) logitRows[r++] = starts[i]! + j;
+      const table = cache.blocks.blockTable(e.seq);
+      const mode = e.logits ?? 'last';
+      let done = 0;
+      segs[i]!.forEach((n, j) => {
+        tables.set(table, b * maxBlocks);
+        done += n;
+        contextLens[b] = before[i]! + done;
+        starts[b + 1] = starts[b]! + n;
+        counts[b] = mode === 'all' ? n : mode === 'last' && j === segs[i]!.length - 1 ? 1 : 0;
+        rowsPerEntry[i] += counts[b]!;
+        b++;
+      });
     });
-    const t = cache.batch(entries.map((e) => e.seq), entries.map((e) => e.tokens.length));
+    const R = counts.reduce((s, n) => s + n, 0);
+    const logitRows = new Int32Array(R);
+    let r = 0;
+    for (let s = 0; s < B; s++) for (let j = starts[s + 1]! - counts[s]!; j < starts[s + 1]!; j++) logitRows[r++] = j;
     const batch: ForwardBatch = {
       tokens: new Tensor('i32', [T], tokens),
       positions: new Tensor('i32', [T], positions),
       slots: new Tensor('i32', [T], slots),
-      blockTables: t.blockTables,
-      contextLens: t.contextLens,
-      queryStart: t.queryStart,
-      logitRows: new Tensor('i32', [logitRows.length], logitRows),
+      blockTables: new Tensor('i32', [B, maxBlocks], tables),
+      contextLens: new Tensor('i32', [B], contextLens),
+      queryStart: new Tensor('i32', [B + 1], starts),
+      logitRows: new Tensor('i32', [R], logitRows),
       queryStartHost: starts,
       logitCountsHost: counts,
     };
-    const out = model.forward(batch, cache, observer);
-    if (observer?.stopAfterLayer !== undefined) return [out.data];
+    const out = model.forward(batch, cache.store, observer);
+    if (observer?.stopAfterLayer !== undefined) return [out.data]; // later layers' K/V unwritten: nothing to commit
+    for (const e of entries) cache.blocks.commit(e.seq);
     const V = model.config.vocabSize;
     const res: Float32Array[] = [];
-    let row = 0;
-    for (let i = 0; i < B; i++) {
-      res.push(out.data.subarray(row * V, (row + counts[i]!) * V));
-      row += counts[i]!;
+    let at = 0;
+    for (let i = 0; i < entries.length; i++) {
+      res.push(out.data.subarray(at * V, (at + rowsPerEntry[i]!) * V));
+      at += rowsPerEntry[i]!;
     }
     return res;
   } catch (err) {

@@ -12,6 +12,10 @@ export function cpuKernels(n: NativeAddon): Kernels {
     linearInt: (p) =>
       n.linearInt(p.x, p.w.qweight, p.w.bits, p.w.perm, p.w.groupBlocks, p.w.meta, p.w.colScale, p.bias, p.y, p.M, p.N, p.K, p.w.groupBlocks.length - 1,
         p.w.fixedZero, p.w.roundDxF16),
+    // native/cpu/linear.h: dense weights take the GEMV through kLinearGemvMaxM = 12 rows, the GEMM
+    // beyond (different rounding); the q8_0/q4_0 and integer kernels give every row the same
+    // integer block dots whatever M is. test/batch.test.ts pins both facts.
+    linearGemvRows: (t) => (t === 'f32' || t === 'f16' || t === 'bf16' ? 12 : Infinity),
     rmsNorm: (p) => n.rmsNorm(p.x, p.weight!, p.y, p.rows, p.dim, p.eps),
     layerNorm: (p) => n.layerNorm(p.x, p.weight, p.bias, p.y, p.rows, p.dim, p.eps),
     softmax: (p) => n.softmax(p.x, p.y, p.rows, p.cols, p.scale, p.log),
