@@ -16,19 +16,24 @@ static inline Simd::V v_silu(Simd::V x) {
   return S::mul(x, S::div(S::set1(1.0f), S::add(S::set1(1.0f), e)));
 }
 
-static inline float s_silu(float x) { return x / (1.0f + std::exp(-x)); }
-
-static inline float s_gelu_tanh(float x) {
-  const float k = 0.7978845608028654f;  // sqrt(2/pi)
-  return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
-}
-
 static inline Simd::V v_gelu_tanh(Simd::V x) {
   using S = Simd;
   // 0.5x(1+tanh(u)) = x * sigmoid(2u) = x / (1 + e^{-2u})
   S::V u = S::mul(S::set1(0.7978845608028654f), S::fma(S::mul(S::set1(0.044715f), x), S::mul(x, x), x));
   S::V e = S::exp(S::mul(S::set1(-2.0f), u));
   return S::mul(x, S::div(S::set1(1.0f), S::add(S::set1(1.0f), e)));
+}
+
+// The last n < W elements go through the same vector code on a padded copy: an element's result
+// then never depends on where it falls in the array (how many rows share the call, how the range
+// is split across threads), which the runtime's batch invariance relies on.
+template <class F>
+static inline void vec_tail(const float* x, const float* u, float* y, int64_t n, F f) {
+  using S = Simd;
+  alignas(64) float a[S::W > 1 ? S::W : 1] = {}, b[S::W > 1 ? S::W : 1] = {};
+  for (int64_t i = 0; i < n; i++) a[i] = x[i], b[i] = u ? u[i] : 0.0f;
+  S::store(a, f(S::load(a), S::load(b)));
+  for (int64_t i = 0; i < n; i++) y[i] = a[i];
 }
 
 static void activation(const float* x, float* y, int64_t n, Activation act) {
@@ -38,11 +43,11 @@ static void activation(const float* x, float* y, int64_t n, Activation act) {
     switch (act) {
       case Activation::Silu:
         for (; i + S::W <= e; i += S::W) S::store(y + i, v_silu(S::load(x + i)));
-        for (; i < e; i++) y[i] = s_silu(x[i]);
+        if (i < e) vec_tail(x + i, nullptr, y + i, e - i, [](S::V v, S::V) { return v_silu(v); });
         break;
       case Activation::GeluTanh:
         for (; i + S::W <= e; i += S::W) S::store(y + i, v_gelu_tanh(S::load(x + i)));
-        for (; i < e; i++) y[i] = s_gelu_tanh(x[i]);
+        if (i < e) vec_tail(x + i, nullptr, y + i, e - i, [](S::V v, S::V) { return v_gelu_tanh(v); });
         break;
       case Activation::GeluErf:
         for (; i < e; i++) y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.7071067811865476f));
@@ -56,7 +61,7 @@ static void swiglu(const float* g, const float* u, float* y, int64_t n) {
   parallel_range(n, 16384, [&](int64_t b, int64_t e) {
     int64_t i = b;
     for (; i + S::W <= e; i += S::W) S::store(y + i, S::mul(v_silu(S::load(g + i)), S::load(u + i)));
-    for (; i < e; i++) y[i] = s_silu(g[i]) * u[i];
+    if (i < e) vec_tail(g + i, u + i, y + i, e - i, [](S::V a, S::V b) { return S::mul(v_silu(a), b); });
   });
 }
 
