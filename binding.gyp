@@ -26,7 +26,7 @@
         "native/addon/bind_ops.cpp",
         "native/common/cpu_features.cpp",
         "native/common/thread_pool.cpp",
-        "native/common/dispatch.cpp",
+        "native/cpu/dispatch.cpp",
         "native/cpu/isa_scalar.cpp",
         "native/cpu/embedding.cpp",
         "native/cpu/rope.cpp",

@@ -3,7 +3,7 @@
 
 #include "addon/args.h"
 #include "common/cpu_features.h"
-#include "common/dispatch.h"
+#include "cpu/dispatch.h"
 #include "common/errors.h"
 #include "common/thread_pool.h"
 

@@ -2,7 +2,7 @@
 #include <string>
 
 #include "addon/args.h"
-#include "common/dispatch.h"
+#include "cpu/dispatch.h"
 #include "common/errors.h"
 #include "cpu/ops.h"
 

@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "addon/args.h"
-#include "common/dispatch.h"
+#include "cpu/dispatch.h"
 #include "common/errors.h"
 
 namespace tessera::addon {

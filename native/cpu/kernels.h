@@ -1,6 +1,6 @@
 // Parameter structs and the per-ISA kernel table. Every ISA-specialised kernel is compiled once
 // per ISA (isa_scalar.cpp, isa_avx2.cpp, isa_avx512.cpp) from the op headers in this folder;
-// native/common/dispatch picks a table at load time. Shapes are row-major and contiguous.
+// native/cpu/dispatch picks a table at load time. Shapes are row-major and contiguous.
 #pragma once
 #include <cstdint>
 

@@ -9,7 +9,7 @@ import { ModelFileError } from '../formats/errors.js';
 import { readGptqConfig, readGptqLinear, type GptqCheckpointConfig } from '../formats/gptq-checkpoint.js';
 import { loadSafetensor, openSafetensorsDir } from '../formats/safetensors.js';
 import { gptqKernelSupport } from '../tensor/int-weight.js';
-import { runnableWeight } from '../quant/quantize-model.js';
+import { runnableWeight } from './gptq-weight.js';
 import { Tensor } from '../tensor/tensor.js';
 import { weightReader } from './weight-reader.js';
 import type { LlamaConfig } from './config.js';

@@ -13,10 +13,10 @@
 import type { Backend } from '../backend/backend.js';
 import type { LinearRole, LinearWeight, LlamaModel } from '../model/llama.js';
 import { PagedKvCache } from '../runtime/kv/cache.js';
-import { dequantizeGptq, type GptqLinear } from '../tensor/gptq.js';
-import { IntWeight, gptqKernelSupport } from '../tensor/int-weight.js';
+import type { GptqLinear } from '../tensor/gptq.js';
 import { Tensor } from '../tensor/tensor.js';
 import { quantizeGptq, quantizeRtn, type GptqOptions } from './gptq.js';
+import { runnableWeight } from '../model/gptq-weight.js';
 import { forwardTokens } from '../runtime/runner.js';
 
 export const ROLE_GROUPS: LinearRole[][] = [['wq', 'wk', 'wv'], ['wo'], ['wGate', 'wUp'], ['wDown']];
@@ -56,13 +56,6 @@ export function gptqShapeProblem(K: number, bits: number): string | null {
 
 function gcd(a: number, b: number): number {
   return b === 0 ? a : gcd(b, a % b);
-}
-
-/** The runnable weight of a quantised layer: packed integers where a kernel exists, else f32. */
-export function runnableWeight(l: GptqLinear): { weight: LinearWeight; packed: boolean; reason?: string } {
-  const why = gptqKernelSupport(l);
-  if (!why) return { weight: IntWeight.fromGptq(l), packed: true };
-  return { weight: new Tensor('f32', [l.N, l.K], dequantizeGptq(l)), packed: false, reason: why };
 }
 
 /**

@@ -1,4 +1,4 @@
-/** The `cpu` backend: every op runs in the native addon (ISA chosen at load, see native/common/dispatch). */
+/** The `cpu` backend: every op runs in the native addon (ISA chosen at load, see native/cpu/dispatch). */
 import type { Kernels } from '../kernels.js';
 import type { NativeAddon } from './native.js';
 

@@ -1,4 +1,4 @@
-#include "common/dispatch.h"
+#include "cpu/dispatch.h"
 
 #include <atomic>
 #include <cstdlib>

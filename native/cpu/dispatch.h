@@ -1,4 +1,4 @@
-// Chooses the kernel table for this CPU: AVX-512 VNNI > AVX-512 > AVX2+FMA+F16C > scalar.
+// Chooses the CPU kernel table for this CPU: AVX-512 VNNI > AVX-512 > AVX2+FMA+F16C > scalar (features from common/cpu_features).
 // TESSERA_ISA forces one (scalar|avx2|avx512|avx512vnni); set_isa() switches at run time (tests run every supported path).
 #pragma once
 #include "cpu/kernels.h"
