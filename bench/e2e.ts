@@ -21,8 +21,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { getBackend, runtimeInfo } from '../src/index.js';
 import { loadNative } from '../src/backend/cpu/native.js';
-import { readGGUF, writeGGUF } from '../src/formats/gguf.js';
-import { llamaGGUFMetadata, syntheticSpmVocab } from '../src/formats/llama-gguf.js';
+import { readGGUF } from '../src/formats/gguf.js';
+import { TINYLLAMA, writeRandomModel } from './random-model.js';
 import { llamaConfigFromGGUF, llamaWeightsFromGGUF } from '../src/model/load-gguf.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { PagedKvCache } from '../src/runtime/kv/cache.js';
@@ -58,41 +58,9 @@ const PREFILL = Number(arg('--prefill') ?? 512), DECODE = Number(arg('--decode')
 const mixtral = args.includes('--mixtral');
 const SHAPE = mixtral
   ? { name: 'mixtral', dim: 1024, layers: small ? 2 : 8, heads: 8, kvHeads: 2, ffn: 2816, vocab: 32000, ctx: 2048, experts: 8, used: 2 }
-  : { name: 'tinyllama', dim: 2048, layers: small ? 4 : 22, heads: 32, kvHeads: 4, ffn: 5632, vocab: 32000, ctx: 2048, experts: 0, used: 0 };
+  : { ...TINYLLAMA, layers: small ? 4 : 22 };
 
 if (process.env.UV_THREADPOOL_SIZE !== '1') console.warn('note: run with UV_THREADPOOL_SIZE=1 for llama.cpp\'s best decode speed on 2 cores (npm run bench:e2e does)');
-
-let seed = 1;
-function randn(n: number, scale: number): Float32Array {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-    // sum of 4 uniforms: cheap, roughly normal
-    const a = seed & 0xff, b = (seed >>> 8) & 0xff, c = (seed >>> 16) & 0xff, d = seed >>> 24;
-    out[i] = ((a + b + c + d) / 1020 - 0.5) * 3.46 * scale;
-  }
-  return out;
-}
-
-function writeModel(file: string, type: 'F16' | 'Q8_0' | 'Q4_0') {
-  const s = SHAPE, hd = s.dim / s.heads;
-  const meta = llamaGGUFMetadata({ ...s, contextLength: s.ctx, experts: s.experts, expertsUsed: s.used }, syntheticSpmVocab(s.vocab), type, `${s.name}-shaped-random-${type}`);
-
-  const m = (name: string, rows: number, cols: number, t: 'F16' | 'Q8_0' | 'Q4_0' | 'F32' = type, E = 0) =>
-    ({ name, shape: E ? [E, rows, cols] : [rows, cols], type: t, load: () => randn((E || 1) * rows * cols, 1 / Math.sqrt(cols)) });
-  const norm = (name: string) => ({ name, shape: [s.dim], type: 'F32' as const, load: () => new Float32Array(s.dim).fill(1) });
-  // llama.cpp's own quantisation keeps token_embd at the file type and output at Q6_K/Q8_0; we use Q8_0 for Q4_0 files.
-  const tensors = [m('token_embd.weight', s.vocab, s.dim), norm('output_norm.weight'), m('output.weight', s.vocab, s.dim, type === 'Q4_0' ? 'Q8_0' : type)];
-  for (let l = 0; l < s.layers; l++)
-    tensors.push(norm(`blk.${l}.attn_norm.weight`), norm(`blk.${l}.ffn_norm.weight`),
-      m(`blk.${l}.attn_q.weight`, s.dim, s.dim), m(`blk.${l}.attn_k.weight`, s.kvHeads * hd, s.dim), m(`blk.${l}.attn_v.weight`, s.kvHeads * hd, s.dim),
-      m(`blk.${l}.attn_output.weight`, s.dim, s.dim),
-      ...(s.experts
-        ? [m(`blk.${l}.ffn_gate_inp.weight`, s.experts, s.dim, 'F32'), m(`blk.${l}.ffn_gate_exps.weight`, s.ffn, s.dim, type, s.experts),
-            m(`blk.${l}.ffn_up_exps.weight`, s.ffn, s.dim, type, s.experts), m(`blk.${l}.ffn_down_exps.weight`, s.dim, s.ffn, type, s.experts)]
-        : [m(`blk.${l}.ffn_gate.weight`, s.ffn, s.dim), m(`blk.${l}.ffn_up.weight`, s.ffn, s.dim), m(`blk.${l}.ffn_down.weight`, s.dim, s.ffn)]));
-  writeGGUF(file, meta, tensors);
-}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const promptTokens = Array.from({ length: PREFILL }, (_, i) => 259 + ((i * 7919) % (SHAPE.vocab - 259)));
@@ -177,7 +145,7 @@ async function main() {
     const file = path.join(dir, `${SHAPE.name}-random-${SHAPE.layers}L-${fileType}.gguf`);
     if (!existsSync(file)) {
       const t0 = performance.now();
-      writeModel(file, fileType);
+      writeRandomModel(file, SHAPE, fileType);
       console.log(`wrote ${file} (${(statSync(file).size / 1e9).toFixed(2)} GB) in ${((performance.now() - t0) / 1e3).toFixed(0)} s`);
     }
     const ours = await benchTessera(file, type === 'GPTQ4');

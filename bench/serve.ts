@@ -1,0 +1,169 @@
+/**
+ * Serving: many concurrent streams on one model. A TinyLlama-1.1B-shaped random-weight GGUF (F16
+ * and Q4_0, see random-model.ts), 64-token prompts, 128-token greedy generations (EOS ignored), at
+ * 1, 4, 16 and 64 concurrent streams:
+ *   - tessera: an Engine (worker thread, continuous batching), every stream a concurrent
+ *     engine.stream() call;
+ *   - llama.cpp: node-llama-cpp 3.21.1, one context with `sequences: N`, one sequence per stream,
+ *     all evaluated concurrently (it batches their tokens into one decode per step), 2 threads.
+ * Reports aggregate decode tok/s (completion tokens / wall time), time to first token and
+ * inter-token latency p50/p99, the main thread's event-loop delay p99 (tessera), and with a
+ * shared 1,000-token prefix the second request's time to first token against the first's.
+ *
+ *   npm run bench:serve [-- --types F16,Q4_0] [-- --streams 1,4,16,64] [-- --prompt 64] [-- --gen 128]
+ *                       [-- --small] (4 layers) [-- --no-llamacpp] [-- --json FILE] [-- --dir DIR]
+ */
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Engine } from '../src/index.js';
+import { TINYLLAMA, writeRandomModel } from './random-model.js';
+
+const args = process.argv.slice(2);
+const arg = (n: string) => {
+  const i = args.indexOf(n);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const types = (arg('--types') ?? 'F16,Q4_0').split(',') as ('F16' | 'Q8_0' | 'Q4_0')[];
+const streamsList = (arg('--streams') ?? '1,4,16,64').split(',').map(Number);
+const PROMPT = Number(arg('--prompt') ?? 64), GEN = Number(arg('--gen') ?? 128), PREFIX = Number(arg('--prefix') ?? 1000);
+const small = args.includes('--small');
+const withLlama = !args.includes('--no-llamacpp');
+const dir = arg('--dir') ?? path.join(os.tmpdir(), 'tessera-e2e');
+const jsonOut = arg('--json');
+const SHAPE = { ...TINYLLAMA, layers: small ? 4 : TINYLLAMA.layers };
+if (withLlama && process.env.UV_THREADPOOL_SIZE !== '1') console.warn('note: run with UV_THREADPOOL_SIZE=1 for llama.cpp\'s best speed on 2 cores (npm run bench:serve does)');
+
+const pct = (xs: number[], p: number) => {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+};
+/** Distinct prompts: stream i gets tokens offset by i (ids above the byte tokens). */
+const prompt = (i: number, n = PROMPT, base = 0) => Array.from({ length: n }, (_, j) => 259 + ((base + i * 7919 + j * 104729) % (SHAPE.vocab - 259)));
+
+interface StreamTimes {
+  start: number;
+  tokens: number[]; // arrival times (ms)
+}
+
+function summarize(all: StreamTimes[], t0: number, t1: number) {
+  const completion = all.reduce((a, s) => a + s.tokens.length, 0);
+  const ttft = all.map((s) => s.tokens[0]! - s.start);
+  const itl = all.flatMap((s) => s.tokens.slice(1).map((t, i) => t - s.tokens[i]!));
+  return {
+    aggregate: completion / ((t1 - t0) / 1e3),
+    ttftP50: pct(ttft, 50), ttftP99: pct(ttft, 99),
+    itlP50: pct(itl, 50), itlP99: pct(itl, 99),
+    completion,
+  };
+}
+
+async function tesseraRun(engine: Engine, n: number) {
+  const t0 = performance.now();
+  const times: StreamTimes[] = [];
+  await Promise.all(Array.from({ length: n }, async (_, i) => {
+    const s: StreamTimes = { start: performance.now(), tokens: [] };
+    times.push(s);
+    for await (const d of engine.stream(prompt(i), { maxTokens: GEN, ignoreEos: true, temperature: 0, addBos: false }))
+      if (d.token !== null) s.tokens.push(performance.now());
+  }));
+  return summarize(times, t0, performance.now());
+}
+
+async function tesseraTtft(engine: Engine, p: number[]) {
+  const t0 = performance.now();
+  for await (const d of engine.stream(p, { maxTokens: 1, ignoreEos: true, temperature: 0 })) if (d.token !== null) return performance.now() - t0;
+  return NaN;
+}
+
+async function benchTessera(file: string) {
+  const engine = await Engine.load(file, { backend: 'cpu', kvCacheBytes: 1.5 * 2 ** 30 });
+  const rows: Record<number, ReturnType<typeof summarize> & { loopP99?: number }> = {};
+  try {
+    await tesseraRun(engine, 1); // warm-up (page faults, thread pool)
+    for (const n of streamsList) {
+      const h = monitorEventLoopDelay({ resolution: 1 });
+      h.enable();
+      const r = await tesseraRun(engine, n);
+      h.disable();
+      rows[n] = { ...r, loopP99: h.percentile(99) / 1e6 };
+      console.log(`  tessera   ${String(n).padStart(2)} streams: ${r.aggregate.toFixed(1)} tok/s, TTFT p50 ${r.ttftP50.toFixed(0)} ms p99 ${r.ttftP99.toFixed(0)} ms, ITL p50 ${r.itlP50.toFixed(0)} ms p99 ${r.itlP99.toFixed(0)} ms, event loop p99 ${rows[n].loopP99!.toFixed(1)} ms`);
+    }
+    // Shared prefix: a cold request, then one sharing its first PREFIX tokens.
+    const prefix = prompt(99, PREFIX, 3);
+    const cold = await tesseraTtft(engine, [...prefix, ...prompt(1, PROMPT, 5)]);
+    const warm = await tesseraTtft(engine, [...prefix, ...prompt(2, PROMPT, 7)]);
+    const st = await engine.stats();
+    console.log(`  tessera   shared ${PREFIX}-token prefix: TTFT first ${cold.toFixed(0)} ms, second ${warm.toFixed(0)} ms (${((100 * warm) / cold).toFixed(1)}%), prefix hit rate ${(100 * st.prefixHitRate).toFixed(1)}%`);
+    return { rows, prefix: { cold, warm } };
+  } finally {
+    await engine.dispose();
+  }
+}
+
+async function benchLlamaCpp(file: string) {
+  const { getLlama } = await import('node-llama-cpp');
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+  const model = await llama.loadModel({ modelPath: file });
+  const rows: Record<number, ReturnType<typeof summarize>> = {};
+  const run = async (n: number) => {
+    const ctx = await model.createContext({ sequences: n, contextSize: n * (PROMPT + GEN + 16), batchSize: 512, threads: { ideal: 2, min: 2 } } as never);
+    try {
+      const t0 = performance.now();
+      const times: StreamTimes[] = [];
+      await Promise.all(Array.from({ length: n }, async (_, i) => {
+        const seq = ctx.getSequence();
+        const s: StreamTimes = { start: performance.now(), tokens: [] };
+        times.push(s);
+        for await (const _t of seq.evaluate(prompt(i) as never, { temperature: 0 } as never)) {
+          s.tokens.push(performance.now());
+          if (s.tokens.length >= GEN) break;
+        }
+      }));
+      return summarize(times, t0, performance.now());
+    } finally {
+      await ctx.dispose();
+    }
+  };
+  try {
+    await run(1); // warm-up
+    for (const n of streamsList) {
+      rows[n] = await run(n);
+      const r = rows[n];
+      console.log(`  llama.cpp ${String(n).padStart(2)} streams: ${r.aggregate.toFixed(1)} tok/s, TTFT p50 ${r.ttftP50.toFixed(0)} ms p99 ${r.ttftP99.toFixed(0)} ms, ITL p50 ${r.itlP50.toFixed(0)} ms p99 ${r.itlP99.toFixed(0)} ms`);
+    }
+  } finally {
+    await model.dispose();
+    await llama.dispose();
+  }
+  return rows;
+}
+
+async function main() {
+  console.log(`tessera serve bench — ${new Date().toISOString().slice(0, 10)} — ${os.cpus()[0]?.model} x${os.cpus().length} — ${SHAPE.name}-shaped, ${SHAPE.layers} layers, ${PROMPT}-token prompts, ${GEN}-token generations`);
+  mkdirSync(dir, { recursive: true });
+  const out: Record<string, unknown> = {};
+  for (const type of types) {
+    const file = path.join(dir, `${SHAPE.name}-random-${SHAPE.layers}L-${type}.gguf`);
+    if (!existsSync(file)) {
+      const t0 = performance.now();
+      writeRandomModel(file, SHAPE, type);
+      console.log(`wrote ${file} (${(statSync(file).size / 1e9).toFixed(2)} GB) in ${((performance.now() - t0) / 1e3).toFixed(0)} s`);
+    }
+    console.log(`${type}:`);
+    const ours = await benchTessera(file);
+    const theirs = withLlama ? await benchLlamaCpp(file) : null;
+    const one = ours.rows[streamsList[0]!]!.aggregate;
+    console.log(`  | streams | tessera tok/s | × tessera 1 stream | llama.cpp tok/s | tessera / llama.cpp | TTFT p50 (t / l) ms | ITL p50 (t / l) ms | ITL p99 (t / l) ms |`);
+    for (const n of streamsList) {
+      const t = ours.rows[n]!, l = theirs?.[n];
+      console.log(`  | ${n} | ${t.aggregate.toFixed(1)} | ${(t.aggregate / one).toFixed(2)} | ${l ? l.aggregate.toFixed(1) : '—'} | ${l ? (t.aggregate / l.aggregate).toFixed(2) : '—'} | ${t.ttftP50.toFixed(0)} / ${l ? l.ttftP50.toFixed(0) : '—'} | ${t.itlP50.toFixed(0)} / ${l ? l.itlP50.toFixed(0) : '—'} | ${t.itlP99.toFixed(0)} / ${l ? l.itlP99.toFixed(0) : '—'} |`);
+    }
+    out[type] = { tessera: ours, llamacpp: theirs };
+  }
+  if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ date: new Date().toISOString(), shape: SHAPE, prompt: PROMPT, gen: GEN, results: out }, null, 2));
+}
+
+await main();
