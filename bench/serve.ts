@@ -10,14 +10,20 @@
  * inter-token latency p50/p99, the main thread's event-loop delay p99 (tessera), and with a
  * shared 1,000-token prefix the second request's time to first token against the first's.
  *
+ * With --http the tessera streams also run over HTTP (tessera serve's server in this process,
+ * streaming completions with token-id prompts), side by side with the in-process Engine: requests/s,
+ * tokens/s, TTFT and ITL as a client sees them.
+ *
  *   npm run bench:serve [-- --types F16,Q4_0] [-- --streams 1,4,16,64] [-- --prompt 64] [-- --gen 128]
- *                       [-- --small] (4 layers) [-- --no-llamacpp] [-- --json FILE] [-- --dir DIR]
+ *                       [-- --small] (4 layers) [-- --no-llamacpp] [-- --http] [-- --json FILE] [-- --dir DIR]
  */
 import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import type { AddressInfo } from 'node:net';
 import { Engine } from '../src/index.js';
+import { createServer } from '../src/server/server.js';
 import { TINYLLAMA, writeRandomModel } from './random-model.js';
 
 const args = process.argv.slice(2);
@@ -30,6 +36,7 @@ const streamsList = (arg('--streams') ?? '1,4,16,64').split(',').map(Number);
 const PROMPT = Number(arg('--prompt') ?? 64), GEN = Number(arg('--gen') ?? 128), PREFIX = Number(arg('--prefix') ?? 1000);
 const small = args.includes('--small');
 const withLlama = !args.includes('--no-llamacpp');
+const withHttp = args.includes('--http');
 const dir = arg('--dir') ?? path.join(os.tmpdir(), 'tessera-e2e');
 const jsonOut = arg('--json');
 const SHAPE = { ...TINYLLAMA, layers: small ? 4 : TINYLLAMA.layers };
@@ -52,8 +59,13 @@ function summarize(all: StreamTimes[], t0: number, t1: number) {
   const completion = all.reduce((a, s) => a + s.tokens.length, 0);
   const ttft = all.map((s) => s.tokens[0]! - s.start);
   const itl = all.flatMap((s) => s.tokens.slice(1).map((t, i) => t - s.tokens[i]!));
+  // The decode phase: from the last stream's first token to the first stream's last token, when
+  // every stream is decoding (prompts done) — the batched decode rate without prefill in it.
+  const w0 = Math.max(...all.map((s) => s.tokens[0]!)), w1 = Math.min(...all.map((s) => s.tokens[s.tokens.length - 1]!));
+  const inWindow = all.reduce((a, s) => a + s.tokens.filter((t) => t > w0 && t <= w1).length, 0);
   return {
     aggregate: completion / ((t1 - t0) / 1e3),
+    decodePhase: w1 > w0 ? inWindow / ((w1 - w0) / 1e3) : NaN,
     ttftP50: pct(ttft, 50), ttftP99: pct(ttft, 99),
     itlP50: pct(itl, 50), itlP99: pct(itl, 99),
     completion,
@@ -72,6 +84,38 @@ async function tesseraRun(engine: Engine, n: number) {
   return summarize(times, t0, performance.now());
 }
 
+/** The same streams over HTTP: one streaming /v1/completions request per stream. */
+async function httpRun(url: string, n: number) {
+  const t0 = performance.now();
+  const times: StreamTimes[] = [];
+  await Promise.all(Array.from({ length: n }, async (_, i) => {
+    const s: StreamTimes = { start: performance.now(), tokens: [] };
+    times.push(s);
+    const r = await fetch(`${url}/v1/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: prompt(i), max_tokens: GEN, temperature: 0, stream: true, logprobs: 0 }),
+    });
+    const reader = r.body!.getReader();
+    let buf = '';
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      buf += Buffer.from(value).toString();
+      let k;
+      while ((k = buf.indexOf('\n\n')) >= 0) {
+        const ev = buf.slice(0, k);
+        buf = buf.slice(k + 2);
+        if (!ev.startsWith('data: {')) continue;
+        const c = JSON.parse(ev.slice(6)) as { choices: { logprobs: { tokens: string[] } | null }[] };
+        const toks = c.choices[0]?.logprobs?.tokens.length ?? 0; // one chunk per generated token
+        for (let j = 0; j < toks; j++) s.tokens.push(performance.now());
+      }
+    }
+  }));
+  const t1 = performance.now();
+  return { ...summarize(times, t0, t1), requestsPerSecond: n / ((t1 - t0) / 1e3) };
+}
+
 async function tesseraTtft(engine: Engine, p: number[]) {
   const t0 = performance.now();
   for await (const d of engine.stream(p, { maxTokens: 1, ignoreEos: true, temperature: 0 })) if (d.token !== null) return performance.now() - t0;
@@ -81,15 +125,34 @@ async function tesseraTtft(engine: Engine, p: number[]) {
 async function benchTessera(file: string) {
   const engine = await Engine.load(file, { backend: 'cpu', kvCacheBytes: 1.5 * 2 ** 30 });
   const rows: Record<number, ReturnType<typeof summarize> & { loopP99?: number }> = {};
+  let pre = NaN;
+  const http: Record<number, ReturnType<typeof summarize> & { requestsPerSecond: number }> = {};
   try {
     await tesseraRun(engine, 1); // warm-up (page faults, thread pool)
+    // The compute ceiling: N decode rows cost at least N prompt tokens of prefill, so aggregate
+    // decode cannot beat the prefill rate (measured on a 512-token prompt).
+    pre = 512 / ((await tesseraTtft(engine, prompt(500, 512, 11))) / 1e3);
+    console.log(`  tessera   prefill ${pre.toFixed(1)} tok/s (the ceiling for aggregate decode)`);
     for (const n of streamsList) {
       const h = monitorEventLoopDelay({ resolution: 1 });
       h.enable();
       const r = await tesseraRun(engine, n);
       h.disable();
       rows[n] = { ...r, loopP99: h.percentile(99) / 1e6 };
-      console.log(`  tessera   ${String(n).padStart(2)} streams: ${r.aggregate.toFixed(1)} tok/s, TTFT p50 ${r.ttftP50.toFixed(0)} ms p99 ${r.ttftP99.toFixed(0)} ms, ITL p50 ${r.itlP50.toFixed(0)} ms p99 ${r.itlP99.toFixed(0)} ms, event loop p99 ${rows[n].loopP99!.toFixed(1)} ms`);
+      console.log(`  tessera   ${String(n).padStart(2)} streams: ${r.aggregate.toFixed(1)} tok/s (decode phase ${r.decodePhase.toFixed(1)}), TTFT p50 ${r.ttftP50.toFixed(0)} ms p99 ${r.ttftP99.toFixed(0)} ms, ITL p50 ${r.itlP50.toFixed(0)} ms p99 ${r.itlP99.toFixed(0)} ms, event loop p99 ${rows[n].loopP99!.toFixed(1)} ms`);
+    }
+    if (withHttp) {
+      const app = createServer(engine);
+      await app.listen({ host: '127.0.0.1', port: 0 });
+      const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+      try {
+        for (const n of streamsList) {
+          const r = (http[n] = await httpRun(url, n));
+          console.log(`  HTTP      ${String(n).padStart(2)} streams: ${r.aggregate.toFixed(1)} tok/s (${((100 * r.aggregate) / rows[n]!.aggregate - 100).toFixed(1)}% vs in-process), ${r.requestsPerSecond.toFixed(2)} req/s, TTFT p50 ${r.ttftP50.toFixed(0)} ms p99 ${r.ttftP99.toFixed(0)} ms, ITL p50 ${r.itlP50.toFixed(0)} ms p99 ${r.itlP99.toFixed(0)} ms`);
+        }
+      } finally {
+        await app.close();
+      }
     }
     // Shared prefix: a cold request, then one sharing its first PREFIX tokens.
     const prefix = prompt(99, PREFIX, 3);
@@ -97,7 +160,7 @@ async function benchTessera(file: string) {
     const warm = await tesseraTtft(engine, [...prefix, ...prompt(2, PROMPT, 7)]);
     const st = await engine.stats();
     console.log(`  tessera   shared ${PREFIX}-token prefix: TTFT first ${cold.toFixed(0)} ms, second ${warm.toFixed(0)} ms (${((100 * warm) / cold).toFixed(1)}%), prefix hit rate ${(100 * st.prefixHitRate).toFixed(1)}%`);
-    return { rows, prefix: { cold, warm } };
+    return { rows, http, prefix: { cold, warm }, prefill: pre };
   } finally {
     await engine.dispose();
   }
@@ -132,7 +195,7 @@ async function benchLlamaCpp(file: string) {
     for (const n of streamsList) {
       rows[n] = await run(n);
       const r = rows[n];
-      console.log(`  llama.cpp ${String(n).padStart(2)} streams: ${r.aggregate.toFixed(1)} tok/s, TTFT p50 ${r.ttftP50.toFixed(0)} ms p99 ${r.ttftP99.toFixed(0)} ms, ITL p50 ${r.itlP50.toFixed(0)} ms p99 ${r.itlP99.toFixed(0)} ms`);
+      console.log(`  llama.cpp ${String(n).padStart(2)} streams: ${r.aggregate.toFixed(1)} tok/s (decode phase ${r.decodePhase.toFixed(1)}), TTFT p50 ${r.ttftP50.toFixed(0)} ms p99 ${r.ttftP99.toFixed(0)} ms, ITL p50 ${r.itlP50.toFixed(0)} ms p99 ${r.itlP99.toFixed(0)} ms`);
     }
   } finally {
     await model.dispose();

@@ -50,3 +50,4 @@ export { quantizeGptq, quantizeRtn, type QuantOptions, type GptqOptions, type Gp
 export { quantizeModel, type QuantizeModelOptions, type QuantizedModel, type LinearReport } from './quant/quantize-model.js';
 export type { LinearWeight, LinearRole } from './model/llama.js';
 export { CudaDevice, CudaUnavailableError, DeviceTensor, cudaStatus, type CudaStatus, type DeviceGptq, type DeviceDType } from './backend/cuda/device.js';
+export { createServer, ApiError, type ServerOptions } from './server/server.js';

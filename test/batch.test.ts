@@ -7,6 +7,7 @@ import { getBackend, Tensor } from '../src/index.js';
 import { linearCalls } from '../src/model/batch.js';
 import type { LlamaModel } from '../src/model/llama.js';
 import { loadModelFile } from '../src/model/load.js';
+import { beamSearch, BeamJob } from '../src/runtime/beam.js';
 import { SampleJob, type FinishReason } from '../src/runtime/generate.js';
 import { BlockManager, KvCacheFullError } from '../src/runtime/kv/block-manager.js';
 import { PagedKvCache } from '../src/runtime/kv/cache.js';
@@ -304,6 +305,35 @@ describe.each(backends)('scheduler on %s', (bn) => {
     expect(big.stats.preemptions).toBe(0);
     // Spot-check against the plain loop.
     for (const i of [0, 13, 31]) expect(small.res[i]!.tokens).toEqual(greedyAlone(m, reqs[i]!.prompt, reqs[i]!.maxTokens, tok.eogIds));
+  });
+
+  it('beam searches batched with sampling under a small KV budget (preempted and restarted) equal standalone beam search', () => {
+    const { model: m, tokenizer: tok } = loadModelFile(F32, getBackend(bn));
+    const r = rng(21);
+    const beamPrompts = [tok.encode('Once upon a time', { addBos: true }), randomTokens(40, r, m.config.vocabSize)];
+    const refs = beamPrompts.map((p) => {
+      const c = newCache(m);
+      c.add(0);
+      return beamSearch(m, c, 0, p, { beams: 3, maxTokens: 15, eogIds: tok.eogIds })[0]!.tokens;
+    });
+    for (const blocks of [1024, 14]) {
+      const cache = newCache(m, blocks);
+      const sched = new Scheduler(m, cache);
+      const got: number[][] = beamPrompts.map(() => []);
+      const errors: Error[] = [];
+      beamPrompts.forEach((p, i) => sched.submit(new BeamJob(sched, tok, p, { beams: 3, maxTokens: 15 }, {
+        onDelta: (d) => d.token !== null && got[i]!.push(d.token), onDone: () => {}, onError: (e) => errors.push(e),
+      })));
+      for (let i = 0; i < 6; i++)
+        sched.submit(new SampleJob(sched, tok, randomTokens(10 + 5 * i, r, m.config.vocabSize), { temperature: 0, maxTokens: 30 }, {
+          onDelta: () => {}, onDone: () => {}, onError: (e) => errors.push(e),
+        }));
+      sched.runToCompletion();
+      expect(errors).toEqual([]);
+      expect(got).toEqual(refs);
+      if (blocks === 14) expect(sched.stats().preemptions).toBeGreaterThan(0);
+      expect(sched.stats().kvBlocksUsed).toBe(0);
+    }
   });
 
   it('a request alone larger than the whole cache fails with KvCacheFullError; the others finish', () => {

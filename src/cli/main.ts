@@ -6,6 +6,7 @@ import { UsageError } from './errors.js';
 import { benchCommand } from './bench.js';
 import { chatCommand } from './chat.js';
 import { generateCommand } from './generate.js';
+import { serveCommand } from './serve.js';
 import { inspectCommand } from './inspect.js';
 import { logitsCommand } from './logits.js';
 import { moeStatsCommand } from './moe-stats.js';
@@ -20,6 +21,7 @@ Usage: tessera <command> [options]
 Commands:
   generate        Stream a completion of a prompt (default model: the bundled stories260K)
   chat            Interactive chat with the model's chat template
+  serve           OpenAI-compatible HTTP server (batched, streaming, /metrics)
   perplexity      Perplexity of a text file (llama.cpp chunk convention or sliding window)
   quantize        GPTQ / RTN quantisation to a GPTQ checkpoint (or GGUF Q4_0/Q8_0)
   tokenize        Print the token ids of a text
@@ -92,6 +94,7 @@ export async function main(argv: string[]): Promise<void> {
     if (cmd === 'info') return info(rest);
     if (cmd === 'generate') return await generateCommand(rest);
     if (cmd === 'chat') return await chatCommand(rest);
+    if (cmd === 'serve') return await serveCommand(rest);
     if (cmd === 'perplexity') return perplexityCommand(rest);
     if (cmd === 'quantize') return quantizeCommand(rest);
     if (cmd === 'tokenize') return tokenizeCommand(rest);

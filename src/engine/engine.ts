@@ -30,6 +30,8 @@ export interface EngineOptions {
 export interface EngineGenerateOptions extends GenerateOptions {
   /** Prepend BOS to a text prompt. Default true. */
   addBos?: boolean;
+  /** Give each delta its token's own text (`tokenText`, and `text` on topLogprobs entries). */
+  tokenTexts?: boolean;
   signal?: AbortSignal;
 }
 

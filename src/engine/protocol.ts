@@ -22,7 +22,7 @@ export interface LoadRequest {
 
 export type Request =
   | LoadRequest
-  | { type: 'generate'; id: number; prompt: Prompt; options: GenerateOptions & { addBos?: boolean } }
+  | { type: 'generate'; id: number; prompt: Prompt; options: GenerateOptions & { addBos?: boolean; tokenTexts?: boolean } }
   | { type: 'abort'; id: number }
   | { type: 'tokenize'; id: number; text: string; addBos: boolean }
   | { type: 'stats'; id: number }

@@ -47,8 +47,18 @@ function start(req: Extract<Request, { type: 'generate' }>): void {
     prompt = tokenizer.encode(text, { addBos: req.options.addBos ?? (tokenizer.addBos && !(bos && text.startsWith(bos))), parseSpecial: true });
   }
   const id = req.id;
+  // With tokenTexts each token (and each top-logprob alternative) carries its own text (the
+  // server's logprobs); a token's text is its piece decoded alone.
+  const texts = req.options.tokenTexts === true;
+  const run = { runStart: true }; // the stream decoder's view: generated text starts a run
   const job = createGenerateJob(sched!, tokenizer, prompt, req.options, {
-    onDelta: (delta) => send({ type: 'delta', id, delta }),
+    onDelta: (delta) => {
+      if (texts && delta.token !== null) {
+        if (delta.topLogprobs) delta.topLogprobs = delta.topLogprobs.map((t) => ({ ...t, text: tokenizer.tokenText(t.token, { ...run }) }));
+        delta.tokenText = tokenizer.tokenText(delta.token, run);
+      }
+      send({ type: 'delta', id, delta });
+    },
     onDone: (finishReason, u) => {
       jobs.delete(id);
       send({ type: 'done', id, finishReason, promptTokens: u.promptTokens, completionTokens: u.completionTokens });

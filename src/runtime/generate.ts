@@ -21,6 +21,8 @@ export interface GenerateOptions extends SamplingOptions {
   stopTokens?: number[];
   /** Keep generating through EOS. Default false. */
   ignoreEos?: boolean;
+  /** Also report the this many most likely tokens (0-20) and their log-probabilities with each token. Default 0. */
+  topLogprobs?: number;
   /** Beam search with this many beams (> 1); sampling options are then ignored. */
   beams?: number;
   /** Beam search: exponent of the length normalisation. Default 1. */
@@ -38,6 +40,31 @@ export interface Delta {
   token: number | null;
   /** log p(token) under the unmodified model distribution; null with token null (and in beam search). */
   logprob: number | null;
+  /** With options.topLogprobs: the most likely tokens at this step, best first (unmodified distribution). */
+  topLogprobs?: { token: number; logprob: number; text?: string }[];
+  /** The token's own text (Engine option tokenTexts). */
+  tokenText?: string;
+}
+
+/** The k most likely tokens of logits with their log-probabilities (ties to the lower id). */
+export function topLogprobs(logits: Float32Array, k: number): { token: number; logprob: number }[] {
+  let mx = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i]! > mx) mx = logits[i]!;
+  let z = 0;
+  for (let i = 0; i < logits.length; i++) z += Math.exp(logits[i]! - mx);
+  const lse = mx + Math.log(z);
+  const top: number[] = []; // ids, best first
+  for (let i = 0; i < logits.length; i++) {
+    if (top.length === k && logits[i]! <= logits[top[k - 1]!]!) continue;
+    let j = Math.min(top.length, k - 1);
+    if (top.length < k) top.push(i);
+    while (j > 0 && logits[top[j - 1]!]! < logits[i]!) {
+      top[j] = top[j - 1]!;
+      j--;
+    }
+    top[j] = i;
+  }
+  return top.map((t) => ({ token: t, logprob: logits[t]! - lse }));
 }
 
 export interface ResolvedGenerate {
@@ -101,6 +128,7 @@ export class SampleJob implements GenerationJob {
   readonly #decoder: StreamDecoder;
   readonly #events: JobEvents;
   readonly #contextLength: number;
+  readonly #topLogprobs: number;
   #pending = '';
   #done = false;
 
@@ -111,6 +139,7 @@ export class SampleJob implements GenerationJob {
     if (prompt.length > this.#contextLength)
       throw new RangeError(`Expected a prompt of at most the model's context length ${this.#contextLength} tokens but received ${prompt.length}`);
     this.#sampler = new Sampler(options);
+    this.#topLogprobs = check.int(options.topLogprobs ?? 0, 'topLogprobs', 0, 20);
     this.#decoder = tok.createStreamDecoder({ skipSpecial: true }); // control tokens (BOS, ...) are not text
     this.#events = events;
     this.#seq = ctx.newSeq();
@@ -133,17 +162,18 @@ export class SampleJob implements GenerationJob {
     const r = this.#r;
     const { token, logprob } = this.#sampler.sample(l, this.#tokens);
     if (r.stopTokens.has(token)) return this.#flushAndFinish('stop');
+    const top = this.#topLogprobs ? { topLogprobs: topLogprobs(l, this.#topLogprobs) } : {};
     this.#tokens.push(token);
     this.#pending += this.#decoder.push(token);
     if (r.stop.length) {
       const cut = firstStop(this.#pending, r.stop);
       if (cut >= 0) {
-        this.#events.onDelta({ text: this.#pending.slice(0, cut), token, logprob });
+        this.#events.onDelta({ text: this.#pending.slice(0, cut), token, logprob, ...top });
         return this.#finish('stop');
       }
     }
     const hold = heldBack(this.#pending, r.stop);
-    this.#events.onDelta({ text: this.#pending.slice(0, this.#pending.length - hold), token, logprob });
+    this.#events.onDelta({ text: this.#pending.slice(0, this.#pending.length - hold), token, logprob, ...top });
     this.#pending = this.#pending.slice(this.#pending.length - hold);
     const generated = this.#tokens.length - this.#promptLength;
     if (generated === r.maxTokens) return this.#flushAndFinish('length');

@@ -274,6 +274,18 @@ export class Tokenizer {
     return decodeIds(this.#spec, ids, opts);
   }
 
+  /**
+   * The text one token adds where it stands: `state.runStart` says whether it starts a run (the
+   * start of the text, or after a special token), where a SentencePiece space prefix is dropped.
+   * The state advances; pass a copy to look at alternatives. Control tokens give ''.
+   */
+  tokenText(id: number, state: { runStart: boolean } = { runStart: false }): string {
+    checkId(this.#spec, id, 'id');
+    const bytes: number[] = [];
+    pieceBytes(this.#spec, id, { skipSpecial: true }, state, bytes);
+    return new TextDecoder('utf-8', { ignoreBOM: true }).decode(Uint8Array.from(bytes));
+  }
+
   /** A decoder for ids arriving one at a time; its output concatenated equals decode() of all ids. */
   createStreamDecoder(opts: DecodeOptions = {}): StreamDecoder {
     return new StreamDecoder(this.#spec, opts);
