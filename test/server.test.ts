@@ -194,8 +194,12 @@ describe('tessera serve: OpenAI API', () => {
     }
   });
 
-  it('64 concurrent streaming clients with random disconnects: all settle and no KV block stays in use', async () => {
-    for (let round = 0; round < 2; round++) {
+  it('64 concurrent streaming clients with random disconnects: all settle, no KV block stays in use, no unhandled rejection, RSS stays flat', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    const rss: number[] = [];
+    for (let round = 0; round < 4; round++) {
       const runs = Array.from({ length: 64 }, async (_, i) => {
         const ac = new AbortController();
         const cut = i % 3 === 0 ? 1 + (i % 7) : -1;
@@ -231,7 +235,12 @@ describe('tessera serve: OpenAI API', () => {
         s = await engine.stats();
       }
       expect(s).toMatchObject({ running: 0, waiting: 0, kvBlocksUsed: 0 });
+      rss.push(process.memoryUsage().rss);
     }
+    process.off('unhandledRejection', onUnhandled);
+    expect(unhandled).toEqual([]);
+    // Growth after the first round (warm-up) stays small: nothing per request is kept.
+    expect(rss[3]! - rss[1]!).toBeLessThan(64 * 2 ** 20);
     const m = await (await fetch(`${base}/metrics`)).text();
     expect(m).toMatch(/tessera_kv_blocks_used 0/);
   });
@@ -249,5 +258,47 @@ describe('tessera serve: OpenAI API', () => {
     await drained;
     expect(await inflight).toMatch(/data: \[DONE\]\n\n$/);
     await s.close();
+  });
+});
+
+describe('tessera serve (the command)', () => {
+  it('serves the bundled model, and on SIGTERM lets a running stream finish, then exits 0', async () => {
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, [path.join(root, 'bin/tessera.js'), 'serve', '--port', '0', '--backend', backend], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stderr.on('data', (b: Buffer) => {
+        err += b.toString();
+        const m = /listening on (http:\/\/[^\s]+)/.exec(err);
+        if (m && /serving/.test(err)) resolve(m[1]!);
+      });
+      child.on('exit', (code) => reject(new Error(`serve exited early (${code}): ${err}`)));
+    });
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    const stream = fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 200, temperature: 0, stream: true }) });
+    const r = await stream;
+    const reader = r.body!.getReader();
+    await reader.read(); // the stream is running
+    child.kill('SIGTERM');
+    let text = '';
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += Buffer.from(value).toString();
+    }
+    expect(text).toMatch(/"finish_reason":"(length|stop)"[\s\S]*data: \[DONE\]\n\n$/);
+    expect(await exited).toBe(0);
+    expect(err).toMatch(/SIGTERM/);
+  }, 60_000);
+
+  it('--help names every option; bad options are usage errors', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const bin = path.join(root, 'bin/tessera.js');
+    const help = spawnSync(process.execPath, [bin, 'serve', '--help'], { encoding: 'utf8' });
+    expect(help.status).toBe(0);
+    for (const o of ['--host', '--port', '--api-key', '--max-sequences', '--kv-cache-bytes', '--model-alias']) expect(help.stdout).toContain(o);
+    const bad = spawnSync(process.execPath, [bin, 'serve', '--port', 'http'], { encoding: 'utf8' });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/--port expects an integer/);
   });
 });
