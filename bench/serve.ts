@@ -47,7 +47,8 @@ const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 };
-/** Distinct prompts: stream i gets tokens offset by i (ids above the byte tokens). */
+/** Distinct prompts: stream i gets tokens offset by i (ids above the byte tokens); every run uses
+ *  its own `base`, so no run finds another's prompts in the prefix cache. */
 const prompt = (i: number, n = PROMPT, base = 0) => Array.from({ length: n }, (_, j) => 259 + ((base + i * 7919 + j * 104729) % (SHAPE.vocab - 259)));
 
 interface StreamTimes {
@@ -72,13 +73,17 @@ function summarize(all: StreamTimes[], t0: number, t1: number) {
   };
 }
 
+let runBase = 0;
+const nextBase = () => (runBase += 100_003);
+
 async function tesseraRun(engine: Engine, n: number) {
+  const base = nextBase();
   const t0 = performance.now();
   const times: StreamTimes[] = [];
   await Promise.all(Array.from({ length: n }, async (_, i) => {
     const s: StreamTimes = { start: performance.now(), tokens: [] };
     times.push(s);
-    for await (const d of engine.stream(prompt(i), { maxTokens: GEN, ignoreEos: true, temperature: 0, addBos: false }))
+    for await (const d of engine.stream(prompt(i, PROMPT, base), { maxTokens: GEN, ignoreEos: true, temperature: 0, addBos: false }))
       if (d.token !== null) s.tokens.push(performance.now());
   }));
   return summarize(times, t0, performance.now());
@@ -86,6 +91,7 @@ async function tesseraRun(engine: Engine, n: number) {
 
 /** The same streams over HTTP: one streaming /v1/completions request per stream. */
 async function httpRun(url: string, n: number) {
+  const base = nextBase();
   const t0 = performance.now();
   const times: StreamTimes[] = [];
   await Promise.all(Array.from({ length: n }, async (_, i) => {
@@ -93,7 +99,7 @@ async function httpRun(url: string, n: number) {
     times.push(s);
     const r = await fetch(`${url}/v1/completions`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ prompt: prompt(i), max_tokens: GEN, temperature: 0, stream: true, logprobs: 0 }),
+      body: JSON.stringify({ prompt: prompt(i, PROMPT, base), max_tokens: GEN, temperature: 0, stream: true, logprobs: 0 }),
     });
     const reader = r.body!.getReader();
     let buf = '';

@@ -25,6 +25,9 @@ Options:
       --beams B             Beam search with B beams (deterministic; sampling options ignored;
                             the best beam is printed when the search ends)
       --length-penalty X    Beam search length normalisation exponent (default 1)
+      --draft-model FILE    Speculative decoding with this draft model (same vocabulary)
+      --lookup-ngram N      Speculative decoding by prompt lookup (match up to N last tokens)
+      --draft-max K         Most draft tokens per step (default 8; k adapts within 1..K)
       --stop STR            Stop before STR (repeatable)
       --ignore-eos          Keep generating past end-of-sequence
       --no-bos              Do not prepend the BOS token
@@ -51,6 +54,9 @@ export async function generateCommand(argv: string[]): Promise<void> {
         beams: { type: 'string' },
         'length-penalty': { type: 'string' },
         stop: { type: 'string', multiple: true },
+        'draft-model': { type: 'string' },
+        'lookup-ngram': { type: 'string' },
+        'draft-max': { type: 'string' },
         'ignore-eos': { type: 'boolean' },
         'no-bos': { type: 'boolean' },
         backend: { type: 'string' },
@@ -79,10 +85,18 @@ export async function generateCommand(argv: string[]): Promise<void> {
     lengthPenalty: num(a['length-penalty'], 'length-penalty'),
   };
   const threads = num(a.threads, 'threads', true, 1, 1024);
+  const draftMax = num(a['draft-max'], 'draft-max', true, 1, 64);
+  const lookupNgram = num(a['lookup-ngram'], 'lookup-ngram', true, 1, 16);
+  if (a['draft-model'] !== undefined && !existsSync(a['draft-model'])) throw new UsageError(`draft model file not found: ${a['draft-model']}`);
+  if (draftMax !== undefined && a['draft-model'] === undefined && lookupNgram === undefined)
+    throw new UsageError('--draft-max needs --draft-model or --lookup-ngram');
   const t0 = performance.now();
   const engine = await Engine.load(model, {
     backend,
     threads,
+    draftModel: a['draft-model'],
+    lookupNgram,
+    draftMax,
     onProgress: verbose ? (d, t) => process.stderr.write(`\rloading tensors ${d}/${t}`) : undefined,
   });
   if (verbose) process.stderr.write(`\nloaded ${model} (${engine.info.config.architecture}, ${engine.info.backend} backend) in ${((performance.now() - t0) / 1e3).toFixed(2)} s\n`);
@@ -105,6 +119,8 @@ export async function generateCommand(argv: string[]): Promise<void> {
     if (verbose) {
       const s = (performance.now() - t1) / 1e3;
       process.stderr.write(`${r.value.completionTokens} tokens in ${s.toFixed(2)} s (${(r.value.completionTokens / s).toFixed(1)} tok/s incl. prompt), finish: ${r.value.finishReason}\n`);
+      const sp = r.value.speculation;
+      if (sp) process.stderr.write(`speculative: ${sp.accepted} of ${sp.proposed} draft tokens accepted (${sp.proposed ? ((100 * sp.accepted) / sp.proposed).toFixed(1) : '0'}%)\n`);
     }
   } finally {
     process.off('SIGINT', onSigint);

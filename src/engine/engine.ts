@@ -6,7 +6,7 @@
 import { Worker } from 'node:worker_threads';
 import * as check from '../tensor/check.js';
 import { DisposedError } from '../tensor/tensor.js';
-import type { Delta, FinishReason, GenerateOptions } from '../runtime/generate.js';
+import type { Delta, FinishReason, GenerateOptions, SpeculationStats } from '../runtime/generate.js';
 import type { SchedulerStats } from '../runtime/scheduler.js';
 import type { ChatMessage, ModelInfo, Prompt, Request, Response } from './protocol.js';
 
@@ -23,6 +23,12 @@ export interface EngineOptions {
   maxSequences?: number;
   /** Reuse the KV of prompt prefixes seen before (shared system prompts). Default true. */
   prefixCaching?: boolean;
+  /** Speculative decoding with this draft model (same vocabulary as the target; checked at load). */
+  draftModel?: string;
+  /** Speculative decoding by prompt lookup: match up to this many last tokens (used without a draft model). */
+  lookupNgram?: number;
+  /** Most draft tokens per step (k adapts from 4 within [1, draftMax]). Default 8. */
+  draftMax?: number;
   /** Called as tensors load. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -32,6 +38,8 @@ export interface EngineGenerateOptions extends GenerateOptions {
   addBos?: boolean;
   /** Give each delta its token's own text (`tokenText`, and `text` on topLogprobs entries). */
   tokenTexts?: boolean;
+  /** Set false to decode this request without the engine's speculative decoding. */
+  speculative?: boolean;
   signal?: AbortSignal;
 }
 
@@ -42,6 +50,8 @@ export interface GenerateResult {
   finishReason: FinishReason;
   promptTokens: number;
   completionTokens: number;
+  /** With speculative decoding: draft tokens proposed and accepted. */
+  speculation?: SpeculationStats;
 }
 
 const asyncDisposeSymbol: symbol = (Symbol as { asyncDispose?: symbol }).asyncDispose ?? Symbol.for('nodejs.asyncDispose');
@@ -101,6 +111,9 @@ export class Engine {
       if (o.maxBatchTokens !== undefined) check.int(o.maxBatchTokens, 'options.maxBatchTokens', 16);
       if (o.maxSequences !== undefined) check.int(o.maxSequences, 'options.maxSequences', 1);
       if (o.prefixCaching !== undefined && typeof o.prefixCaching !== 'boolean') throw new TypeError('Expected a boolean for options.prefixCaching');
+      if (o.draftModel !== undefined && (typeof o.draftModel !== 'string' || !o.draftModel)) throw new TypeError('Expected a model file path for options.draftModel');
+      if (o.lookupNgram !== undefined) check.int(o.lookupNgram, 'options.lookupNgram', 1, 16);
+      if (o.draftMax !== undefined) check.int(o.draftMax, 'options.draftMax', 1, 64);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -126,6 +139,7 @@ export class Engine {
       const req: Request = {
         type: 'load', path, backend: options.backend ?? 'auto', kvCacheBytes: options.kvCacheBytes ?? 256 * 2 ** 20, threads: options.threads,
         maxBatchTokens: options.maxBatchTokens, maxSequences: options.maxSequences, prefixCaching: options.prefixCaching,
+        draftModel: options.draftModel, draftMax: options.draftMax, lookupNgram: options.lookupNgram,
       };
       worker.postMessage(req);
     });
@@ -205,7 +219,7 @@ export class Engine {
     const id = this.#nextId++;
     const queue: Delta[] = [];
     let wake: (() => void) | null = null;
-    let finished: { finishReason: FinishReason; promptTokens: number; completionTokens: number } | null = null;
+    let finished: { finishReason: FinishReason; promptTokens: number; completionTokens: number; speculation?: SpeculationStats } | null = null;
     let failure: Error | null = null;
     const poke = () => {
       const w = wake;
@@ -239,11 +253,12 @@ export class Engine {
         }
         if (failure) throw failure;
         if (finished) {
-          const f = finished as { finishReason: FinishReason; promptTokens: number; completionTokens: number };
+          const f = finished as { finishReason: FinishReason; promptTokens: number; completionTokens: number; speculation?: SpeculationStats };
           // Only the result fields (the worker's message also carries its type and id).
           result.finishReason = f.finishReason;
           result.promptTokens = f.promptTokens;
           result.completionTokens = f.completionTokens;
+          if (f.speculation) result.speculation = f.speculation;
           return result;
         }
         await new Promise<void>((r) => (wake = r));

@@ -1,6 +1,6 @@
 /** Messages between Engine (main thread) and its model worker. */
 import type { LlamaConfig } from '../model/config.js';
-import type { Delta, FinishReason, GenerateOptions } from '../runtime/generate.js';
+import type { Delta, FinishReason, GenerateOptions, SpeculationStats } from '../runtime/generate.js';
 import type { SchedulerStats } from '../runtime/scheduler.js';
 
 import type { ChatMessage } from '../tokenizer/chat-template.js';
@@ -18,11 +18,14 @@ export interface LoadRequest {
   maxBatchTokens?: number;
   maxSequences?: number;
   prefixCaching?: boolean;
+  draftModel?: string;
+  draftMax?: number;
+  lookupNgram?: number;
 }
 
 export type Request =
   | LoadRequest
-  | { type: 'generate'; id: number; prompt: Prompt; options: GenerateOptions & { addBos?: boolean; tokenTexts?: boolean } }
+  | { type: 'generate'; id: number; prompt: Prompt; options: GenerateOptions & { addBos?: boolean; tokenTexts?: boolean; speculative?: boolean } }
   | { type: 'abort'; id: number }
   | { type: 'tokenize'; id: number; text: string; addBos: boolean }
   | { type: 'stats'; id: number }
@@ -40,7 +43,7 @@ export type Response =
   | { type: 'progress'; done: number; total: number }
   | { type: 'error'; id: number | null; name: string; message: string }
   | { type: 'delta'; id: number; delta: Delta }
-  | { type: 'done'; id: number; finishReason: FinishReason; promptTokens: number; completionTokens: number }
+  | { type: 'done'; id: number; finishReason: FinishReason; promptTokens: number; completionTokens: number; speculation?: SpeculationStats }
   | { type: 'tokens'; id: number; tokens: number[] }
   | { type: 'stats'; id: number; stats: SchedulerStats }
   | { type: 'disposed' };

@@ -10,6 +10,7 @@ import { loadModelFile, type LoadedModel } from '../model/load.js';
 import { createGenerateJob, type GenerationJob } from '../runtime/generate.js';
 import { PagedKvCache } from '../runtime/kv/cache.js';
 import { Scheduler } from '../runtime/scheduler.js';
+import { checkDraftVocabulary, makeProposer, type SpeculativeSetup } from '../runtime/speculate.js';
 import type { Request, Response } from './protocol.js';
 
 const port = parentPort!;
@@ -17,6 +18,8 @@ const send = (m: Response) => port.postMessage(m);
 let loaded: LoadedModel | null = null;
 let cache: PagedKvCache | null = null;
 let sched: Scheduler | null = null;
+let spec: SpeculativeSetup | null = null;
+let draftSeq = 0;
 const incoming: Extract<Request, { type: 'generate' }>[] = []; // arrived, not yet tokenized
 const jobs = new Map<number, GenerationJob>();
 const abortedEarly = new Set<number>();
@@ -51,6 +54,9 @@ function start(req: Extract<Request, { type: 'generate' }>): void {
   // server's logprobs); a token's text is its piece decoded alone.
   const texts = req.options.tokenTexts === true;
   const run = { runStart: true }; // the stream decoder's view: generated text starts a run
+  const speculation = spec && req.options.speculative !== false
+    ? () => ({ proposer: makeProposer(spec!, req.options, () => draftSeq++), draftMax: spec!.draftMax })
+    : null;
   const job = createGenerateJob(sched!, tokenizer, prompt, req.options, {
     onDelta: (delta) => {
       if (texts && delta.token !== null) {
@@ -61,16 +67,16 @@ function start(req: Extract<Request, { type: 'generate' }>): void {
     },
     onDone: (finishReason, u) => {
       jobs.delete(id);
-      send({ type: 'done', id, finishReason, promptTokens: u.promptTokens, completionTokens: u.completionTokens });
+      send({ type: 'done', id, finishReason, promptTokens: u.promptTokens, completionTokens: u.completionTokens, ...(u.speculation ? { speculation: u.speculation } : {}) });
     },
     onError: (err) => {
       jobs.delete(id);
       send(errorMessage(id, err));
     },
-  });
+  }, speculation);
   if (job.done) return; // e.g. maxTokens 0
-  jobs.set(id, job);
   sched!.submit(job);
+  jobs.set(id, job);
 }
 
 async function pump(): Promise<void> {
@@ -104,6 +110,13 @@ function handle(req: Request): void {
       const c = loaded.model.config;
       cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, maxBytes: req.kvCacheBytes, prefixCaching: req.prefixCaching });
       sched = new Scheduler(loaded.model, cache, { maxBatchTokens: req.maxBatchTokens, maxSequences: req.maxSequences });
+      if (req.draftModel) {
+        const d = loadModelFile(req.draftModel, backend);
+        checkDraftVocabulary(loaded.tokenizer, d.tokenizer, `the draft model ${req.draftModel}`);
+        const dc = d.model.config;
+        const draftCache = new PagedKvCache({ layers: dc.layers, kvHeads: dc.kvHeads, headDim: dc.headDim, maxBytes: Math.max(2 ** 20, req.kvCacheBytes / 4), prefixCaching: false });
+        spec = { draft: { model: d.model, cache: draftCache }, draftMax: req.draftMax ?? 8 };
+      } else if (req.lookupNgram) spec = { lookupNgram: req.lookupNgram, draftMax: req.draftMax ?? 8 };
       send({ type: 'loaded', info: { path: req.path, backend: backend.name, config: c, chatTemplate: loaded.chatTemplate } });
       return;
     }
@@ -128,6 +141,8 @@ function handle(req: Request): void {
     case 'dispose':
       sched?.clear(new Error('Engine disposed'));
       cache?.dispose();
+      spec?.draft?.cache.dispose();
+      spec?.draft?.model.dispose();
       loaded?.model.dispose();
       loaded = null;
       send({ type: 'disposed' });

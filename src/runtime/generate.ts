@@ -5,6 +5,8 @@
  * complete. Beam search is the other job (beam.ts); `createGenerateJob` picks one from the options.
  */
 import { Sampler, type SamplingOptions } from '../sampling/sampler.js';
+import { acceptDraftToken } from '../sampling/speculative.js';
+import type { Draft, Proposer } from '../speculative/proposer.js';
 import * as check from '../tensor/check.js';
 import type { StreamDecoder, TextTokenizer } from '../tokenizer/text.js';
 import { BeamJob } from './beam.js';
@@ -108,7 +110,7 @@ function heldBack(text: string, stops: string[]): number {
 /** Where a job's output goes (the Engine's worker posts these to the caller). */
 export interface JobEvents {
   onDelta(d: Delta): void;
-  onDone(reason: FinishReason, usage: { promptTokens: number; completionTokens: number }): void;
+  onDone(reason: FinishReason, usage: { promptTokens: number; completionTokens: number; speculation?: SpeculationStats }): void;
   onError(err: Error): void;
 }
 
@@ -117,7 +119,27 @@ export interface GenerationJob extends Job {
   abort(): void;
 }
 
-/** Sampling one sequence. */
+/** Speculative decoding for a sampling job: where drafts come from and how many at most. */
+export interface Speculation {
+  proposer: Proposer;
+  /** Most draft tokens per step (k adapts between 1 and this). */
+  draftMax: number;
+  /** false: always draft draftMax tokens. Default true (grow on full acceptance, shrink on early rejection). */
+  adaptive?: boolean;
+}
+
+/** Draft tokens proposed and accepted over a request. */
+export interface SpeculationStats {
+  proposed: number;
+  accepted: number;
+}
+
+/**
+ * Sampling one sequence. With a Speculation, each decode step scores the last token plus k draft
+ * tokens in one forward (as k + 1 one-token segments, so every row computes exactly as plain
+ * decoding would), keeps the drafts the acceptance rule accepts (sampling/speculative.ts), adds
+ * one token of its own, and cuts the rejected drafts' K/V off the cache.
+ */
 export class SampleJob implements GenerationJob {
   readonly width = 1;
   readonly #seq: number;
@@ -128,18 +150,27 @@ export class SampleJob implements GenerationJob {
   readonly #decoder: StreamDecoder;
   readonly #events: JobEvents;
   readonly #contextLength: number;
+  readonly #vocab: number;
   readonly #topLogprobs: number;
+  #spec: Speculation | null;
+  #k: number;
+  #draft: Draft | null = null;
+  readonly #stats: SpeculationStats = { proposed: 0, accepted: 0 };
   #pending = '';
   #done = false;
 
-  constructor(ctx: JobContext, tok: TextTokenizer, prompt: readonly number[], options: GenerateOptions, events: JobEvents) {
+  constructor(ctx: JobContext, tok: TextTokenizer, prompt: readonly number[], options: GenerateOptions, events: JobEvents, spec: Speculation | null = null) {
     this.#r = resolveGenerateOptions(options, tok);
     if (prompt.length === 0) throw new RangeError('Expected a non-empty prompt (at least one token)');
     this.#contextLength = ctx.model.config.contextLength;
+    this.#vocab = ctx.model.config.vocabSize;
     if (prompt.length > this.#contextLength)
       throw new RangeError(`Expected a prompt of at most the model's context length ${this.#contextLength} tokens but received ${prompt.length}`);
     this.#sampler = new Sampler(options);
     this.#topLogprobs = check.int(options.topLogprobs ?? 0, 'topLogprobs', 0, 20);
+    if (spec) check.int(spec.draftMax, 'draftMax', 1, 64);
+    this.#spec = spec;
+    this.#k = spec ? (spec.adaptive === false ? spec.draftMax : Math.min(4, spec.draftMax)) : 0;
     this.#decoder = tok.createStreamDecoder({ skipSpecial: true }); // control tokens (BOS, ...) are not text
     this.#events = events;
     this.#seq = ctx.newSeq();
@@ -152,33 +183,103 @@ export class SampleJob implements GenerationJob {
     return this.#done;
   }
 
-  work(): SeqWork[] {
-    return this.#done ? [] : [{ seq: this.#seq, tokens: this.#tokens, promptLength: this.#promptLength }];
+  /** Draft tokens proposed and accepted so far. */
+  get speculation(): SpeculationStats {
+    return { ...this.#stats };
   }
 
-  advance(logits: Map<number, Float32Array>): void {
+  work(ctx: JobContext): SeqWork[] {
+    if (this.#done) return [];
+    const base = { seq: this.#seq, tokens: this.#tokens, promptLength: this.#promptLength };
+    // Drafts only in steady decoding: everything but the last sampled token is in the cache.
+    const decoding = this.#tokens.length > this.#promptLength && ctx.cache.has(this.#seq) && ctx.cache.length(this.#seq) === this.#tokens.length - 1;
+    if (!this.#spec || !decoding) return [base];
+    if (!this.#draft) {
+      const room = Math.min(this.#k, this.#contextLength - this.#tokens.length, this.#r.maxTokens - (this.#tokens.length - this.#promptLength) - 1);
+      try {
+        this.#draft = room > 0 ? this.#spec.proposer.propose(this.#tokens, room) : { tokens: [], q: [] };
+      } catch {
+        // A draft that cannot run (e.g. its own KV cache is full) only costs speed: plain decoding from here.
+        this.#spec.proposer.release?.();
+        this.#spec = null;
+        return [base];
+      }
+      this.#draft.tokens.forEach((t) => {
+        if (!Number.isInteger(t) || t < 0 || t >= this.#vocab) throw new RangeError(`Expected draft tokens in [0, ${this.#vocab}) but received ${t}`);
+      });
+    }
+    const d = this.#draft;
+    if (d.tokens.length === 0) return [base];
+    return [{ ...base, tokens: [...this.#tokens, ...d.tokens], logitRows: d.tokens.length + 1 }];
+  }
+
+  advance(logits: Map<number, Float32Array>, ctx: JobContext): void {
     const l = logits.get(this.#seq);
     if (!l || this.#done) return;
+    const d = this.#draft;
+    this.#draft = null;
+    if (!d || d.tokens.length === 0) {
+      const { token, logprob } = this.#sampler.sample(l, this.#tokens);
+      this.#emit(token, logprob, l);
+      return;
+    }
+    const V = this.#vocab;
+    const row = (i: number) => l.subarray(i * V, (i + 1) * V);
+    let accepted = 0, finished = false;
+    for (let i = 0; i < d.tokens.length && !finished; i++) {
+      const p = this.#sampler.distribution(row(i), this.#tokens);
+      const { token, accepted: ok } = acceptDraftToken(p, d.q[i] ?? null, d.tokens[i]!, this.#sampler);
+      finished = this.#emit(token, Sampler.logprob(row(i), token), row(i));
+      if (!ok) break;
+      accepted++;
+    }
+    if (!finished && accepted === d.tokens.length) {
+      const last = row(d.tokens.length);
+      const { token, logprob } = this.#sampler.sample(last, this.#tokens);
+      this.#emit(token, logprob, last);
+    }
+    this.#stats.proposed += d.tokens.length;
+    this.#stats.accepted += accepted;
+    const max = this.#spec?.draftMax ?? 1;
+    if (this.#spec?.adaptive === false) this.#k = max;
+    else if (accepted === d.tokens.length) this.#k = Math.min(max, this.#k + 1);
+    else if (accepted < d.tokens.length / 2) this.#k = Math.max(1, this.#k - 1);
+    // Rejected drafts' K/V leave the cache: it holds every token but the newest.
+    if (!this.#done && ctx.cache.length(this.#seq) > this.#tokens.length - 1) ctx.cache.truncate(this.#seq, this.#tokens.length - 1);
+  }
+
+  /** Emits one sampled token (stop tokens and strings, max tokens, context); true when the request ended. */
+  #emit(token: number, logprob: number, logits: Float32Array): boolean {
     const r = this.#r;
-    const { token, logprob } = this.#sampler.sample(l, this.#tokens);
-    if (r.stopTokens.has(token)) return this.#flushAndFinish('stop');
-    const top = this.#topLogprobs ? { topLogprobs: topLogprobs(l, this.#topLogprobs) } : {};
+    if (r.stopTokens.has(token)) {
+      this.#flushAndFinish('stop');
+      return true;
+    }
+    const top = this.#topLogprobs ? { topLogprobs: topLogprobs(logits, this.#topLogprobs) } : {};
     this.#tokens.push(token);
     this.#pending += this.#decoder.push(token);
     if (r.stop.length) {
       const cut = firstStop(this.#pending, r.stop);
       if (cut >= 0) {
         this.#events.onDelta({ text: this.#pending.slice(0, cut), token, logprob, ...top });
-        return this.#finish('stop');
+        this.#finish('stop');
+        return true;
       }
     }
     const hold = heldBack(this.#pending, r.stop);
     this.#events.onDelta({ text: this.#pending.slice(0, this.#pending.length - hold), token, logprob, ...top });
     this.#pending = this.#pending.slice(this.#pending.length - hold);
     const generated = this.#tokens.length - this.#promptLength;
-    if (generated === r.maxTokens) return this.#flushAndFinish('length');
+    if (generated === r.maxTokens) {
+      this.#flushAndFinish('length');
+      return true;
+    }
     // The new token would sit at position tokens.length - 1: past the context, stop.
-    if (this.#tokens.length - 1 >= this.#contextLength) return this.#flushAndFinish('context');
+    if (this.#tokens.length - 1 >= this.#contextLength) {
+      this.#flushAndFinish('context');
+      return true;
+    }
+    return false;
   }
 
   #flushAndFinish(reason: FinishReason): void {
@@ -191,7 +292,10 @@ export class SampleJob implements GenerationJob {
   #finish(reason: FinishReason): void {
     if (this.#done) return;
     this.#done = true;
-    this.#events.onDone(reason, { promptTokens: this.#promptLength, completionTokens: this.#tokens.length - this.#promptLength });
+    this.#events.onDone(reason, {
+      promptTokens: this.#promptLength, completionTokens: this.#tokens.length - this.#promptLength,
+      ...(this.#spec || this.#stats.proposed ? { speculation: { ...this.#stats } } : {}),
+    });
   }
 
   abort(): void {
@@ -199,6 +303,7 @@ export class SampleJob implements GenerationJob {
   }
 
   reset(ctx: JobContext): void {
+    this.#draft = null;
     ctx.cache.free(this.#seq);
   }
 
@@ -210,11 +315,12 @@ export class SampleJob implements GenerationJob {
 
   release(ctx: JobContext): void {
     ctx.cache.free(this.#seq);
+    this.#spec?.proposer.release?.();
   }
 }
 
-/** The job the options ask for: beam search with beams > 1, else sampling. */
-export function createGenerateJob(ctx: JobContext, tok: TextTokenizer, prompt: readonly number[], options: GenerateOptions, events: JobEvents): GenerationJob {
+/** The job the options ask for: beam search with beams > 1, else sampling (speculative when `spec` gives a proposer). */
+export function createGenerateJob(ctx: JobContext, tok: TextTokenizer, prompt: readonly number[], options: GenerateOptions, events: JobEvents, spec: (() => Speculation) | null = null): GenerationJob {
   if (options.beams !== undefined && check.int(options.beams, 'beams', 1, 64) > 1) return new BeamJob(ctx, tok, prompt, options, events);
-  return new SampleJob(ctx, tok, prompt, options, events);
+  return new SampleJob(ctx, tok, prompt, options, events, spec?.() ?? null);
 }

@@ -18,8 +18,8 @@ export interface RunEntry {
   seq: number;
   /** New tokens of this sequence (at least one). */
   tokens: ArrayLike<number>;
-  /** Which of its rows need logits. Default 'last'. */
-  logits?: 'last' | 'all' | 'none';
+  /** Which of its rows need logits: the last one (default), all, none, or the last n. */
+  logits?: 'last' | 'all' | 'none' | number;
   /** Segments: one (default), one per token, or explicit lengths summing to tokens.length. */
   segments?: 'one' | 'tokens' | readonly number[];
   /** Prompt tokens: their full KV blocks may be kept for prefix reuse. Default false. */
@@ -75,13 +75,17 @@ export function runBatch(model: LlamaModel, cache: PagedKvCache, entries: readon
     entries.forEach((e, i) => {
       const table = cache.blocks.blockTable(e.seq);
       const mode = e.logits ?? 'last';
+      const want = mode === 'all' ? e.tokens.length : mode === 'last' ? 1 : mode === 'none' ? 0 : mode;
+      if (!Number.isInteger(want) || want < 0 || want > e.tokens.length)
+        throw new RangeError(`Expected logits for 0 to ${e.tokens.length} rows of sequence ${e.seq} but received ${String(mode)}`);
+      const from = e.tokens.length - want; // rows [from, n) of this entry get logits
       let done = 0;
-      segs[i]!.forEach((n, j) => {
+      segs[i]!.forEach((n) => {
         tables.set(table, b * maxBlocks);
-        done += n;
-        contextLens[b] = before[i]! + done;
+        contextLens[b] = before[i]! + done + n;
         starts[b + 1] = starts[b]! + n;
-        counts[b] = mode === 'all' ? n : mode === 'last' && j === segs[i]!.length - 1 ? 1 : 0;
+        counts[b] = Math.max(0, done + n - Math.max(done, from));
+        done += n;
         rowsPerEntry[i] += counts[b]!;
         b++;
       });

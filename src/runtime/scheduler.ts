@@ -33,6 +33,8 @@ export interface SeqWork {
   tokens: readonly number[];
   /** tokens[0, promptLength) are the prompt (long chunks, cacheable); later ones go one per segment. */
   promptLength: number;
+  /** Logits of this many last tokens (speculative verification); all pending tokens then run in one step. Default 1. */
+  logitRows?: number;
 }
 
 export interface JobContext {
@@ -112,6 +114,8 @@ export class Scheduler implements JobContext {
 
   /** Queues a job; it starts at the next step that has room for it. */
   submit(job: Job): void {
+    if (job.width > this.maxBatchTokens)
+      throw new RangeError(`Expected at most maxBatchTokens = ${this.maxBatchTokens} sequences in one request but it runs ${job.width} at once`);
     this.#waiting.push(job);
   }
 
@@ -188,11 +192,13 @@ export class Scheduler implements JobContext {
         take += k;
       }
       if (take === 0) return null;
+      const rows = w.logitRows ?? 1;
+      if (rows > 1 && (take < N - have || rows > N - have)) return null; // verification rows must run together
       const start = have;
       const cacheable = Math.max(0, Math.min(P, start + take) - start);
       // Prompt and generated tokens in one entry: only the prompt part may be cached.
       entries.push({
-        seq: w.seq, tokens: w.tokens.slice(start, start + take), segments, logits: start + take === N ? 'last' : 'none',
+        seq: w.seq, tokens: w.tokens.slice(start, start + take), segments, logits: start + take === N ? (rows > 1 ? rows : 'last') : 'none',
         cacheable: cacheable === take,
       });
       if (start + take === N) wants.add(w.seq);

@@ -61,21 +61,65 @@ export class Sampler {
 
   /** Picks the next token from logits (vocab) given the tokens so far. */
   sample(logits: Float32Array, history: readonly number[] = []): Sampled {
+    const lse0 = logSumExp(logits);
+    const done = (token: number): Sampled => ({ token, logprob: logits[token]! - lse0 });
+    const { ids, probs } = this.#candidates(logits, history);
+    if (probs === null) return done(ids[0]!);
+    let r = this.#rng.next();
+    for (let i = 0; i < ids.length; i++) {
+      r -= probs[i]!;
+      if (r < 0) return done(ids[i]!);
+    }
+    return done(ids[ids.length - 1]!);
+  }
+
+  /**
+   * The distribution sample() draws from, as a dense (vocab) array: penalties, top-k, top-p, min-p
+   * and temperature applied; one-hot at the argmax when greedy. (Speculative decoding compares the
+   * target's and the draft's distributions under the same options.)
+   */
+  distribution(logits: Float32Array, history: readonly number[] = []): Float64Array {
+    const out = new Float64Array(logits.length);
+    const { ids, probs } = this.#candidates(logits, history);
+    if (probs === null) out[ids[0]!] = 1;
+    else ids.forEach((t, i) => (out[t] = probs[i]!));
+    return out;
+  }
+
+  /** Draws a token from a (possibly unnormalised, non-negative) dense distribution with this sampler's RNG. */
+  draw(p: Float64Array): number {
+    let z = 0;
+    for (let i = 0; i < p.length; i++) z += p[i]!;
+    if (!(z > 0)) throw new RangeError('Expected a distribution with positive mass');
+    let r = this.#rng.next() * z, last = -1;
+    for (let i = 0; i < p.length; i++) {
+      if (p[i]! <= 0) continue;
+      last = i;
+      r -= p[i]!;
+      if (r < 0) return i;
+    }
+    return last;
+  }
+
+  /** A uniform number in [0, 1) from this sampler's RNG. */
+  random(): number {
+    return this.#rng.next();
+  }
+
+  /** Log-softmax of the raw logits at `token` (the reported logprob). */
+  static logprob(logits: Float32Array, token: number): number {
+    return logits[token]! - logSumExp(logits);
+  }
+
+  /** Candidate ids (best first) and their probabilities; probs null when greedy (ids[0] is the argmax). */
+  #candidates(logits: Float32Array, history: readonly number[]): { ids: number[]; probs: number[] | null } {
     const V = logits.length;
     const l = Float64Array.from(logits);
-    // log-softmax of the raw logits for the reported logprob
-    let mx0 = -Infinity;
-    for (let i = 0; i < V; i++) if (l[i]! > mx0) mx0 = l[i]!;
-    let z0 = 0;
-    for (let i = 0; i < V; i++) z0 += Math.exp(l[i]! - mx0);
-    const lse0 = mx0 + Math.log(z0);
-    const done = (token: number): Sampled => ({ token, logprob: logits[token]! - lse0 });
-
     this.#penalize(l, history);
     if (this.temperature === 0) {
       let best = 0;
       for (let i = 1; i < V; i++) if (l[i]! > l[best]!) best = i;
-      return done(best);
+      return { ids: [best], probs: null };
     }
     // candidates sorted by logit (desc, ties to lower id)
     let cand = Array.from({ length: V }, (_, i) => i);
@@ -103,13 +147,7 @@ export class Sampler {
       const keep = cand.filter((_, i) => p[i]! >= this.minP * p[0]!);
       cand = keep.length ? keep : cand.slice(0, 1);
     }
-    const p = probs(cand, this.temperature);
-    let r = this.#rng.next();
-    for (let i = 0; i < cand.length; i++) {
-      r -= p[i]!;
-      if (r < 0) return done(cand[i]!);
-    }
-    return done(cand[cand.length - 1]!);
+    return { ids: cand, probs: probs(cand, this.temperature) };
   }
 
   #penalize(l: Float64Array, history: readonly number[]): void {
@@ -123,4 +161,12 @@ export class Sampler {
       l[t] = v - n * this.frequencyPenalty - this.presencePenalty;
     }
   }
+}
+
+function logSumExp(logits: Float32Array): number {
+  let mx = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i]! > mx) mx = logits[i]!;
+  let z = 0;
+  for (let i = 0; i < logits.length; i++) z += Math.exp(logits[i]! - mx);
+  return mx + Math.log(z);
 }
