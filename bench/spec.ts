@@ -78,7 +78,7 @@ for (const type of ['F32', 'Q8_0']) {
     for (const k of [2, 4, 6, 8]) row(String(k), base, generate(target, prompt, (s) => ({ proposer: makeProposer({ draft: { model: q4.model, cache: q4Cache }, draftMax: k }, { temperature: 0 }, () => s.newSeq() + 1000), draftMax: k, adaptive: false })));
     row('adaptive (max 8)', base, generate(target, prompt, (s) => ({ proposer: makeProposer({ draft: { model: q4.model, cache: q4Cache }, draftMax: 8 }, { temperature: 0 }, () => s.newSeq() + 1000), draftMax: 8 })));
     // n-gram lookup: a passage, then its beginning again: the continuation repeats it.
-    const passage = val.slice(2000, 3200);
+    const passage = val.slice(2000, 2700);
     const rep = target.tokenizer.encode(`${passage}\n\n${passage.slice(0, 60)}`, { addBos: true });
     const baseRep = generate(target, rep, null);
     console.log(`\ntarget Q8_0, n-gram prompt lookup (n <= 3) on a repeat-the-passage prompt: plain ${baseRep.tokPerS.toFixed(1)} tok/s`);
