@@ -291,6 +291,27 @@ describe.each(backends)('scheduler on %s', (bn) => {
     expect(warm.stats.kvBlocksCached).toBeGreaterThan(0);
   });
 
+  it('n samples of one prompt submitted together compute the prompt once and share its blocks; outputs as without sharing', () => {
+    const { model: m, tokenizer: tok } = loadModelFile(F32, getBackend(bn));
+    const prompt = randomTokens(90, rng(33), m.config.vocabSize);
+    const run = (prefixCaching: boolean) => {
+      const cache = newCache(m, 256, prefixCaching);
+      const sched = new Scheduler(m, cache);
+      const out: number[][] = [[], [], [], []];
+      out.forEach((o, i) => sched.submit(new SampleJob(sched, tok, prompt, { temperature: 0.9, seed: 100 + i, maxTokens: 20 }, {
+        onDelta: (d) => d.token !== null && o.push(d.token), onDone: () => {}, onError: (e) => { throw e; },
+      })));
+      sched.runToCompletion();
+      return { out, stats: sched.stats() };
+    };
+    const shared = run(true), alone = run(false);
+    expect(shared.out).toEqual(alone.out);
+    expect(new Set(shared.out.map((o) => o.join())).size).toBeGreaterThan(1); // different seeds, different samples
+    // Three of the four start on the first one's cached blocks: 64 of their 90 prompt tokens each.
+    expect(shared.stats.prefixHitRate).toBeCloseTo((3 * 64) / (4 * 90), 6);
+    expect(shared.stats.kvBlocksUsed).toBe(0);
+  });
+
   it('a KV budget too small for all requests at once: all 32 finish, identical to an unconstrained run, no block left in use', () => {
     const { model: m, tokenizer: tok } = loadModelFile(F32, getBackend(bn));
     const r = rng(9);

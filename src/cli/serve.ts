@@ -26,6 +26,9 @@ Options:
       --max-queue N         Streams in flight before 429 (default 256)
       --kv-cache-bytes B    KV cache budget in bytes (default 256 MiB)
       --no-prefix-cache     Do not reuse KV of shared prompt prefixes
+      --draft-model FILE    Speculative decoding with this draft model (same vocabulary)
+      --lookup-ngram N      Speculative decoding by prompt lookup (match up to N last tokens)
+      --draft-max K         Most draft tokens per step (default 8)
       --grace-ms MS         Shutdown grace period (default 10000)
       --backend B           cpu | js | auto (default auto)
       --threads N           Native threads
@@ -41,7 +44,8 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const { values: a } = parse('serve', argv, {
     model: { type: 'string', short: 'm' }, host: { type: 'string' }, port: { type: 'string' }, 'api-key': { type: 'string' },
     'model-alias': { type: 'string' }, 'chat-template': { type: 'string' }, 'max-sequences': { type: 'string' }, 'max-batch-tokens': { type: 'string' }, 'max-queue': { type: 'string' },
-    'kv-cache-bytes': { type: 'string' }, 'no-prefix-cache': { type: 'boolean' }, 'grace-ms': { type: 'string' },
+    'kv-cache-bytes': { type: 'string' }, 'no-prefix-cache': { type: 'boolean' },
+    'draft-model': { type: 'string' }, 'lookup-ngram': { type: 'string' }, 'draft-max': { type: 'string' }, 'grace-ms': { type: 'string' },
     backend: { type: 'string' }, threads: { type: 'string' }, help: { type: 'boolean', short: 'h' },
   });
   if (a.help) return void process.stdout.write(SERVE_HELP);
@@ -57,6 +61,9 @@ export async function serveCommand(argv: string[]): Promise<void> {
     maxBatchTokens: num(a['max-batch-tokens'], 'max-batch-tokens', true, 16),
     kvCacheBytes: num(a['kv-cache-bytes'], 'kv-cache-bytes', true, 1),
     prefixCaching: !a['no-prefix-cache'],
+    draftModel: a['draft-model'],
+    lookupNgram: num(a['lookup-ngram'], 'lookup-ngram', true, 1, 16),
+    draftMax: num(a['draft-max'], 'draft-max', true, 1, 64),
   });
   const app = createServer(engineP, {
     apiKey: a['api-key'] ?? process.env.TESSERA_API_KEY,

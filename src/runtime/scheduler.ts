@@ -26,6 +26,12 @@ import { runBatch, type RunEntry } from './runner.js';
  */
 export const LONG_SEGMENT = 16;
 
+function sharedPrefix(a: readonly number[], b: readonly number[]): number {
+  let n = 0;
+  while (n < a.length && n < b.length && a[n] === b[n]) n++;
+  return n;
+}
+
 /** One sequence of a job and the tokens it should hold. */
 export interface SeqWork {
   seq: number;
@@ -209,6 +215,13 @@ export class Scheduler implements JobContext {
     return { job, entries, wants, tokens, blocks };
   }
 
+  /** The prompt of a job none of whose sequences has started, or null. */
+  #freshPrompt(job: Job): readonly number[] | null {
+    const w = job.work(this);
+    if (w.length !== 1 || this.cache.has(w[0]!.seq)) return null;
+    return w[0]!.tokens.slice(0, w[0]!.promptLength);
+  }
+
   #preempt(job: Job): void {
     job.reset(this);
     this.#preemptions++;
@@ -240,8 +253,13 @@ export class Scheduler implements JobContext {
       room -= p.tokens;
       reserved += p.blocks;
     }
-    // 2. Waiting jobs, first come first served, while room, sequences and blocks allow.
+    // 2. Waiting jobs, first come first served, while room, sequences and blocks allow. A job whose
+    // prompt shares at least two blocks with a prompt admitted in this same step waits one step:
+    // then it starts on that prompt's cached blocks instead of computing them again (n > 1
+    // samples of one prompt, a shared system prompt arriving at once).
     let width = this.#running.reduce((s, j) => s + j.width, 0);
+    const admitted: (readonly number[])[] = [];
+    const deferred: Job[] = [];
     while (this.#waiting.length && room > 0) {
       const job = this.#waiting[0]!;
       if (job.done) {
@@ -250,6 +268,11 @@ export class Scheduler implements JobContext {
         continue;
       }
       if (width + job.width > this.maxSequences && this.#running.length > 0) break;
+      const prompt = this.#freshPrompt(job);
+      if (this.cache.blocks.prefixCaching && prompt && admitted.some((a) => sharedPrefix(a, prompt) >= 2 * LONG_SEGMENT)) {
+        deferred.push(this.#waiting.shift()!);
+        continue;
+      }
       const p = this.#plan(job, room);
       if (!p || p.blocks + reserved > this.cache.blocks.available) {
         if (this.#running.length === 0 && plan.length === 0) {
@@ -267,7 +290,9 @@ export class Scheduler implements JobContext {
       plan.push(p);
       room -= p.tokens;
       reserved += p.blocks;
+      if (prompt) admitted.push(prompt);
     }
+    this.#waiting.unshift(...deferred);
     if (plan.length === 0) return this.#running.some((j) => !j.done);
     // 3. One forward over everything planned.
     let results: Float32Array[];
