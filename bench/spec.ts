@@ -6,7 +6,10 @@
  *   - n-gram prompt lookup on a repeat-the-passage prompt.
  * Runs in process through the scheduler (the Engine's worker runs the same code).
  *
- *   npm run bench:spec [-- --tokens 200] [-- --ks 1,2,4,8] [-- --models DIR]
+ * With --tinyllama: the memory-bound case, a TinyLlama-1.1B-shaped random-weight F16 target (written
+ * by bench/random-model.ts, as bench:e2e does) with its own Q4_0 as the draft.
+ *
+ *   npm run bench:spec [-- --tokens 200] [-- --ks 1,2,4,8] [-- --models DIR] [-- --tinyllama]
  */
 import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
@@ -53,6 +56,22 @@ function generate(target: LoadedModel, prompt: number[], spec: ((s: Scheduler) =
 function row(label: string, base: ReturnType<typeof generate>, r: ReturnType<typeof generate>) {
   const same = r.tokens.length === base.tokens.length && r.tokens.every((t, i) => t === base.tokens[i]);
   console.log(`| ${label} | ${r.proposed ? ((100 * r.accepted) / r.proposed).toFixed(1) + '%' : '—'} | ${r.tokPerS.toFixed(1)} | ${base.tokPerS.toFixed(1)} | ${(r.tokPerS / base.tokPerS).toFixed(2)}× | ${same ? 'yes' : 'NO'} |`);
+}
+
+if (args.includes('--tinyllama')) {
+  const { TINYLLAMA, writeRandomModel } = await import('./random-model.js');
+  const tdir = path.join(os.tmpdir(), 'tessera-e2e');
+  const file = (t: 'F16' | 'Q4_0') => path.join(tdir, `tinyllama-random-22L-${t}.gguf`);
+  for (const t of ['F16', 'Q4_0'] as const) if (!existsSync(file(t))) writeRandomModel(file(t), TINYLLAMA, t);
+  const target = loadModelFile(file('F16'), be), q4 = loadModelFile(file('Q4_0'), be);
+  const prompt = Array.from({ length: 64 }, (_, j) => 259 + ((j * 104729) % 31000));
+  const base = generate(target, prompt, null);
+  console.log(`TinyLlama-shaped F16 target, its own Q4_0 as the draft, ${TOKENS} greedy tokens: plain ${base.tokPerS.toFixed(1)} tok/s`);
+  console.log('| k | acceptance | tok/s | plain tok/s | speedup | same output |\n| --- | --- | --- | --- | --- | --- |');
+  const q4Cache = cacheFor(q4);
+  for (const k of KS) row(String(k), base, generate(target, prompt, (s) => ({ proposer: makeProposer({ draft: { model: q4.model, cache: q4Cache }, draftMax: k }, { temperature: 0 }, () => s.newSeq() + 1000), draftMax: k, adaptive: false })));
+  row('adaptive (max 8)', base, generate(target, prompt, (s) => ({ proposer: makeProposer({ draft: { model: q4.model, cache: q4Cache }, draftMax: 8 }, { temperature: 0 }, () => s.newSeq() + 1000), draftMax: 8 })));
+  process.exit(0);
 }
 
 const info = runtimeInfo();
