@@ -76,27 +76,29 @@ function summarize(all: StreamTimes[], t0: number, t1: number) {
 let runBase = 0;
 const nextBase = () => (runBase += 100_003);
 
-async function tesseraRun(engine: Engine, n: number) {
+/** Runs n concurrent streams, each recording its tokens' arrival times through `one`. */
+async function runStreams(n: number, one: (i: number, base: number, s: StreamTimes) => Promise<void>) {
   const base = nextBase();
   const t0 = performance.now();
   const times: StreamTimes[] = [];
-  await Promise.all(Array.from({ length: n }, async (_, i) => {
+  await Promise.all(Array.from({ length: n }, (_, i) => {
     const s: StreamTimes = { start: performance.now(), tokens: [] };
     times.push(s);
-    for await (const d of engine.stream(prompt(i, PROMPT, base), { maxTokens: GEN, ignoreEos: true, temperature: 0, addBos: false }))
-      if (d.token !== null) s.tokens.push(performance.now());
+    return one(i, base, s);
   }));
-  return summarize(times, t0, performance.now());
+  const t1 = performance.now();
+  return { ...summarize(times, t0, t1), requestsPerSecond: n / ((t1 - t0) / 1e3) };
 }
 
+const tesseraRun = (engine: Engine, n: number) =>
+  runStreams(n, async (i, base, s) => {
+    for await (const d of engine.stream(prompt(i, PROMPT, base), { maxTokens: GEN, ignoreEos: true, temperature: 0, addBos: false }))
+      if (d.token !== null) s.tokens.push(performance.now());
+  });
+
 /** The same streams over HTTP: one streaming /v1/completions request per stream. */
-async function httpRun(url: string, n: number) {
-  const base = nextBase();
-  const t0 = performance.now();
-  const times: StreamTimes[] = [];
-  await Promise.all(Array.from({ length: n }, async (_, i) => {
-    const s: StreamTimes = { start: performance.now(), tokens: [] };
-    times.push(s);
+const httpRun = (url: string, n: number) =>
+  runStreams(n, async (i, base, s) => {
     const r = await fetch(`${url}/v1/completions`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ prompt: prompt(i, PROMPT, base), max_tokens: GEN, temperature: 0, stream: true, logprobs: 0 }),
@@ -117,10 +119,7 @@ async function httpRun(url: string, n: number) {
         for (let j = 0; j < toks; j++) s.tokens.push(performance.now());
       }
     }
-  }));
-  const t1 = performance.now();
-  return { ...summarize(times, t0, t1), requestsPerSecond: n / ((t1 - t0) / 1e3) };
-}
+  });
 
 async function tesseraTtft(engine: Engine, p: number[]) {
   const t0 = performance.now();
@@ -130,9 +129,10 @@ async function tesseraTtft(engine: Engine, p: number[]) {
 
 async function benchTessera(file: string) {
   const engine = await Engine.load(file, { backend: 'cpu', kvCacheBytes: 1.5 * 2 ** 30 });
-  const rows: Record<number, ReturnType<typeof summarize> & { loopP99?: number }> = {};
+  type Row = Awaited<ReturnType<typeof runStreams>>;
+  const rows: Record<number, Row & { loopP99?: number }> = {};
   let pre = NaN;
-  const http: Record<number, ReturnType<typeof summarize> & { requestsPerSecond: number }> = {};
+  const http: Record<number, Row> = {};
   try {
     await tesseraRun(engine, 1); // warm-up (page faults, thread pool)
     // The compute ceiling: N decode rows cost at least N prompt tokens of prefill, so aggregate
@@ -152,6 +152,7 @@ async function benchTessera(file: string) {
       await app.listen({ host: '127.0.0.1', port: 0 });
       const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
       try {
+        await httpRun(url, 1); // warm-up (first request compiles the route's schema and serializers)
         for (const n of streamsList) {
           const r = (http[n] = await httpRun(url, n));
           console.log(`  HTTP      ${String(n).padStart(2)} streams: ${r.aggregate.toFixed(1)} tok/s (${((100 * r.aggregate) / rows[n]!.aggregate - 100).toFixed(1)}% vs in-process), ${r.requestsPerSecond.toFixed(2)} req/s, TTFT p50 ${r.ttftP50.toFixed(0)} ms p99 ${r.ttftP99.toFixed(0)} ms, ITL p50 ${r.itlP50.toFixed(0)} ms p99 ${r.itlP99.toFixed(0)} ms`);
@@ -176,22 +177,17 @@ async function benchLlamaCpp(file: string) {
   const { getLlama } = await import('node-llama-cpp');
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
   const model = await llama.loadModel({ modelPath: file });
-  const rows: Record<number, ReturnType<typeof summarize>> = {};
+  const rows: Record<number, Awaited<ReturnType<typeof runStreams>>> = {};
   const run = async (n: number) => {
     const ctx = await model.createContext({ sequences: n, contextSize: n * (PROMPT + GEN + 16), batchSize: 512, threads: { ideal: 2, min: 2 } } as never);
     try {
-      const t0 = performance.now();
-      const times: StreamTimes[] = [];
-      await Promise.all(Array.from({ length: n }, async (_, i) => {
+      return await runStreams(n, async (i, base, s) => {
         const seq = ctx.getSequence();
-        const s: StreamTimes = { start: performance.now(), tokens: [] };
-        times.push(s);
-        for await (const _t of seq.evaluate(prompt(i) as never, { temperature: 0 } as never)) {
+        for await (const _t of seq.evaluate(prompt(i, PROMPT, base) as never, { temperature: 0 } as never)) {
           s.tokens.push(performance.now());
           if (s.tokens.length >= GEN) break;
         }
-      }));
-      return summarize(times, t0, performance.now());
+      });
     } finally {
       await ctx.dispose();
     }
