@@ -357,6 +357,28 @@ describe.each(backends)('scheduler on %s', (bn) => {
     }
   });
 
+  it('a job that throws while planning fails alone; the others finish', () => {
+    const { model: m, tokenizer: tok } = loadModelFile(F32, getBackend(bn));
+    const sched = new Scheduler(m, newCache(m));
+    let failed: Error | null = null, released = 0;
+    const bad = {
+      width: 1, done: false,
+      work(): never { throw new RangeError('broken proposer'); },
+      advance() {}, reset() {}, release() { released++; },
+      fail(e: Error) { failed = e; this.done = true; },
+    };
+    const got: number[] = [];
+    const prompt = tok.encode('Once upon a time', { addBos: true });
+    sched.submit(bad);
+    sched.submit(new SampleJob(sched, tok, prompt, { temperature: 0, maxTokens: 6 }, {
+      onDelta: (d) => d.token !== null && got.push(d.token), onDone: () => {}, onError: (e) => { throw e; },
+    }));
+    sched.runToCompletion();
+    expect(failed).toBeInstanceOf(RangeError);
+    expect(released).toBe(1);
+    expect(got).toEqual(greedyAlone(m, prompt, 6, tok.eogIds));
+  });
+
   it('a request alone larger than the whole cache fails with KvCacheFullError; the others finish', () => {
     const { model: m, tokenizer: tok } = loadModelFile(F32, getBackend(bn));
     const reqs: Req[] = [{ prompt: tok.encode('Once upon a time', { addBos: true }), maxTokens: 8 }, { prompt: randomTokens(100, rng(1), m.config.vocabSize), maxTokens: 5 }];

@@ -88,6 +88,8 @@ export interface SchedulerStats {
   preemptions: number;
 }
 
+type PlannedStep = Planned & { tokens: number; blocks: number };
+
 interface Planned {
   job: Job;
   entries: RunEntry[];
@@ -163,7 +165,7 @@ export class Scheduler implements JobContext {
    * cannot make progress in this room (the job waits). Starts sequences the cache lacks, reusing
    * cached prompt blocks.
    */
-  #plan(job: Job, room: number): (Planned & { tokens: number; blocks: number }) | null {
+  #plan(job: Job, room: number): PlannedStep | null {
     const work = job.work(this);
     if (work.length === 0) return null;
     const entries: RunEntry[] = [];
@@ -215,6 +217,16 @@ export class Scheduler implements JobContext {
     return { job, entries, wants, tokens, blocks };
   }
 
+  /** #plan, failing the job (not the step) when the job itself throws (a bad draft, ...). */
+  #tryPlan(job: Job, room: number): PlannedStep | null {
+    try {
+      return this.#plan(job, room);
+    } catch (err) {
+      job.fail(err as Error);
+      return null;
+    }
+  }
+
   /** The prompt of a job none of whose sequences has started, or null. */
   #freshPrompt(job: Job): readonly number[] | null {
     const w = job.work(this);
@@ -236,7 +248,7 @@ export class Scheduler implements JobContext {
     // 1. Running jobs, oldest first; out of blocks -> preempt the newest.
     for (let i = 0; i < this.#running.length; i++) {
       const job = this.#running[i]!;
-      const p = this.#plan(job, room);
+      const p = this.#tryPlan(job, room);
       if (!p) continue;
       while (p.blocks + reserved > this.cache.blocks.available && this.#running[this.#running.length - 1] !== job) {
         this.#preempt(this.#running.pop()!);
@@ -268,12 +280,25 @@ export class Scheduler implements JobContext {
         continue;
       }
       if (width + job.width > this.maxSequences && this.#running.length > 0) break;
-      const prompt = this.#freshPrompt(job);
+      let prompt: readonly number[] | null;
+      try {
+        prompt = this.#freshPrompt(job);
+      } catch (err) {
+        this.#waiting.shift();
+        job.fail(err as Error);
+        job.release(this);
+        continue;
+      }
       if (this.cache.blocks.prefixCaching && prompt && admitted.some((a) => sharedPrefix(a, prompt) >= 2 * LONG_SEGMENT)) {
         deferred.push(this.#waiting.shift()!);
         continue;
       }
-      const p = this.#plan(job, room);
+      const p = this.#tryPlan(job, room);
+      if (job.done) {
+        this.#waiting.shift();
+        job.release(this);
+        continue;
+      }
       if (!p || p.blocks + reserved > this.cache.blocks.available) {
         if (this.#running.length === 0 && plan.length === 0) {
           this.#waiting.shift();
