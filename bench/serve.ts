@@ -14,8 +14,12 @@
  * streaming completions with token-id prompts), side by side with the in-process Engine: requests/s,
  * tokens/s, TTFT and ITL as a client sees them.
  *
+ * --interleave R (with --http) also runs R pairs of in-process and HTTP runs back to back per stream
+ * count (alternating which goes first) and reports the median HTTP / in-process ratio: this host's
+ * speed drifts by tens of percent between minutes, pairs cancel most of that.
+ *
  *   npm run bench:serve [-- --types F16,Q4_0] [-- --streams 1,4,16,64] [-- --prompt 64] [-- --gen 128]
- *                       [-- --small] (4 layers) [-- --no-llamacpp] [-- --http] [-- --json FILE] [-- --dir DIR]
+ *                       [-- --small] (4 layers) [-- --no-llamacpp] [-- --http [--interleave R]] [-- --json FILE] [-- --dir DIR]
  */
 import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -37,6 +41,7 @@ const PROMPT = Number(arg('--prompt') ?? 64), GEN = Number(arg('--gen') ?? 128),
 const small = args.includes('--small');
 const withLlama = !args.includes('--no-llamacpp');
 const withHttp = args.includes('--http');
+const interleave = Number(arg('--interleave') ?? 0);
 const dir = arg('--dir') ?? path.join(os.tmpdir(), 'tessera-e2e');
 const jsonOut = arg('--json');
 const SHAPE = { ...TINYLLAMA, layers: small ? 4 : TINYLLAMA.layers };
@@ -156,6 +161,15 @@ async function benchTessera(file: string) {
         for (const n of streamsList) {
           const r = (http[n] = await httpRun(url, n));
           console.log(`  HTTP      ${String(n).padStart(2)} streams: ${r.aggregate.toFixed(1)} tok/s (${((100 * r.aggregate) / rows[n]!.aggregate - 100).toFixed(1)}% vs in-process), ${r.requestsPerSecond.toFixed(2)} req/s, TTFT p50 ${r.ttftP50.toFixed(0)} ms p99 ${r.ttftP99.toFixed(0)} ms, ITL p50 ${r.itlP50.toFixed(0)} ms p99 ${r.itlP99.toFixed(0)} ms`);
+        }
+        for (const n of interleave > 0 ? streamsList : []) {
+          const ratios: number[] = [];
+          for (let k = 0; k < interleave; k++) {
+            const [a, b] = k % 2 ? [await httpRun(url, n), await tesseraRun(engine, n)] : [await tesseraRun(engine, n), await httpRun(url, n)];
+            ratios.push(k % 2 ? a.aggregate / b.aggregate : b.aggregate / a.aggregate);
+          }
+          const med = [...ratios].sort((x, y) => x - y)[Math.floor(ratios.length / 2)]!;
+          console.log(`  HTTP / in-process, ${n} streams, ${interleave} interleaved pairs: median ${(100 * med - 100).toFixed(1)}% (pairs: ${ratios.map((x) => (100 * x - 100).toFixed(1) + '%').join(', ')})`);
         }
       } finally {
         await app.close();
