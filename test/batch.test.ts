@@ -1,5 +1,5 @@
 // The batched runtime against independent references: every batched result is compared with the
-// same sequence computed alone, one plain forward per step (forwardTokens + argmax), which shares
+// same sequence computed alone, one plain forward per step (greedyAlone in helpers.ts), which shares
 // no scheduling code with what it checks.
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -15,7 +15,7 @@ import { forwardTokens, runBatch } from '../src/runtime/runner.js';
 import { Scheduler } from '../src/runtime/scheduler.js';
 import { IntWeight } from '../src/tensor/int-weight.js';
 import type { TextTokenizer } from '../src/tokenizer/text.js';
-import { nativeAvailable, rng } from './helpers.js';
+import { greedyAlone, nativeAvailable, rng } from './helpers.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const F32 = path.join(root, 'models/stories260K/stories260K.gguf');
@@ -29,28 +29,6 @@ const newCache = (m: LlamaModel, numBlocks = 256, prefixCaching = true) =>
 /** Random token ids in [3, vocab). */
 function randomTokens(n: number, r: () => number, vocab: number): number[] {
   return Array.from({ length: n }, () => 3 + Math.floor(r() * (vocab - 3)));
-}
-
-function argmax(l: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < l.length; i++) if (l[i]! > l[best]!) best = i;
-  return best;
-}
-
-/** Greedy decoding alone: the prompt in one forward, then one forward per token. */
-function greedyAlone(m: LlamaModel, prompt: number[], maxTokens: number, eog: ReadonlySet<number>): number[] {
-  const cache = newCache(m, 256, false);
-  cache.add(0);
-  let l = forwardTokens(m, cache, 0, prompt).data;
-  const out: number[] = [];
-  while (out.length < maxTokens) {
-    const t = argmax(l);
-    if (eog.has(t)) break;
-    out.push(t);
-    if (out.length === maxTokens) break;
-    l = forwardTokens(m, cache, 0, [t]).data;
-  }
-  return out;
 }
 
 interface Req {

@@ -3,32 +3,14 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Engine, getBackend } from '../src/index.js';
-import type { LlamaModel } from '../src/model/llama.js';
 import { loadModelFile } from '../src/model/load.js';
 import { beamSearch } from '../src/runtime/beam.js';
 import { PagedKvCache } from '../src/runtime/kv/cache.js';
-import { forwardTokens } from '../src/runtime/runner.js';
-import { nativeAvailable, rng } from './helpers.js';
+import { greedyAlone, nativeAvailable, rng } from './helpers.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const STORIES = path.join(root, 'models/stories260K/stories260K.gguf');
 const backends = nativeAvailable ? (['cpu', 'js'] as const) : (['js'] as const);
-
-function greedyAlone(m: LlamaModel, prompt: number[], maxTokens: number, eog: ReadonlySet<number>): number[] {
-  const cache = new PagedKvCache({ layers: m.config.layers, kvHeads: m.config.kvHeads, headDim: m.config.headDim, numBlocks: 256, prefixCaching: false });
-  cache.add(0);
-  let l = forwardTokens(m, cache, 0, prompt).data;
-  const out: number[] = [];
-  for (;;) {
-    let t = 0;
-    for (let i = 1; i < l.length; i++) if (l[i]! > l[t]!) t = i;
-    if (eog.has(t)) break;
-    out.push(t);
-    if (out.length === maxTokens) break;
-    l = forwardTokens(m, cache, 0, [t]).data;
-  }
-  return out;
-}
 
 describe.each(backends)('Engine with concurrent requests on %s', (backend) => {
   const { model, tokenizer } = loadModelFile(STORIES, getBackend(backend));

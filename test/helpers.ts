@@ -1,5 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import { getBackend, runtimeInfo, setIsa, Tensor, type Backend, type Isa } from '../src/index.js';
+import { forwardTokens, getBackend, PagedKvCache, runtimeInfo, setIsa, Tensor, type Backend, type Isa, type LlamaModel } from '../src/index.js';
 
 /** Deterministic PRNG (mulberry32) so every failure reproduces. */
 export function rng(seed: number): () => number {
@@ -86,3 +86,23 @@ export function writeSafetensors(file: string, entries: { name: string; dtype: s
   writeFileSync(file, Buffer.concat([len, h, ...entries.map((e) => Buffer.from(e.bytes))]));
 }
 
+/**
+ * Greedy decoding of one request alone, the plainest way: the prompt in one forward, then one
+ * forward per token, argmax (ties to the lower id), stopping at an end-of-generation token or
+ * maxTokens. The reference the batched runtime is checked against.
+ */
+export function greedyAlone(m: LlamaModel, prompt: number[], maxTokens: number, eog: ReadonlySet<number>): number[] {
+  const cache = new PagedKvCache({ layers: m.config.layers, kvHeads: m.config.kvHeads, headDim: m.config.headDim, numBlocks: 256, prefixCaching: false });
+  cache.add(0);
+  let l = forwardTokens(m, cache, 0, prompt).data;
+  const out: number[] = [];
+  while (out.length < maxTokens) {
+    let t = 0;
+    for (let i = 1; i < l.length; i++) if (l[i]! > l[t]!) t = i;
+    if (eog.has(t)) break;
+    out.push(t);
+    if (out.length === maxTokens) break;
+    l = forwardTokens(m, cache, 0, [t]).data;
+  }
+  return out;
+}

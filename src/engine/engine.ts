@@ -54,6 +54,8 @@ export interface GenerateResult {
   speculation?: SpeculationStats;
 }
 
+type Done = Extract<Response, { type: 'done' }>;
+
 const asyncDisposeSymbol: symbol = (Symbol as { asyncDispose?: symbol }).asyncDispose ?? Symbol.for('nodejs.asyncDispose');
 
 interface Pending {
@@ -150,25 +152,21 @@ export class Engine {
   }
 
   #onMessage(m: Response): void {
-    if (m.type === 'delta') this.#pending.get(m.id)?.onDelta?.(m.delta);
-    else if (m.type === 'done') {
-      const p = this.#pending.get(m.id);
-      this.#pending.delete(m.id);
-      p?.resolve(m);
-    } else if (m.type === 'stats') {
-      const p = this.#pending.get(m.id);
-      this.#pending.delete(m.id);
-      p?.resolve(m.stats);
-    } else if (m.type === 'tokens') {
-      const p = this.#pending.get(m.id);
-      this.#pending.delete(m.id);
-      p?.resolve(m.tokens);
-    } else if (m.type === 'error') {
-      if (m.id === null) return;
-      const p = this.#pending.get(m.id);
-      this.#pending.delete(m.id);
-      p?.reject(revive(m.name, m.message));
-    }
+    if (m.type === 'delta') return void this.#pending.get(m.id)?.onDelta?.(m.delta);
+    if (m.type !== 'done' && m.type !== 'stats' && m.type !== 'tokens' && m.type !== 'error') return;
+    if (m.id === null) return; // an error not tied to a request
+    const p = this.#pending.get(m.id);
+    this.#pending.delete(m.id);
+    if (m.type === 'error') p?.reject(revive(m.name, m.message));
+    else p?.resolve(m.type === 'stats' ? m.stats : m.type === 'tokens' ? m.tokens : m);
+  }
+
+  /** Sends a request that the worker answers with one message; resolves with its payload. */
+  #call<T>(req: Extract<Request, { type: 'tokenize' | 'stats' }>): Promise<T> {
+    return new Promise((resolve, reject) => {
+      this.#pending.set(req.id, { resolve: resolve as (v: unknown) => void, reject });
+      this.#worker.postMessage(req);
+    });
   }
 
   #failAll(err: Error): void {
@@ -185,11 +183,7 @@ export class Engine {
   tokenize(text: string, options: { addBos?: boolean } = {}): Promise<number[]> {
     this.#check();
     if (typeof text !== 'string') return Promise.reject(new TypeError('Expected a string for text'));
-    const id = this.#nextId++;
-    return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.#worker.postMessage({ type: 'tokenize', id, text, addBos: options.addBos ?? true } satisfies Request);
-    });
+    return this.#call({ type: 'tokenize', id: this.#nextId++, text, addBos: options.addBos ?? true });
   }
 
   /**
@@ -198,11 +192,7 @@ export class Engine {
    */
   stats(): Promise<SchedulerStats> {
     this.#check();
-    const id = this.#nextId++;
-    return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.#worker.postMessage({ type: 'stats', id } satisfies Request);
-    });
+    return this.#call({ type: 'stats', id: this.#nextId++ });
   }
 
   /** Streams text deltas; ends when generation finishes. Concurrent calls are batched together. */
@@ -219,7 +209,7 @@ export class Engine {
     const id = this.#nextId++;
     const queue: Delta[] = [];
     let wake: (() => void) | null = null;
-    let finished: { finishReason: FinishReason; promptTokens: number; completionTokens: number; speculation?: SpeculationStats } | null = null;
+    let finished: Done | null = null;
     let failure: Error | null = null;
     const poke = () => {
       const w = wake;
@@ -253,7 +243,7 @@ export class Engine {
         }
         if (failure) throw failure;
         if (finished) {
-          const f = finished as { finishReason: FinishReason; promptTokens: number; completionTokens: number; speculation?: SpeculationStats };
+          const f = finished as Done;
           // Only the result fields (the worker's message also carries its type and id).
           result.finishReason = f.finishReason;
           result.promptTokens = f.promptTokens;

@@ -7,23 +7,24 @@
 import type { Tensor } from '../tensor/tensor.js';
 
 export interface ForwardBatch {
-  /** (T) packed token ids: sequence 0's new tokens, then sequence 1's, ... */
+  /** (T) packed token ids: segment 0's tokens, then segment 1's, ... (a segment is a run of new
+   *  tokens of one sequence; a sequence may have several, see runtime/runner.ts) */
   tokens: Tensor<'i32'>;
   /** (T) absolute position of each token in its sequence. */
   positions: Tensor<'i32'>;
   /** (T) KV slot (block * blockSize + offset) each token's K/V row is written to. */
   slots: Tensor<'i32'>;
-  /** (B, maxBlocks) each sequence's blocks, padded with 0. */
+  /** (B, maxBlocks) each segment's sequence's blocks, padded with 0. */
   blockTables: Tensor<'i32'>;
-  /** (B) tokens each sequence holds after this step (cached + new). */
+  /** (B) tokens the segment's sequence holds up to the segment's last token. */
   contextLens: Tensor<'i32'>;
-  /** (B + 1) cumulative new-token counts: sequence s owns rows [queryStart[s], queryStart[s+1]). */
+  /** (B + 1) cumulative segment lengths: segment s owns rows [queryStart[s], queryStart[s+1]). */
   queryStart: Tensor<'i32'>;
   /** (R) packed rows whose logits are returned, in order; the output is (R, vocab). */
   logitRows: Tensor<'i32'>;
   /** Host copy of queryStart (B + 1), used to plan the linear calls (see linearCalls). */
   readonly queryStartHost: Int32Array;
-  /** Host copy of how many logit rows each sequence asked for (B). */
+  /** Host copy of how many logit rows (its last ones) each segment asked for (B). */
   readonly logitCountsHost: Int32Array;
 }
 

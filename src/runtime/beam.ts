@@ -10,7 +10,7 @@ import * as check from '../tensor/check.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { TextTokenizer } from '../tokenizer/text.js';
 import type { Delta, FinishReason, GenerateOptions, GenerationJob, JobEvents } from './generate.js';
-import { firstStop, resolveGenerateOptions } from './generate.js';
+import { checkPrompt, firstStop, resolveGenerateOptions } from './generate.js';
 import type { PagedKvCache } from './kv/cache.js';
 import { runBatch } from './runner.js';
 import type { JobContext, SeqWork } from './scheduler.js';
@@ -203,9 +203,8 @@ export class BeamJob implements GenerationJob {
 
   constructor(ctx: JobContext, tok: TextTokenizer, prompt: readonly number[], options: GenerateOptions, events: JobEvents) {
     const r = resolveGenerateOptions(options, tok);
-    if (prompt.length === 0) throw new RangeError('Expected a non-empty prompt (at least one token)');
     const ctxLen = ctx.model.config.contextLength;
-    if (prompt.length > ctxLen) throw new RangeError(`Expected a prompt of at most the model's context length ${ctxLen} tokens but received ${prompt.length}`);
+    checkPrompt(prompt, ctxLen);
     this.#tok = tok;
     this.#stop = r.stop;
     this.#events = events;

@@ -4,7 +4,7 @@
  * that never contain half a UTF-8 character or the beginning of a stop string that may still
  * complete. Beam search is the other job (beam.ts); `createGenerateJob` picks one from the options.
  */
-import { Sampler, type SamplingOptions } from '../sampling/sampler.js';
+import { Sampler, topLogprobs, type SamplingOptions } from '../sampling/sampler.js';
 import { acceptDraftToken } from '../sampling/speculative.js';
 import type { Draft, Proposer } from '../speculative/proposer.js';
 import * as check from '../tensor/check.js';
@@ -48,27 +48,6 @@ export interface Delta {
   tokenText?: string;
 }
 
-/** The k most likely tokens of logits with their log-probabilities (ties to the lower id). */
-export function topLogprobs(logits: Float32Array, k: number): { token: number; logprob: number }[] {
-  let mx = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i]! > mx) mx = logits[i]!;
-  let z = 0;
-  for (let i = 0; i < logits.length; i++) z += Math.exp(logits[i]! - mx);
-  const lse = mx + Math.log(z);
-  const top: number[] = []; // ids, best first
-  for (let i = 0; i < logits.length; i++) {
-    if (top.length === k && logits[i]! <= logits[top[k - 1]!]!) continue;
-    let j = Math.min(top.length, k - 1);
-    if (top.length < k) top.push(i);
-    while (j > 0 && logits[top[j - 1]!]! < logits[i]!) {
-      top[j] = top[j - 1]!;
-      j--;
-    }
-    top[j] = i;
-  }
-  return top.map((t) => ({ token: t, logprob: logits[t]! - lse }));
-}
-
 export interface ResolvedGenerate {
   maxTokens: number;
   stop: string[];
@@ -83,6 +62,13 @@ export function resolveGenerateOptions(o: GenerateOptions, tok: TextTokenizer): 
   const stopTokens = new Set<number>(o.ignoreEos ? [] : tok.eogIds);
   for (const t of o.stopTokens ?? []) stopTokens.add(check.int(t, 'stopTokens[]', 0));
   return { maxTokens, stop, stopTokens };
+}
+
+/** Throws unless a prompt has at least one token and fits the model's context. */
+export function checkPrompt(prompt: readonly number[], contextLength: number): void {
+  if (prompt.length === 0) throw new RangeError('Expected a non-empty prompt (at least one token)');
+  if (prompt.length > contextLength)
+    throw new RangeError(`Expected a prompt of at most the model's context length ${contextLength} tokens but received ${prompt.length}`);
 }
 
 /** Index of the earliest stop string in text, or -1. */
@@ -161,11 +147,9 @@ export class SampleJob implements GenerationJob {
 
   constructor(ctx: JobContext, tok: TextTokenizer, prompt: readonly number[], options: GenerateOptions, events: JobEvents, spec: Speculation | null = null) {
     this.#r = resolveGenerateOptions(options, tok);
-    if (prompt.length === 0) throw new RangeError('Expected a non-empty prompt (at least one token)');
     this.#contextLength = ctx.model.config.contextLength;
     this.#vocab = ctx.model.config.vocabSize;
-    if (prompt.length > this.#contextLength)
-      throw new RangeError(`Expected a prompt of at most the model's context length ${this.#contextLength} tokens but received ${prompt.length}`);
+    checkPrompt(prompt, this.#contextLength);
     this.#sampler = new Sampler(options);
     this.#topLogprobs = check.int(options.topLogprobs ?? 0, 'topLogprobs', 0, 20);
     if (spec) check.int(spec.draftMax, 'draftMax', 1, 64);

@@ -170,3 +170,20 @@ function logSumExp(logits: Float32Array): number {
   for (let i = 0; i < logits.length; i++) z += Math.exp(logits[i]! - mx);
   return mx + Math.log(z);
 }
+
+/** The k most likely tokens of logits with their log-probabilities (ties to the lower id). */
+export function topLogprobs(logits: Float32Array, k: number): { token: number; logprob: number }[] {
+  const lse = logSumExp(logits);
+  const top: number[] = []; // ids, best first
+  for (let i = 0; i < logits.length; i++) {
+    if (top.length === k && logits[i]! <= logits[top[k - 1]!]!) continue;
+    let j = Math.min(top.length, k - 1);
+    if (top.length < k) top.push(i);
+    while (j > 0 && logits[top[j - 1]!]! < logits[i]!) {
+      top[j] = top[j - 1]!;
+      j--;
+    }
+    top[j] = i;
+  }
+  return top.map((t) => ({ token: t, logprob: logits[t]! - lse }));
+}

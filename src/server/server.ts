@@ -211,6 +211,14 @@ export function createServer(engine: Engine | Promise<Engine>, options: ServerOp
     reply.raw.on('close', onClose);
     inFlight += n;
     const t0 = performance.now();
+    /** The usage of the finished choices, counted in the metrics with the request's status. */
+    const finished = (results: GenerateResult[], status: string) => {
+      const usage = usageOf(results);
+      promptTokens.inc(usage.prompt_tokens);
+      completionTokens.inc(usage.completion_tokens);
+      requests.inc({ endpoint, status });
+      return usage;
+    };
     // One engine stream per choice; seeds differ per choice so n samples differ.
     const runChoice = async (i: number, onDelta: (d: Delta) => void): Promise<GenerateResult> => {
       const it = e.stream(prompt, { ...opts, seed: opts.seed === undefined ? undefined : (opts.seed + i) >>> 0, signal: ac.signal } as EngineGenerateOptions);
@@ -232,10 +240,7 @@ export function createServer(engine: Engine | Promise<Engine>, options: ServerOp
       if (!b.stream) {
         const deltas: Delta[][] = Array.from({ length: n }, () => []);
         const results = await Promise.all(Array.from({ length: n }, (_, i) => runChoice(i, (d) => deltas[i]!.push(d))));
-        const usage = usageOf(results);
-        promptTokens.inc(usage.prompt_tokens);
-        completionTokens.inc(usage.completion_tokens);
-        requests.inc({ endpoint, status: '200' });
+        const usage = finished(results, '200');
         const choices = results.map((r, i) => chat
           ? { index: i, message: { role: 'assistant', content: r.text }, logprobs: b.logprobs ? { content: chatLogprobs(deltas[i]!) } : null, finish_reason: finishReason(r.finishReason) }
           : { index: i, text: r.text, logprobs: opts.tokenTexts ? completionLogprobs(deltas[i]!) : null, finish_reason: finishReason(r.finishReason) });
@@ -270,10 +275,7 @@ export function createServer(engine: Engine | Promise<Engine>, options: ServerOp
             : { index: i, text: '', logprobs: null, finish_reason: finishReason(r.finishReason) }]));
         return r;
       })));
-      const usage = usageOf(results);
-      promptTokens.inc(usage.prompt_tokens);
-      completionTokens.inc(usage.completion_tokens);
-      requests.inc({ endpoint, status: ac.signal.aborted ? 'aborted' : '200' });
+      const usage = finished(results, ac.signal.aborted ? 'aborted' : '200');
       if (b.stream_options?.include_usage) write(chunk([], { usage }));
       head();
       if (!reply.raw.destroyed) reply.raw.end('data: [DONE]\n\n');
