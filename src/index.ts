@@ -27,7 +27,7 @@ export { Engine, type EngineOptions, type EngineGenerateOptions, type GenerateRe
 export type { ChatMessage, ModelInfo, Prompt } from './engine/protocol.js';
 export { readGGUF, writeGGUF, loadTensor, GGUF_VALUE, type GGUFFile, type GGUFTensorInfo, type GGUFMetadataEntry } from './formats/gguf.js';
 export { ModelFileError } from './formats/errors.js';
-export { Tokenizer } from './tokenizer/index.js';
+export { Tokenizer, ChatTemplateError, DEFAULT_TEMPLATE_LIMITS, type ChatTemplateLimits, type ChatTemplateFailure } from './tokenizer/index.js';
 export { LlamaModel, type LlamaWeights } from './model/llama.js';
 export type { LlamaConfig } from './model/config.js';
 export { loadModelFile, type LoadedModel } from './model/load.js';
