@@ -36,6 +36,7 @@ export { runBatch, forwardTokens, type RunEntry } from './runtime/runner.js';
 export { Scheduler, type SchedulerOptions, type SchedulerStats, type Job, type JobContext, type SeqWork } from './runtime/scheduler.js';
 export { SampleJob, createGenerateJob, type JobEvents, type GenerationJob } from './runtime/generate.js';
 export { perplexity, type PerplexityOptions, type PerplexityResult } from './runtime/perplexity.js';
+export { NonFiniteLogitsError } from './runtime/errors.js';
 export type { Delta, FinishReason, GenerateOptions } from './runtime/generate.js';
 export { Sampler, type SamplingOptions } from './sampling/sampler.js';
 export { beamSearch, BeamSearch, BeamJob, type BeamSearchOptions, type BeamHypothesis } from './runtime/beam.js';

@@ -8,6 +8,7 @@ import * as check from '../tensor/check.js';
 import { DisposedError } from '../tensor/tensor.js';
 import type { Delta, FinishReason, GenerateOptions, SpeculationStats } from '../runtime/generate.js';
 import type { SchedulerStats } from '../runtime/scheduler.js';
+import { reviveError } from './errors.js';
 import type { ChatMessage, ModelInfo, Prompt, Request, Response } from './protocol.js';
 
 export interface EngineOptions {
@@ -72,13 +73,6 @@ function spawnWorker(): Worker {
   return new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(src)}); });`, { eval: true });
 }
 
-function revive(name: string, message: string): Error {
-  const Ctor = name === 'RangeError' ? RangeError : name === 'TypeError' ? TypeError : Error;
-  const e = new Ctor(message);
-  if (Ctor === Error) e.name = name;
-  return e;
-}
-
 export class Engine {
   #worker: Worker;
   #pending = new Map<number, Pending>();
@@ -130,7 +124,7 @@ export class Engine {
         } else if (m.type === 'error') {
           worker.off('message', onMessage);
           void worker.terminate();
-          reject(revive(m.name, m.message));
+          reject(reviveError(m));
         }
       };
       const onError = (err: Error) => reject(err);
@@ -157,7 +151,7 @@ export class Engine {
     if (m.id === null) return; // an error not tied to a request
     const p = this.#pending.get(m.id);
     this.#pending.delete(m.id);
-    if (m.type === 'error') p?.reject(revive(m.name, m.message));
+    if (m.type === 'error') p?.reject(reviveError(m));
     else p?.resolve(m.type === 'stats' ? m.stats : m.type === 'tokens' ? m.tokens : m);
   }
 

@@ -2,6 +2,7 @@
 import type { LlamaConfig } from '../model/config.js';
 import type { Delta, FinishReason, GenerateOptions, SpeculationStats } from '../runtime/generate.js';
 import type { SchedulerStats } from '../runtime/scheduler.js';
+import type { SerializedError } from './errors.js';
 
 import type { ChatMessage } from '../tokenizer/chat-template.js';
 export type { ChatMessage };
@@ -41,7 +42,7 @@ export interface ModelInfo {
 export type Response =
   | { type: 'loaded'; info: ModelInfo }
   | { type: 'progress'; done: number; total: number }
-  | { type: 'error'; id: number | null; name: string; message: string }
+  | ({ type: 'error'; id: number | null } & SerializedError)
   | { type: 'delta'; id: number; delta: Delta }
   | { type: 'done'; id: number; finishReason: FinishReason; promptTokens: number; completionTokens: number; speculation?: SpeculationStats }
   | { type: 'tokens'; id: number; tokens: number[] }

@@ -11,6 +11,7 @@ import { createGenerateJob, type GenerationJob } from '../runtime/generate.js';
 import { PagedKvCache } from '../runtime/kv/cache.js';
 import { Scheduler } from '../runtime/scheduler.js';
 import { checkDraftVocabulary, makeProposer, type SpeculativeSetup } from '../runtime/speculate.js';
+import { serializeError } from './errors.js';
 import type { Request, Response } from './protocol.js';
 
 const port = parentPort!;
@@ -28,8 +29,7 @@ let pumping = false;
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
 function errorMessage(id: number | null, err: unknown): Response {
-  const e = err as Error;
-  return { type: 'error', id, name: e?.name ?? 'Error', message: e?.message ?? String(err) };
+  return { type: 'error', id, ...serializeError(err) }; // the Engine rebuilds the error's class
 }
 
 /** Tokenizes a request and hands it to the scheduler as a job. */

@@ -2,13 +2,18 @@
  * Beam search (as Hugging Face's BeamSearchScorer): keep `beams` running hypotheses; each step
  * extends each by its 2 x beams best next tokens, keeps the best `beams` non-final candidates, and
  * moves candidates ending in an end-of-generation token (ranked within the top `beams`) to the
- * finished list, scored by sum(log p) / length^lengthPenalty. Beams share their prefix in the
- * paged KV cache (fork + copy-on-write), and all beams of a search run in one forward per step.
+ * finished list, which keeps the best `beams` by sum(log p) / length^lengthPenalty (length: the
+ * generated tokens, the end token included). The search is done once `beams` hypotheses finished
+ * (earlyStopping true) or, with earlyStopping false, once the best candidate's sum(log p) /
+ * step^lengthPenalty cannot beat the worst finished one (HF's heuristic); at maxTokens the
+ * running beams join the finished list unless it was done. Beams share their prefix in the paged
+ * KV cache (fork + copy-on-write), and all beams of a search run in one forward per step.
  */
 import type { LlamaModel } from '../model/llama.js';
 import * as check from '../tensor/check.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { TextTokenizer } from '../tokenizer/text.js';
+import { checkFiniteLogits } from './errors.js';
 import type { Delta, FinishReason, GenerateOptions, GenerationJob, JobEvents } from './generate.js';
 import { checkPrompt, firstStop, resolveGenerateOptions } from './generate.js';
 import type { PagedKvCache } from './kv/cache.js';
@@ -20,8 +25,9 @@ export interface BeamSearchOptions {
   maxTokens?: number;
   /** Exponent of the length normalisation (> 0 favours longer outputs). Default 1. */
   lengthPenalty?: number;
-  /** true: stop once `beams` hypotheses are finished; false: stop when no running beam can beat
-   *  the worst finished one. Default true. */
+  /** true: stop once `beams` hypotheses are finished; false: stop when this step's best candidate,
+   *  normalised at the current length, cannot beat the worst finished one. Default true (Hugging
+   *  Face's default is false). */
   earlyStopping?: boolean;
   eogIds?: ReadonlySet<number>;
 }
@@ -59,7 +65,7 @@ export class BeamSearch {
   readonly #ownsFirst: boolean;
   readonly #owned = new Set<number>();
   #beams: Beam[] = [];
-  #finished: BeamHypothesis[] = [];
+  #finished: BeamHypothesis[] = []; // the best `beams` finished hypotheses, best first
   #step = 0;
   #result: BeamHypothesis[] | null = null;
 
@@ -68,6 +74,7 @@ export class BeamSearch {
     this.#B = check.int(o.beams, 'beams', 1, 64);
     this.#maxTokens = check.int(o.maxTokens ?? 64, 'maxTokens', 1);
     this.#lp = check.num(o.lengthPenalty ?? 1, 'lengthPenalty');
+    if (o.earlyStopping !== undefined && typeof o.earlyStopping !== 'boolean') throw new TypeError('Expected a boolean for earlyStopping');
     this.#early = o.earlyStopping ?? true;
     this.#eog = o.eogIds ?? new Set<number>();
     if (prompt.length === 0) throw new RangeError('Expected a non-empty prompt (at least one token)');
@@ -103,6 +110,16 @@ export class BeamSearch {
     return logprob / Math.pow(Math.max(1, len), this.#lp);
   }
 
+  /** Adds a hypothesis to the finished list, which keeps the best `beams` (HF BeamHypotheses.add). */
+  #addFinished(h: BeamHypothesis): void {
+    const f = this.#finished;
+    if (f.length >= this.#B && h.score <= f[f.length - 1]!.score) return;
+    let i = f.length;
+    while (i > 0 && f[i - 1]!.score < h.score) i--;
+    f.splice(i, 0, h);
+    if (f.length > this.#B) f.pop();
+  }
+
   /** One step: the logits of every beam's last token. */
   advance(logits: Map<number, Float32Array>, cache: PagedKvCache): void {
     if (this.#result) return;
@@ -112,6 +129,7 @@ export class BeamSearch {
     for (const b of this.#beams) {
       const l = logits.get(b.seq);
       if (!l) throw new RangeError(`Expected logits for beam sequence ${b.seq}`);
+      checkFiniteLogits(l, this.#prompt.length + b.tokens.length - 1);
       const top = be.topK(be.logSoftmax(new Tensor('f32', [1, V], l)), k);
       for (let j = 0; j < k; j++) cands.push({ beam: b, token: top.indices.data[j]!, logprob: b.logprob + top.values.data[j]! });
     }
@@ -120,19 +138,18 @@ export class BeamSearch {
     for (let r = 0; r < cands.length && next.length < B; r++) {
       const c = cands[r]!;
       if (this.#eog.has(c.token)) {
-        if (r < B) this.#finished.push({ tokens: c.beam.tokens, logprob: c.logprob, score: this.#norm(c.logprob, c.beam.tokens.length + 1), finished: true });
+        if (r < B) this.#addFinished({ tokens: c.beam.tokens, logprob: c.logprob, score: this.#norm(c.logprob, c.beam.tokens.length + 1), finished: true });
       } else next.push(c);
     }
     const cur = ++this.#step;
-    let stop = next.length === 0;
-    if (this.#finished.length >= B) {
-      if (this.#early) stop = true;
-      else {
-        const worst = Math.min(...this.#finished.map((h) => h.score));
-        if (next.length === 0 || this.#norm(next[0]!.logprob, cur) <= worst) stop = true;
-      }
+    // Done (HF BeamHypotheses.is_done): enough finished and, without early stopping, no candidate
+    // of this step (the best, cands[0]) normalised at the current length beats the worst finished.
+    const f = this.#finished;
+    if (f.length >= B && (this.#early || f[f.length - 1]!.score >= this.#norm(cands[0]!.logprob, cur))) {
+      this.#result = [...f];
+      return;
     }
-    if (stop) return this.#conclude(this.#beams);
+    if (next.length === 0) return this.#conclude(this.#beams);
     // Fork the cache for every selected continuation; the first taker of a beam reuses its sequence.
     const used = new Set<number>();
     const plan = next.map((c) => {
@@ -154,10 +171,10 @@ export class BeamSearch {
     if (cur >= this.#maxTokens) this.#conclude(this.#beams);
   }
 
+  /** The search ends without being done (max tokens): the running beams compete with the finished ones. */
   #conclude(running: Beam[]): void {
-    const all = [...this.#finished];
-    if (this.#finished.length < this.#B) for (const b of running) all.push({ tokens: b.tokens, logprob: b.logprob, score: this.#norm(b.logprob, b.tokens.length), finished: false });
-    this.#result = all.sort((a, b) => b.score - a.score).slice(0, this.#B);
+    for (const b of running) this.#addFinished({ tokens: b.tokens, logprob: b.logprob, score: this.#norm(b.logprob, b.tokens.length), finished: false });
+    this.#result = [...this.#finished];
   }
 
   /** Frees the sequences the search made (and the first one when it owns it). */

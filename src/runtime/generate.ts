@@ -10,6 +10,7 @@ import type { Draft, Proposer } from '../speculative/proposer.js';
 import * as check from '../tensor/check.js';
 import type { StreamDecoder, TextTokenizer } from '../tokenizer/text.js';
 import { BeamJob } from './beam.js';
+import { checkFiniteLogits } from './errors.js';
 import type { Job, JobContext, SeqWork } from './scheduler.js';
 
 export type { StreamDecoder, TextTokenizer } from '../tokenizer/text.js';
@@ -29,7 +30,8 @@ export interface GenerateOptions extends SamplingOptions {
   beams?: number;
   /** Beam search: exponent of the length normalisation. Default 1. */
   lengthPenalty?: number;
-  /** Beam search: stop once `beams` hypotheses finished (default true). */
+  /** Beam search: stop once `beams` hypotheses finished (default true); false: run on while a
+   *  running beam could still beat the worst finished one (as Hugging Face's default, false). */
   earlyStopping?: boolean;
 }
 
@@ -202,7 +204,9 @@ export class SampleJob implements GenerationJob {
     if (!l || this.#done) return;
     const d = this.#draft;
     this.#draft = null;
+    // Each row is checked before it is sampled: its token sits at position tokens.length - 1.
     if (!d || d.tokens.length === 0) {
+      checkFiniteLogits(l, this.#tokens.length - 1);
       const { token, logprob } = this.#sampler.sample(l, this.#tokens);
       this.#emit(token, logprob, l);
       return;
@@ -211,6 +215,7 @@ export class SampleJob implements GenerationJob {
     const row = (i: number) => l.subarray(i * V, (i + 1) * V);
     let accepted = 0, finished = false;
     for (let i = 0; i < d.tokens.length && !finished; i++) {
+      checkFiniteLogits(row(i), this.#tokens.length - 1);
       const p = this.#sampler.distribution(row(i), this.#tokens);
       const { token, accepted: ok } = acceptDraftToken(p, d.q[i] ?? null, d.tokens[i]!, this.#sampler);
       finished = this.#emit(token, Sampler.logprob(row(i), token), row(i));
@@ -219,6 +224,7 @@ export class SampleJob implements GenerationJob {
     }
     if (!finished && accepted === d.tokens.length) {
       const last = row(d.tokens.length);
+      checkFiniteLogits(last, this.#tokens.length - 1);
       const { token, logprob } = this.#sampler.sample(last, this.#tokens);
       this.#emit(token, logprob, last);
     }

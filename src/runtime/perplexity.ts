@@ -7,10 +7,12 @@
  *  - 'sliding' (Hugging Face's strided evaluation): windows of ctx tokens advancing by stride;
  *    each window scores only the tokens the previous window did not, so every token after the
  *    first is scored exactly once with up to ctx - stride tokens of context.
+ * Non-finite logits (a NaN perplexity) throw NonFiniteLogitsError naming the token position.
  */
 import type { LlamaModel } from '../model/llama.js';
 import * as check from '../tensor/check.js';
 import { Tensor } from '../tensor/tensor.js';
+import { checkFiniteLogits, NonFiniteLogitsError } from './errors.js';
 import { PagedKvCache } from './kv/cache.js';
 import { forwardTokens } from './runner.js';
 
@@ -45,7 +47,7 @@ export function perplexity(model: LlamaModel, tokens: readonly number[], options
   const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: Math.ceil(ctx / 16) + 1, blockSize: 16 });
   let sum = 0, count = 0, windows = 0;
   // Scores targets[from..] of window `win` (logits row j predicts win[j+1]).
-  const score = (win: number[], from: number) => {
+  const score = (win: number[], from: number, begin: number) => {
     cache.add(0);
     try {
       const logits = forwardTokens(model, cache, 0, Int32Array.from(win), { allLogits: true });
@@ -54,6 +56,11 @@ export function perplexity(model: LlamaModel, tokens: readonly number[], options
       const sub = new Tensor('f32', [rows, V], (logits.data as Float32Array).subarray(from * V, (win.length - 1) * V));
       const targets = new Tensor('i32', [rows], Int32Array.from(win.slice(from + 1)));
       const r = be.crossEntropyStats(sub, targets);
+      // A NaN or infinite loss means non-finite logits: name the first such row (the error path only).
+      if (!Number.isFinite(r.sum)) {
+        for (let j = 0; j < rows; j++) checkFiniteLogits(sub.data.subarray(j * V, (j + 1) * V), begin + from + j);
+        throw new NonFiniteLogitsError(begin + from, r.sum);
+      }
       sum += r.sum;
       count += r.count;
     } finally {
@@ -61,27 +68,30 @@ export function perplexity(model: LlamaModel, tokens: readonly number[], options
     }
     windows++;
   };
-  if (mode === 'chunks') {
-    const n = Math.floor(tokens.length / ctx);
-    if (n < 1) throw new RangeError(`Expected at least ctx = ${ctx} tokens for perplexity but the text has ${tokens.length}`);
-    for (let i = 0; i < n; i++) {
-      const win = tokens.slice(i * ctx, (i + 1) * ctx);
-      if (o.bosId !== undefined && o.bosId !== null) win[0] = o.bosId;
-      score(win, ctx >> 1);
-      o.onProgress?.(i + 1, n, Math.exp(sum / count));
+  try {
+    if (mode === 'chunks') {
+      const n = Math.floor(tokens.length / ctx);
+      if (n < 1) throw new RangeError(`Expected at least ctx = ${ctx} tokens for perplexity but the text has ${tokens.length}`);
+      for (let i = 0; i < n; i++) {
+        const win = tokens.slice(i * ctx, (i + 1) * ctx);
+        if (o.bosId !== undefined && o.bosId !== null) win[0] = o.bosId;
+        score(win, ctx >> 1, i * ctx);
+        o.onProgress?.(i + 1, n, Math.exp(sum / count));
+      }
+    } else {
+      if (tokens.length < 2) throw new RangeError('Expected at least 2 tokens for perplexity');
+      const total = Math.max(1, Math.ceil((tokens.length - ctx) / stride) + 1);
+      let prevEnd = 1; // token 0 is never a target
+      for (let begin = 0; prevEnd < tokens.length; begin += stride) {
+        const end = Math.min(begin + ctx, tokens.length);
+        const win = tokens.slice(begin, end);
+        score(win, prevEnd - 1 - begin, begin);
+        prevEnd = end;
+        o.onProgress?.(windows, total, Math.exp(sum / count));
+      }
     }
-  } else {
-    if (tokens.length < 2) throw new RangeError('Expected at least 2 tokens for perplexity');
-    const total = Math.max(1, Math.ceil((tokens.length - ctx) / stride) + 1);
-    let prevEnd = 1; // token 0 is never a target
-    for (let begin = 0; prevEnd < tokens.length; begin += stride) {
-      const end = Math.min(begin + ctx, tokens.length);
-      const win = tokens.slice(begin, end);
-      score(win, prevEnd - 1 - begin);
-      prevEnd = end;
-      o.onProgress?.(windows, total, Math.exp(sum / count));
-    }
+  } finally {
+    cache.dispose();
   }
-  cache.dispose();
   return { ppl: Math.exp(sum / count), nll: sum / count, scoredTokens: count, windows };
 }

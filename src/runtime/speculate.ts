@@ -5,6 +5,7 @@
 import type { LlamaModel } from '../model/llama.js';
 import { Sampler, type SamplingOptions } from '../sampling/sampler.js';
 import { DraftModelProposer, NgramProposer, type DraftSequence, type Proposer } from '../speculative/proposer.js';
+import { checkFiniteLogits } from './errors.js';
 import type { PagedKvCache } from './kv/cache.js';
 import { runBatch } from './runner.js';
 
@@ -16,7 +17,12 @@ export function draftSequence(model: LlamaModel, cache: PagedKvCache, seq: numbe
       return cache.blocks.tokens(seq);
     },
     truncate: (n) => cache.truncate(seq, n),
-    feed: (tokens) => runBatch(model, cache, [{ seq, tokens }])[0]!.slice(),
+    feed: (tokens) => {
+      const l = runBatch(model, cache, [{ seq, tokens }])[0]!.slice();
+      // A draft with non-finite logits cannot propose; the job then decodes without drafts.
+      checkFiniteLogits(l, cache.length(seq) - 1, 'the draft model');
+      return l;
+    },
     release: () => cache.free(seq),
   };
 }
