@@ -21,6 +21,8 @@ export interface Llama2cHeader {
 }
 
 export interface Llama2cCheckpoint {
+  /** The checkpoint's file name, for error messages. */
+  file: string;
   header: Llama2cHeader;
   /** Tensors in row-major [out, in] form, per layer stacked as arrays. */
   tokEmbd: Tensor<'f32'>;
@@ -66,13 +68,17 @@ export function readLlama2c(file: string): Llama2cCheckpoint {
     if (vocabRaw === 0 || Math.abs(vocabRaw!) > 1 << 22) fail(`header field vocab_size = ${vocabRaw} is out of range`);
     if (dim! % heads!) fail(`dim ${dim} is not a multiple of n_heads ${heads}`);
     if (heads! % kvHeads!) fail(`n_heads ${heads} is not a multiple of n_kv_heads ${kvHeads}`);
+    if ((dim! / heads!) % 2) fail(`the head size dim / n_heads = ${dim! / heads!} is odd (RoPE rotates pairs of dimensions)`);
     const h: Llama2cHeader = {
       dim: dim!, hiddenDim: hidden!, layers: layers!, heads: heads!, kvHeads: kvHeads!, vocabSize: Math.abs(vocabRaw!), seqLen: seqLen!, sharedClassifier: vocabRaw! > 0,
     };
     const hd = h.dim / h.heads, kvd = h.kvHeads * hd;
     const L = h.layers, D = h.dim, F = h.hiddenDim, V = h.vocabSize;
     const need = 7 + V * D + L * D + L * D * D + 2 * L * kvd * D + L * D * D + L * D + 3 * L * F * D + D + h.seqLen * hd + (h.sharedClassifier ? 0 : V * D);
-    if (need * 4 > size + 4) fail(`truncated: the header describes ${need * 4} bytes but the file has ${size}`);
+    if (need * 4 > size) fail(`truncated: the header describes ${need * 4} bytes but the file has ${size}`);
+    // run.c reads what the header describes and ignores the rest; extra bytes mean a header field
+    // (n_layers, or vocab_size's sign, which says whether a classifier follows) does not match the tensors.
+    if (need * 4 < size) fail(`the header describes ${need * 4} bytes but the file has ${size}: a header field (n_layers, dims, or vocab_size's sign for the classifier) does not match the tensors`);
     let pos = 28;
     const take = (shape: number[]): Tensor<'f32'> => {
       const n = shape.reduce((a, b) => a * b, 1);
@@ -96,7 +102,7 @@ export function readLlama2c(file: string): Llama2cCheckpoint {
     const outNorm = take([D]);
     pos += h.seqLen * hd * 4; // freq_cis_real and freq_cis_imag (seq_len, head_size/2) each: recomputed instead
     const output = h.sharedClassifier ? tokEmbd : take([V, D]);
-    return { header: h, tokEmbd, attnNorm, wq, wk, wv, wo, ffnNorm, w1, w2, w3, outNorm, output };
+    return { file: name, header: h, tokEmbd, attnNorm, wq, wk, wv, wo, ffnNorm, w1, w2, w3, outNorm, output };
   } finally {
     closeSync(fd);
   }
