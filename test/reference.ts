@@ -132,3 +132,70 @@ export function attentionRef(q: ArrayLike<number>, k: ArrayLike<number>, v: Arra
   }
   return out;
 }
+
+export interface LlamaRefConfig {
+  dim: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  ffn: number;
+  vocab: number;
+  eps: number;
+  /** RoPE base and linear factor (positions are divided by it). */
+  theta: number;
+  factor: number;
+  /** NeoX (rotate halves, HF weights) or adjacent pairs (GGUF llama, whose Q/K rows are permuted). */
+  neox: boolean;
+  /** Keys at distance >= window are hidden (0 = none), transformers' sliding_window_overlay. */
+  window?: number;
+}
+
+export interface LlamaRefLayer {
+  attnNorm: ArrayLike<number>; // (dim)
+  wq: ArrayLike<number>; // (heads * headDim, dim)
+  wk: ArrayLike<number>; // (kvHeads * headDim, dim)
+  wv: ArrayLike<number>; // (kvHeads * headDim, dim)
+  bq?: ArrayLike<number> | null;
+  bk?: ArrayLike<number> | null;
+  bv?: ArrayLike<number> | null;
+  wo: ArrayLike<number>; // (dim, heads * headDim)
+  ffnNorm: ArrayLike<number>; // (dim)
+  wGate: ArrayLike<number>; // (ffn, dim)
+  wUp: ArrayLike<number>; // (ffn, dim)
+  wDown: ArrayLike<number>; // (dim, ffn)
+}
+
+export interface LlamaRefWeights {
+  embed: ArrayLike<number>; // (vocab, dim)
+  layers: LlamaRefLayer[];
+  outNorm: ArrayLike<number>; // (dim)
+  output: ArrayLike<number>; // (vocab, dim)
+}
+
+/**
+ * A Llama-family decoder in float64, from the definitions above (RMSNorm, linear, RoPE, causal
+ * attention, SwiGLU), one sequence at positions 0..T-1: logits for every position, (T, vocab).
+ */
+export function llamaForwardRef(c: LlamaRefConfig, w: LlamaRefWeights, tokens: readonly number[]): Float64Array {
+  const T = tokens.length, D = c.dim, hd = c.headDim;
+  const qd = c.heads * hd, kvd = c.kvHeads * hd;
+  const pos = tokens.map((_, i) => i);
+  const x = new Float64Array(T * D); // (T, dim) residual stream
+  tokens.forEach((t, i) => { for (let d = 0; d < D; d++) x[i * D + d] = w.embed[t * D + d]!; });
+  for (const L of w.layers) {
+    const h = rmsNormRef(x, L.attnNorm, D, c.eps);
+    const rope = (v: Float64Array, H: number) => ropeRef(v, pos, T, H, hd, hd, c.theta, 1 / c.factor, c.neox);
+    const q = rope(linearRef(h, L.wq, L.bq ?? null, T, qd, D), c.heads);
+    const k = rope(linearRef(h, L.wk, L.bk ?? null, T, kvd, D), c.kvHeads);
+    const v = linearRef(h, L.wv, L.bv ?? null, T, kvd, D);
+    const att = attentionRef(q, k, v, T, T, c.heads, c.kvHeads, hd, { scale: 1 / Math.sqrt(hd), causal: true, qOffset: 0, window: c.window ?? 0 });
+    const o = linearRef(att, L.wo, null, T, D, qd);
+    for (let i = 0; i < x.length; i++) x[i] += o[i]!;
+    const h2 = rmsNormRef(x, L.ffnNorm, D, c.eps);
+    const g = linearRef(h2, L.wGate, null, T, c.ffn, D), u = linearRef(h2, L.wUp, null, T, c.ffn, D);
+    for (let i = 0; i < g.length; i++) g[i] = siluRef(g[i]!) * u[i]!;
+    const down = linearRef(g, L.wDown, null, T, D, c.ffn);
+    for (let i = 0; i < x.length; i++) x[i] += down[i]!;
+  }
+  return linearRef(rmsNormRef(x, w.outNorm, D, c.eps), w.output, null, T, c.vocab, D);
+}

@@ -15,6 +15,11 @@ export interface LlamaGGUFShape {
   /** MoE: experts per layer and experts used per token. */
   experts?: number;
   expertsUsed?: number;
+  /** rope.freq_base (default 10000), attention.layer_norm_rms_epsilon (default 1e-5). */
+  ropeFreqBase?: number;
+  normEps?: number;
+  /** Linear RoPE scaling: writes rope.scaling.type = linear and rope.scaling.factor. */
+  ropeScalingFactor?: number;
 }
 
 export interface SpmVocab {
@@ -66,8 +71,11 @@ export function llamaGGUFMetadata(s: LlamaGGUFShape, vocab: SpmVocab, fileType: 
     u32(`${arch}.attention.head_count`, s.heads),
     u32(`${arch}.attention.head_count_kv`, s.kvHeads),
     u32(`${arch}.rope.dimension_count`, s.dim / s.heads),
-    { key: `${arch}.attention.layer_norm_rms_epsilon`, type: GGUF_VALUE.FLOAT32, value: 1e-5 },
-    { key: `${arch}.rope.freq_base`, type: GGUF_VALUE.FLOAT32, value: 10000 },
+    { key: `${arch}.attention.layer_norm_rms_epsilon`, type: GGUF_VALUE.FLOAT32, value: s.normEps ?? 1e-5 },
+    { key: `${arch}.rope.freq_base`, type: GGUF_VALUE.FLOAT32, value: s.ropeFreqBase ?? 10000 },
+    ...(s.ropeScalingFactor
+      ? [{ key: `${arch}.rope.scaling.type`, type: GGUF_VALUE.STRING, value: 'linear' }, { key: `${arch}.rope.scaling.factor`, type: GGUF_VALUE.FLOAT32, value: s.ropeScalingFactor }]
+      : []),
     ...(s.experts ? [u32(`${arch}.expert_count`, s.experts), u32(`${arch}.expert_used_count`, s.expertsUsed ?? 2)] : []),
     { key: 'tokenizer.ggml.model', type: GGUF_VALUE.STRING, value: 'llama' },
     { key: 'tokenizer.ggml.tokens', type: GGUF_VALUE.ARRAY, elementType: GGUF_VALUE.STRING, value: vocab.tokens },
