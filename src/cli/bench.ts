@@ -1,7 +1,8 @@
 /** `tessera bench`: prefill and decode speed of a model on this machine. */
 import { runtimeInfo } from '../backend/index.js';
 import { PagedKvCache } from '../runtime/kv/cache.js';
-import { MODEL_OPTIONS, num, openModel, parse } from './common.js';
+import { MAX_TOKENS, MODEL_OPTIONS, num, openModel, parse } from './common.js';
+import { UsageError } from './errors.js';
 import { forwardTokens } from '../runtime/runner.js';
 
 export const BENCH_HELP = `Usage: tessera bench [-m FILE] [-p 512] [-n 128] [-r 3] [--json]
@@ -25,12 +26,13 @@ export function benchCommand(argv: string[]): void {
     ...MODEL_OPTIONS, prompt: { type: 'string', short: 'p' }, gen: { type: 'string', short: 'n' }, runs: { type: 'string', short: 'r' }, json: { type: 'boolean' },
   });
   if (a.help) return void process.stdout.write(BENCH_HELP);
+  const gen = num(a.gen, 'gen', true, 1, MAX_TOKENS) ?? 128;
+  const promptTokens = num(a.prompt, 'prompt', true, 1, MAX_TOKENS) ?? 512;
+  const runs = num(a.runs, 'runs', true, 1, 1000) ?? 3;
   const { model } = openModel(a, true);
   const c = model.config;
-  const gen = num(a.gen, 'gen', true, 1) ?? 128;
-  const pp = Math.min(num(a.prompt, 'prompt', true, 1) ?? 512, c.contextLength - gen);
-  const runs = num(a.runs, 'runs', true, 1) ?? 3;
-  if (pp < 1) throw new Error(`the model's context (${c.contextLength}) is too short for ${gen} generated tokens`);
+  const pp = Math.min(promptTokens, c.contextLength - gen);
+  if (pp < 1) throw new UsageError(`-n ${gen} leaves no room for a prompt in the model's context of ${c.contextLength} tokens`);
   const prompt = Int32Array.from({ length: pp }, (_, i) => (i * 7919 + 3) % c.vocabSize);
   const pre: number[] = [], dec: number[] = [];
   for (let r = 0; r < runs; r++) {

@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { Engine } from '../engine/engine.js';
 import type { ChatMessage } from '../engine/protocol.js';
-import { backendName, defaultModelPath, num, parse } from './common.js';
+import { backendName, defaultModelPath, inputFile, MAX_TOKENS, num, parse } from './common.js';
 import { UsageError } from './errors.js';
 
 export const CHAT_HELP = `Usage: tessera chat -m FILE [--system TEXT] [--template FILE] [options]
@@ -32,17 +32,23 @@ export async function chatCommand(argv: string[]): Promise<void> {
   if (a.help) return void process.stdout.write(CHAT_HELP);
   const model = a.model ?? defaultModelPath();
   if (!existsSync(model)) throw new UsageError(`model file not found: ${model}`);
-  if (a.template !== undefined && !existsSync(a.template)) throw new UsageError(`template file not found: ${a.template}`);
-  const template = a.template === undefined ? undefined : readFileSync(a.template, 'utf8');
-  const engine = await Engine.load(model, { backend: backendName(a.backend), threads: num(a.threads, 'threads', true, 1) });
+  const template = a.template === undefined ? undefined : readFileSync(inputFile(a.template, 'template file'), 'utf8');
+  // Every number is checked before the model loads (the same ranges as tessera generate).
+  const sampling = {
+    maxTokens: num(a['max-tokens'], 'max-tokens', true, 1, MAX_TOKENS) ?? 512,
+    temperature: num(a.temperature, 'temperature', false, 0),
+    topK: num(a['top-k'], 'top-k', true, 0),
+    topP: num(a['top-p'], 'top-p', false, 0, 1),
+    minP: num(a['min-p'], 'min-p', false, 0, 1),
+    seed: num(a.seed, 'seed', true, 0, 2 ** 32 - 1),
+  };
+  const backend = backendName(a.backend);
+  const threads = num(a.threads, 'threads', true, 1, 1024);
+  const engine = await Engine.load(model, { backend, threads });
   if (!template && !engine.info.chatTemplate) {
     await engine.dispose();
     throw new UsageError(`${model} has no chat template; pass one with --template FILE (see tessera chat --help)`);
   }
-  const sampling = {
-    maxTokens: num(a['max-tokens'], 'max-tokens', true, 1) ?? 512, temperature: num(a.temperature, 'temperature'), topK: num(a['top-k'], 'top-k', true),
-    topP: num(a['top-p'], 'top-p'), minP: num(a['min-p'], 'min-p'), seed: num(a.seed, 'seed', true),
-  };
   const history: ChatMessage[] = a.system ? [{ role: 'system', content: a.system }] : [];
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
   let current: AbortController | null = null;

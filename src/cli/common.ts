@@ -1,5 +1,5 @@
 /** Pieces shared by the CLI commands: option parsing, number checks, opening a model. */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { getBackend, setThreads } from '../backend/index.js';
@@ -19,10 +19,40 @@ export const MODEL_OPTIONS = {
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
+/** Most tokens a count option (-n, --gen, ...) accepts: far past any context length, short of nonsense like 1e12. */
+export const MAX_TOKENS = 2 ** 24;
+
+/**
+ * node's parseArgs reads a value that starts with '-' as a missing argument ("ambiguous"), so
+ * `-n -5` would never reach the range check. A negative number after an option that takes a
+ * value is joined to it (`--max-tokens=-5`), and the number check then names the range.
+ */
+function joinNegativeValues(argv: string[], options: Options): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!, next = argv[i + 1];
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    if (next !== undefined && /^-(?:\.?\d|Infinity$)/.test(next)) {
+      const name = a.startsWith('--') && !a.includes('=') ? a.slice(2)
+        : /^-[^-]$/.test(a) ? Object.keys(options).find((k) => options[k]!.short === a[1]) : undefined;
+      if (name !== undefined && Object.hasOwn(options, name) && options[name]!.type === 'string') {
+        out.push(`--${name}=${next}`);
+        i++;
+        continue;
+      }
+    }
+    out.push(a);
+  }
+  return out;
+}
+
 export function parse<T extends Options>(cmd: string, argv: string[], options: T, positionals = false): ReturnType<typeof parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: true }>> {
   let r;
   try {
-    r = parseArgs({ args: argv, options, strict: true, allowPositionals: true });
+    r = parseArgs({ args: joinNegativeValues(argv, options), options, strict: true, allowPositionals: true });
   } catch (err) {
     throw new UsageError(`${(err as Error).message} (see tessera ${cmd} --help)`);
   }
@@ -39,6 +69,28 @@ export function num(v: string | undefined, name: string, int = false, min = -Inf
     throw new UsageError(`--${name} expects ${int ? 'an integer' : 'a number'}${range} but received '${v}'`);
   }
   return n;
+}
+
+/** A file named on the command line: it must exist and not be a directory. `what` names it in the error. */
+export function inputFile(file: string, what: string): string {
+  let st;
+  try {
+    st = statSync(file);
+  } catch {
+    throw new UsageError(`${what} not found: ${file}`);
+  }
+  if (st.isDirectory()) throw new UsageError(`${what} is a directory, not a file: ${file}`);
+  return file;
+}
+
+/** Writes an output file, turning a directory or an unwritable path into an error that names it. */
+export function writeOutput(file: string, data: Uint8Array | string, what = '--out'): void {
+  if (existsSync(file) && statSync(file).isDirectory()) throw new UsageError(`${what} is a directory, not a file: ${file}`);
+  try {
+    writeFileSync(file, data);
+  } catch (err) {
+    throw new UsageError(`cannot write ${what} ${file}: ${(err as Error).message}`);
+  }
 }
 
 export function backendName(v: string | undefined): 'cpu' | 'js' | 'auto' {

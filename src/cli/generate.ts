@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { Engine } from '../engine/engine.js';
 import { UsageError } from './errors.js';
-import { backendName, defaultModelPath, num, parse } from './common.js';
+import { backendName, defaultModelPath, MAX_TOKENS, num, parse } from './common.js';
 
 export const GENERATE_HELP = `Usage: tessera generate [-m FILE] [-p TEXT] [options]
 
@@ -72,7 +72,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const verbose = a.verbose ?? false;
   // Every number is checked before the model loads, with the option's name in the message.
   const sampling = {
-    maxTokens: num(a['max-tokens'], 'max-tokens', true, 0) ?? 128,
+    maxTokens: num(a['max-tokens'], 'max-tokens', true, 0, MAX_TOKENS) ?? 128,
     temperature: num(a.temperature, 'temperature', false, 0),
     topK: num(a['top-k'], 'top-k', true, 0),
     topP: num(a['top-p'], 'top-p', false, 0, 1),

@@ -1,7 +1,6 @@
 /** `tessera inspect`: print a model file's metadata and tensor table. */
-import { existsSync } from 'node:fs';
 import { readGGUF, type GGUFValue } from '../formats/gguf.js';
-import { parse } from './common.js';
+import { inputFile, parse } from './common.js';
 import { UsageError } from './errors.js';
 
 export const INSPECT_HELP = `Usage: tessera inspect FILE [--json] [--all]
@@ -29,7 +28,7 @@ export function inspectCommand(argv: string[]): void {
   if (a.help) return void process.stdout.write(INSPECT_HELP);
   if (positionals.length !== 1) throw new UsageError('give one model file (see tessera inspect --help)');
   const file = positionals[0]!;
-  if (!existsSync(file)) throw new UsageError(`file not found: ${file}`);
+  inputFile(file, 'file');
   const g = readGGUF(file);
   const meta = Object.fromEntries([...g.metadata].map(([k, v]) => [k, show(v, a.all ?? false)]));
   if (a.json) {

@@ -1,7 +1,6 @@
 /** `tessera logits`: write every position's logits as raw little-endian f32 [n_tokens, vocab]. */
-import { writeFileSync } from 'node:fs';
 import { PagedKvCache } from '../runtime/kv/cache.js';
-import { MODEL_OPTIONS, openModel, parse } from './common.js';
+import { MODEL_OPTIONS, openModel, parse, writeOutput } from './common.js';
 import { UsageError } from './errors.js';
 import { forwardTokens } from '../runtime/runner.js';
 
@@ -38,6 +37,6 @@ export function logitsCommand(argv: string[]): void {
   const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: Math.ceil(ids.length / 16) + 1 });
   cache.add(0);
   const logits = forwardTokens(model, cache, 0, Int32Array.from(ids), { allLogits: true }).data as Float32Array;
-  writeFileSync(a.out, new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength));
+  writeOutput(a.out, new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength));
   process.stderr.write(`wrote ${ids.length} x ${c.vocabSize} float32 logits to ${a.out}\n`);
 }

@@ -1,7 +1,7 @@
 /** `tessera moe-stats`: expert load per layer and the load-balancing loss of a MoE model over a text. */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { moeStats } from '../runtime/moe-stats.js';
-import { MODEL_OPTIONS, num, openModel, parse } from './common.js';
+import { inputFile, MODEL_OPTIONS, num, openModel, parse } from './common.js';
 import { UsageError } from './errors.js';
 
 export const MOE_STATS_HELP = `Usage: tessera moe-stats -m FILE -f TEXTFILE [--ctx N] [--json]
@@ -25,11 +25,13 @@ export function moeStatsCommand(argv: string[]): void {
   const { values: a } = parse('moe-stats', argv, { ...MODEL_OPTIONS, file: { type: 'string', short: 'f' }, ctx: { type: 'string' }, json: { type: 'boolean' } });
   if (a.help) return void process.stdout.write(MOE_STATS_HELP);
   if (!a.file) throw new UsageError('missing -f TEXTFILE (see tessera moe-stats --help)');
-  if (!existsSync(a.file)) throw new UsageError(`text file not found: ${a.file}`);
+  inputFile(a.file, 'text file');
+  const ctx = num(a.ctx, 'ctx', true, 1);
   const { model, tokenizer } = openModel(a, true);
   if (!model.config.experts) throw new UsageError('the model has no mixture-of-experts layers');
+  if (ctx !== undefined && ctx > model.config.contextLength) throw new UsageError(`--ctx ${ctx} exceeds the model's context length ${model.config.contextLength}`);
   const tokens = tokenizer.encode(readFileSync(a.file, 'utf8'), { addBos: true });
-  const st = moeStats(model, tokens, { ctx: num(a.ctx, 'ctx', true, 1), onProgress: (d, t) => process.stderr.write(`\r[${d}/${t}]`) });
+  const st = moeStats(model, tokens, { ctx, onProgress: (d, t) => process.stderr.write(`\r[${d}/${t}]`) });
   process.stderr.write('\n');
   if (a.json) return void process.stdout.write(JSON.stringify(st) + '\n');
   const out = [`${st.tokens} tokens, ${st.experts} experts, top-${st.k}`];

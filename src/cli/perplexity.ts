@@ -1,7 +1,7 @@
 /** `tessera perplexity`: perplexity of a text file. */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { perplexity } from '../runtime/perplexity.js';
-import { MODEL_OPTIONS, num, openModel, parse } from './common.js';
+import { inputFile, MAX_TOKENS, MODEL_OPTIONS, num, openModel, parse } from './common.js';
 import { UsageError } from './errors.js';
 
 export const PERPLEXITY_HELP = `Usage: tessera perplexity [-m FILE] -f TEXTFILE [--ctx N] [--mode chunks|sliding] [--stride S]
@@ -38,15 +38,17 @@ export function perplexityCommand(argv: string[]): void {
   });
   if (a.help) return void process.stdout.write(PERPLEXITY_HELP);
   if (!a.file) throw new UsageError('missing -f TEXTFILE (see tessera perplexity --help)');
-  if (!existsSync(a.file)) throw new UsageError(`text file not found: ${a.file}`);
+  inputFile(a.file, 'text file');
   const mode = a.mode ?? 'chunks';
   if (mode !== 'chunks' && mode !== 'sliding') throw new UsageError(`--mode expects chunks or sliding but received '${mode}'`);
   if (a.stride !== undefined && mode !== 'sliding') throw new UsageError('--stride applies to --mode sliding only');
+  const ctxOption = num(a.ctx, 'ctx', true, mode === 'chunks' ? 3 : 2, MAX_TOKENS);
+  const stride = num(a.stride, 'stride', true, 1, ctxOption ?? MAX_TOKENS);
   const { model, tokenizer } = openModel(a, true);
   const tokens = tokenizer.encode(readFileSync(a.file, 'utf8'), { addBos: true });
-  const ctx = num(a.ctx, 'ctx', true, mode === 'chunks' ? 3 : 2) ?? Math.min(512, model.config.contextLength);
+  const ctx = ctxOption ?? Math.min(512, model.config.contextLength);
   if (ctx > model.config.contextLength) throw new UsageError(`--ctx ${ctx} exceeds the model's context length ${model.config.contextLength}`);
-  const stride = num(a.stride, 'stride', true, 1, ctx);
+  if (stride !== undefined && stride > ctx) throw new UsageError(`--stride ${stride} exceeds --ctx ${ctx}`);
   const t0 = performance.now();
   const r = perplexity(model, tokens, {
     ctx,

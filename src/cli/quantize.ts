@@ -1,5 +1,5 @@
 /** `tessera quantize`: GPTQ or RTN quantisation of a Llama model's projections. */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { gptqConfigJson, gptqTensors, readGptqConfig } from '../formats/gptq-checkpoint.js';
 import { GGUF_VALUE, ggufMetadataEntries, loadTensor, readGGUF, writeGGUF } from '../formats/gguf.js';
@@ -10,7 +10,7 @@ import { Rng } from '../sampling/rng.js';
 import { perplexity } from '../runtime/perplexity.js';
 import type { GptqBits } from '../tensor/gptq.js';
 import { Tensor } from '../tensor/tensor.js';
-import { MODEL_OPTIONS, num, openModel, parse } from './common.js';
+import { inputFile, MAX_TOKENS, MODEL_OPTIONS, num, openModel, parse } from './common.js';
 import { UsageError } from './errors.js';
 
 export const QUANTIZE_HELP = `Usage: tessera quantize -m IN --method gptq|rtn --bits 4|8 [--group-size 128] [--act-order] [--sym]
@@ -97,8 +97,10 @@ export function quantizeCommand(argv: string[]): void {
   if (method !== 'gptq' && method !== 'rtn') throw new UsageError(`--method expects gptq or rtn but received '${method}'`);
   const bits = num(a.bits, 'bits', true, 2, 8) ?? 4;
   if (![2, 3, 4, 8].includes(bits)) throw new UsageError(`--bits expects 2, 3, 4 or 8 but received '${a.bits}'`);
-  const groupSize = num(a['group-size'], 'group-size', true, -1) ?? 128;
-  if (groupSize === 0 || groupSize < -1) throw new UsageError(`--group-size expects a positive integer or -1 but received '${a['group-size']}'`);
+  const groupSize = num(a['group-size'], 'group-size', true, -1, MAX_TOKENS) ?? 128;
+  // The integer kernels need every group to start at a multiple of 32 inputs (gptqKernelSupport).
+  if (groupSize !== -1 && (groupSize < 32 || groupSize % 32 !== 0))
+    throw new UsageError(`--group-size expects -1 (per output channel) or a positive multiple of 32 (32, 64, 128, ...) but received '${a['group-size']}'`);
   const format = a.format ?? 'gptq';
   if (format !== 'gptq' && format !== 'gguf') throw new UsageError(`--format expects gptq or gguf but received '${format}'`);
   const ckfmt = a['checkpoint-format'] ?? 'gptq';
@@ -107,10 +109,13 @@ export function quantizeCommand(argv: string[]): void {
   if (!a.model) throw new UsageError('missing -m IN (see tessera quantize --help)');
   if (!existsSync(a.model)) throw new UsageError(`model not found: ${a.model}`);
   const damp = num(a.damp, 'damp', false, 0, 1) ?? 0.01;
-  const samples = num(a.samples, 'samples', true, 1) ?? 128;
+  const samples = num(a.samples, 'samples', true, 1, 2 ** 20) ?? 128;
   const seed = num(a.seed, 'seed', true, 0) ?? 0;
-  for (const f of [a.calib, a.eval]) if (f !== undefined && !existsSync(f)) throw new UsageError(`text file not found: ${f}`);
+  for (const f of [a.calib, a.eval]) if (f !== undefined) inputFile(f, 'text file');
 
+  const outIsDir = existsSync(a.out) && statSync(a.out).isDirectory();
+  if (format === 'gguf' && outIsDir) throw new UsageError(`-o is a directory, not a file (--format gguf writes one file): ${a.out}`);
+  if (format === 'gptq' && existsSync(a.out) && !outIsDir) throw new UsageError(`-o is a file, not a directory (a GPTQ checkpoint is a directory): ${a.out}`);
   if (format === 'gguf') return ggufRtn(a.model, a.out, bits);
   if (method === 'gptq' && !a.calib) throw new UsageError('--method gptq needs --calib TEXTFILE (calibration text)');
   if (a['act-order'] && method === 'rtn') throw new UsageError('--act-order applies to --method gptq only');

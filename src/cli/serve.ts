@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { Engine } from '../engine/engine.js';
 import { createServer } from '../server/server.js';
-import { backendName, defaultModelPath, num, parse } from './common.js';
+import { backendName, defaultModelPath, inputFile, num, parse } from './common.js';
 import { UsageError } from './errors.js';
 
 export const SERVE_HELP = `Usage: tessera serve [-m FILE] [--host H] [--port P] [options]
@@ -36,8 +36,7 @@ Options:
 `;
 
 function readTemplate(file: string): string {
-  if (!existsSync(file)) throw new UsageError(`chat template file not found: ${file}`);
-  return readFileSync(file, 'utf8');
+  return readFileSync(inputFile(file, 'chat template file'), 'utf8');
 }
 
 export async function serveCommand(argv: string[]): Promise<void> {

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { loadTokenizer } from '../model/load.js';
 import { existsSync } from 'node:fs';
-import { defaultModelPath, parse } from './common.js';
+import { defaultModelPath, inputFile, parse } from './common.js';
 import { UsageError } from './errors.js';
 
 export const TOKENIZE_HELP = `Usage: tessera tokenize [-m FILE] (-p TEXT | -f FILE) [--json] [--no-bos] [--pieces]
@@ -31,8 +31,7 @@ export function tokenizeCommand(argv: string[]): void {
   });
   if (a.help) return void process.stdout.write(TOKENIZE_HELP);
   if ((a.prompt === undefined) === (a.file === undefined)) throw new UsageError('give exactly one of -p TEXT or -f FILE (see tessera tokenize --help)');
-  if (a.file !== undefined && !existsSync(a.file)) throw new UsageError(`text file not found: ${a.file}`);
-  const text = a.prompt ?? readFileSync(a.file!, 'utf8');
+  const text = a.prompt ?? readFileSync(inputFile(a.file!, 'text file'), 'utf8');
   const file = a.model ?? defaultModelPath();
   if (!existsSync(file)) throw new UsageError(`model file not found: ${file}`);
   const tok = loadTokenizer(file);

@@ -101,8 +101,9 @@ export function openSafetensorsDir(dir: string): Map<string, SafetensorsEntry> {
   const out = new Map<string, SafetensorsEntry>();
   const shards = new Map<string, SafetensorsFile>();
   for (const [name, shard] of Object.entries(idx.weight_map)) {
-    if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\'))
-      throw new ModelFileError('model.safetensors.index.json', `weight_map['${name}'] is not a shard file name`);
+    // A plain file name in dir: no path separators, not '.' or '..' (nothing outside the model directory).
+    if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\') || path.isAbsolute(shard) || path.dirname(path.resolve(dir, shard)) !== path.resolve(dir))
+      throw new ModelFileError('model.safetensors.index.json', `weight_map['${name}'] is not a shard file name in the model directory (${JSON.stringify(shard)})`);
     let f = shards.get(shard);
     if (!f) {
       f = readSafetensorsHeader(path.join(dir, shard));
