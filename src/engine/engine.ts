@@ -215,9 +215,15 @@ export class Engine {
       resolve: (v) => { finished = v as typeof finished; poke(); },
       reject: (e) => { failure = e; poke(); },
     });
-    const onAbort = () => this.#worker.postMessage({ type: 'abort', id } satisfies Request);
+    // A chat prompt's template renders synchronously in the worker, where an abort message cannot
+    // land until it ends; the shared flag reaches the render itself.
+    const cancel = isMessages(prompt) ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
+    const onAbort = () => {
+      if (cancel) Atomics.store(cancel, 0, 1);
+      this.#worker.postMessage({ type: 'abort', id } satisfies Request);
+    };
     try {
-      this.#worker.postMessage({ type: 'generate', id, prompt, options: rest } satisfies Request);
+      this.#worker.postMessage({ type: 'generate', id, prompt, options: rest, ...(cancel ? { cancel } : {}) } satisfies Request);
     } catch (err) {
       this.#pending.delete(id); // e.g. a function in the options cannot be sent to the worker
       throw new TypeError(`Expected plain data in the generate options: ${(err as Error).message}`);

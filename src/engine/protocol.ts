@@ -26,7 +26,8 @@ export interface LoadRequest {
 
 export type Request =
   | LoadRequest
-  | { type: 'generate'; id: number; prompt: Prompt; options: GenerateOptions & { addBos?: boolean; tokenTexts?: boolean; speculative?: boolean } }
+  /** `cancel` (chat prompts): a shared flag the main thread sets on abort, which the worker polls while it renders the template. */
+  | { type: 'generate'; id: number; prompt: Prompt; options: GenerateOptions & { addBos?: boolean; tokenTexts?: boolean; speculative?: boolean }; cancel?: Int32Array }
   | { type: 'abort'; id: number }
   | { type: 'tokenize'; id: number; text: string; addBos: boolean }
   | { type: 'stats'; id: number }

@@ -13,6 +13,7 @@ import { Scheduler } from '../runtime/scheduler.js';
 import { checkDraftVocabulary, makeProposer, type SpeculativeSetup } from '../runtime/speculate.js';
 import { serializeError } from './errors.js';
 import type { Request, Response } from './protocol.js';
+import { ChatTemplateError } from '../tokenizer/chat-template.js';
 
 const port = parentPort!;
 const send = (m: Response) => port.postMessage(m);
@@ -35,7 +36,8 @@ function errorMessage(id: number | null, err: unknown): Response {
 /** Tokenizes a request and hands it to the scheduler as a job. */
 function start(req: Extract<Request, { type: 'generate' }>): void {
   const { tokenizer } = loaded!;
-  if (abortedEarly.delete(req.id)) {
+  const cancelled = req.cancel ? () => Atomics.load(req.cancel!, 0) !== 0 : () => false;
+  if (abortedEarly.delete(req.id) || cancelled()) {
     // Aborted before it started: no tokenizing, no prefill.
     send({ type: 'done', id: req.id, finishReason: 'abort', promptTokens: 0, completionTokens: 0 });
     return;
@@ -44,7 +46,16 @@ function start(req: Extract<Request, { type: 'generate' }>): void {
   if (typeof req.prompt === 'string') prompt = tokenizer.encode(req.prompt, { addBos: req.options.addBos ?? true, parseSpecial: true });
   else if (Array.isArray(req.prompt)) prompt = req.prompt;
   else {
-    const text = tokenizer.applyChatTemplate(req.prompt.messages, { addGenerationPrompt: true, template: req.prompt.template });
+    let text: string;
+    try {
+      text = tokenizer.applyChatTemplate(req.prompt.messages, { addGenerationPrompt: true, template: req.prompt.template, cancelled });
+    } catch (err) {
+      if (err instanceof ChatTemplateError && err.reason === 'cancelled') {
+        send({ type: 'done', id: req.id, finishReason: 'abort', promptTokens: 0, completionTokens: 0 });
+        return;
+      }
+      throw err;
+    }
     // Templates that write the BOS text themselves must not get a second BOS.
     const bos = tokenizer.bosId === undefined ? '' : tokenizer.piece(tokenizer.bosId);
     prompt = tokenizer.encode(text, { addBos: req.options.addBos ?? (tokenizer.addBos && !(bos && text.startsWith(bos))), parseSpecial: true });
