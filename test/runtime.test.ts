@@ -126,6 +126,7 @@ describe('perplexity', () => {
     const tokens = tokenizer.encode(text.slice(0, 1500), { addBos: true });
     const r = perplexity(model, tokens, { mode: 'sliding', ctx: 64, stride: 32 });
     expect(r.scoredTokens).toBe(tokens.length - 1);
+    expect(r.windows).toBe(slidingReference(model, tokens, 64, 32).windows);
     // With stride = ctx there is no overlap: the same as scoring each window from its start.
     const whole = perplexity(model, tokens.slice(0, 64), { mode: 'sliding', ctx: 64 });
     expect(whole.scoredTokens).toBe(63);
@@ -134,23 +135,94 @@ describe('perplexity', () => {
   });
 });
 
+/**
+ * Hugging Face's strided perplexity, naively: windows [begin, begin + ctx) every `stride` tokens,
+ * each run from an empty cache (teacher forcing, all logits); a window scores only the targets
+ * past the previous window's end, with everything before them in the window as context. Log-softmax
+ * in double. `keepContext` false drops the overlap (each window starts at its first target's
+ * predecessor): what a strided evaluation that lost its context would compute.
+ */
+function slidingReference(model: LlamaModel, tokens: number[], ctx: number, stride: number, keepContext = true) {
+  const c = model.config, V = c.vocabSize;
+  let nll = 0, n = 0, windows = 0, prevEnd = 0;
+  for (let begin = 0; begin < tokens.length; begin += stride) {
+    const end = Math.min(begin + ctx, tokens.length);
+    const from = Math.max(prevEnd, 1); // first target position; token 0 is never one
+    const start = keepContext ? begin : from - 1;
+    const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: Math.ceil(ctx / 16) + 2 });
+    cache.add(0);
+    const logits = forwardTokens(model, cache, 0, Int32Array.from(tokens.slice(start, end)), { allLogits: true }).data;
+    cache.dispose();
+    for (let t = from; t < end; t++) {
+      const row = logits.subarray((t - 1 - start) * V, (t - start) * V);
+      let m = -Infinity;
+      for (const x of row) m = Math.max(m, x);
+      let z = 0;
+      for (const x of row) z += Math.exp(x - m);
+      nll -= row[tokens[t]!]! - m - Math.log(z);
+      n++;
+    }
+    windows++;
+    prevEnd = end;
+    if (end === tokens.length) break;
+  }
+  return { ppl: Math.exp(nll / n), scoredTokens: n, windows };
+}
+
+describe('sliding-window perplexity against a naive strided evaluation', () => {
+  it('every window keeps its overlapping context; only the new tail is scored', () => {
+    const { model, tokenizer } = loadModelFile(STORIES, getBackend(backend));
+    const text = readFileSync(path.join(root, 'test/fixtures/text/tinystories-valid-head.txt'), 'utf8');
+    const tokens = tokenizer.encode(text.slice(0, 1500), { addBos: true });
+    for (const [ctx, stride] of [[64, 32], [48, 16], [40, 39]] as const) {
+      const ours = perplexity(model, tokens, { mode: 'sliding', ctx, stride });
+      const ref = slidingReference(model, tokens, ctx, stride);
+      expect(ours.scoredTokens).toBe(ref.scoredTokens);
+      expect(Math.abs(ours.ppl - ref.ppl) / ref.ppl, `ctx ${ctx} stride ${stride}`).toBeLessThan(1e-5);
+      if (ctx - stride > 1) {
+        // The overlap matters here: losing it would move the result far past the tolerance.
+        const lost = slidingReference(model, tokens, ctx, stride, false);
+        expect(Math.abs(lost.ppl - ref.ppl) / ref.ppl).toBeGreaterThan(1e-3);
+      }
+    }
+    // A window must hold its first target's predecessor: stride = ctx would leave it out.
+    expect(() => perplexity(model, tokens, { mode: 'sliding', ctx: 40, stride: 40 })).toThrow(/Expected options.stride in \[1, 39\] but received 40/);
+  });
+});
+
 describe('Engine', () => {
-  it('keeps the event loop ticking (no gap > 50 ms) while a model loads and generates', async () => {
-    let last = performance.now(), worst = 0;
-    const timer = setInterval(() => {
-      const now = performance.now();
-      worst = Math.max(worst, now - last);
-      last = now;
-    }, 5);
+  it('keeps the event loop ticking while a model loads and generates (the model runs off this thread)', async () => {
+    // Behaviour, not a time budget: timers on this thread fire during the load and between the
+    // first and the last token of a generation, and a chain of this thread's own async work
+    // finishes while the generation is still running. (Timing lives in bench/, not in tests.)
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
     try {
-      const engine = await Engine.load(STORIES, { backend });
-      const r = await engine.generate('Once upon a time', { maxTokens: 200, ignoreEos: true, temperature: 0.8, seed: 1 });
-      expect(r.completionTokens).toBe(200);
-      await engine.dispose();
+      const loading = Engine.load(STORIES, { backend });
+      const engine = await loading;
+      const duringLoad = ticks;
+      expect(duringLoad).toBeGreaterThan(0);
+      try {
+        let chainDone = false, generating = true;
+        const chain = (async () => {
+          for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 0));
+          chainDone = generating;
+        })();
+        const atDelta: number[] = [];
+        const it = engine.stream('Once upon a time', { maxTokens: 200, ignoreEos: true, temperature: 0.8, seed: 1 });
+        let r;
+        while (!(r = await it.next()).done) if (r.value.token !== null) atDelta.push(ticks);
+        generating = false;
+        await chain;
+        expect(r.value.completionTokens).toBe(200);
+        expect(atDelta[atDelta.length - 1]! - atDelta[0]!).toBeGreaterThan(0); // timers fired between tokens
+        expect(chainDone).toBe(true); // this thread's work completed mid-generation
+      } finally {
+        await engine.dispose();
+      }
     } finally {
       clearInterval(timer);
     }
-    expect(worst).toBeLessThan(50);
   });
 
   it('streams deltas that add up to the result, honours stop strings, seeds and abort', async () => {

@@ -20,7 +20,7 @@ Options:
   -f, --file FILE    Text file
       --ctx N        Context length (default 512, at most the model's)
       --mode M       chunks | sliding
-      --stride S     Sliding-window step
+      --stride S     Sliding-window step, below --ctx (default ctx/2)
       --json         Print the result as JSON
       --backend B    cpu | js | auto
       --threads N    Native threads
@@ -43,12 +43,12 @@ export function perplexityCommand(argv: string[]): void {
   if (mode !== 'chunks' && mode !== 'sliding') throw new UsageError(`--mode expects chunks or sliding but received '${mode}'`);
   if (a.stride !== undefined && mode !== 'sliding') throw new UsageError('--stride applies to --mode sliding only');
   const ctxOption = num(a.ctx, 'ctx', true, mode === 'chunks' ? 3 : 2, MAX_TOKENS);
-  const stride = num(a.stride, 'stride', true, 1, ctxOption ?? MAX_TOKENS);
+  const stride = num(a.stride, 'stride', true, 1, ctxOption === undefined ? MAX_TOKENS : ctxOption - 1);
   const { model, tokenizer } = openModel(a, true);
   const tokens = tokenizer.encode(readFileSync(a.file, 'utf8'), { addBos: true });
   const ctx = ctxOption ?? Math.min(512, model.config.contextLength);
   if (ctx > model.config.contextLength) throw new UsageError(`--ctx ${ctx} exceeds the model's context length ${model.config.contextLength}`);
-  if (stride !== undefined && stride > ctx) throw new UsageError(`--stride ${stride} exceeds --ctx ${ctx}`);
+  if (stride !== undefined && stride >= ctx) throw new UsageError(`--stride ${stride} must be below --ctx ${ctx} (windows overlap by at least one token)`);
   const t0 = performance.now();
   const r = perplexity(model, tokens, {
     ctx,

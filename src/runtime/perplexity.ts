@@ -20,7 +20,7 @@ export interface PerplexityOptions {
   /** Context (window) length. Default: min(512, model context). */
   ctx?: number;
   mode?: 'chunks' | 'sliding';
-  /** Sliding mode: tokens between window starts. Default ctx / 2. */
+  /** Sliding mode: tokens between window starts, 1 to ctx - 1. Default ctx / 2. */
   stride?: number;
   /** BOS id (chunks mode puts it first in every chunk). */
   bosId?: number | null;
@@ -41,7 +41,8 @@ export function perplexity(model: LlamaModel, tokens: readonly number[], options
   const mode = check.oneOf(o.mode ?? 'chunks', 'options.mode', ['chunks', 'sliding'] as const);
   // chunks mode scores positions ctx/2 .. ctx-2 of each chunk, so it needs ctx >= 3
   const ctx = check.int(o.ctx ?? Math.min(512, model.config.contextLength), 'options.ctx', mode === 'chunks' ? 3 : 2, model.config.contextLength);
-  const stride = check.int(o.stride ?? Math.max(1, ctx >> 1), 'options.stride', 1, ctx);
+  // stride < ctx: a window must hold the token before its first target (windows overlap by >= 1).
+  const stride = check.int(o.stride ?? Math.max(1, ctx >> 1), 'options.stride', 1, ctx - 1);
   const be = model.backend;
   const c = model.config;
   const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: Math.ceil(ctx / 16) + 1, blockSize: 16 });
