@@ -4,7 +4,7 @@ import { weightReader, type WeightReader } from './weight-reader.js';
 import { IntWeight } from '../tensor/int-weight.js';
 import { loadTensor, type GGUFFile, type GGUFTensorInfo } from '../formats/gguf.js';
 import { Tensor } from '../tensor/tensor.js';
-import type { LlamaConfig } from './config.js';
+import { checkLlamaConfig, type LlamaConfig } from './config.js';
 import type { LinearWeight, LlamaLayerWeights, LlamaWeights, MoeWeights } from './llama.js';
 
 const SUPPORTED = ['llama', 'mistral', 'qwen2'];
@@ -17,63 +17,120 @@ export function llamaConfigFromGGUF(g: GGUFFile): LlamaConfig {
   const arch = g.metadata.get('general.architecture');
   if (typeof arch !== 'string') fail('missing general.architecture');
   if (!SUPPORTED.includes(arch as string)) fail(`architecture '${arch}' is not supported (supported: ${SUPPORTED.join(', ')})`);
+  const has = (key: string) => g.metadata.has(`${arch}.${key}`);
+  // A finite number (any GGUF numeric type), or def when the key is absent.
   const num = (key: string, def?: number): number => {
     const v = g.metadata.get(`${arch}.${key}`);
     if (v === undefined) {
       if (def === undefined) fail(`missing ${arch}.${key}`);
       return def!;
     }
-    if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${arch}.${key} must be a number but is ${String(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${arch}.${key} must be a finite number but is ${typeof v === 'string' ? JSON.stringify(v) : String(v)}`);
     return v as number;
   };
-  const int = (key: string, def?: number, min = 1, max = 1 << 24): number => {
+  const int = (key: string, def?: number): number => {
     const v = num(key, def);
-    if (!Number.isInteger(v) || v < min || v > max) fail(`${arch}.${key} = ${v} is outside [${min}, ${max}]`);
+    if (!Number.isInteger(v)) fail(`${arch}.${key} must be an integer but is ${v}`);
     return v;
   };
+  const str = (key: string): string | undefined => {
+    const v = g.metadata.get(`${arch}.${key}`);
+    if (v !== undefined && typeof v !== 'string') fail(`${arch}.${key} must be a string but is ${String(v)}`);
+    return v as string | undefined;
+  };
+  const k = (key: string) => `${arch}.${key}`;
+
   const dim = int('embedding_length');
-  const heads = int('attention.head_count', undefined, 1, 4096);
-  const kvHeads = int('attention.head_count_kv', heads, 1, heads);
-  if (heads % kvHeads) fail(`${arch}.attention.head_count (${heads}) is not a multiple of head_count_kv (${kvHeads})`);
-  const headDim = int('attention.key_length', dim % heads === 0 ? dim / heads : undefined, 1, 512);
+  const heads = int('attention.head_count');
+  if (heads < 1) fail(`${k('attention.head_count')} = ${heads} must be at least 1`);
+  if (!has('attention.key_length') && dim % heads)
+    fail(`${k('embedding_length')} = ${dim} is not a multiple of ${k('attention.head_count')} = ${heads} (and ${k('attention.key_length')} is not given)`);
+  const headDim = int('attention.key_length', dim / heads);
+  const valueDim = int('attention.value_length', headDim);
+  if (valueDim !== headDim) fail(`${k('attention.value_length')} = ${valueDim} differs from ${k('attention.key_length')} = ${headDim}, which tessera does not support`);
   if (g.tensors.some((t) => t.name === 'rope_freqs.weight'))
     fail("tensor 'rope_freqs.weight' (Llama 3.1-style per-dimension RoPE frequencies) is not supported yet");
-  const emb = g.tensors.find((t) => t.name === 'token_embd.weight');
-  if (!emb) fail("missing tensor 'token_embd.weight'");
-  const vocab = emb!.shape[0]!;
-  const scalingType = g.metadata.get(`${arch}.rope.scaling.type`);
-  let ropeScale = 1;
-  if (scalingType === 'linear') ropeScale = num('rope.scaling.factor', 1);
-  else if (scalingType !== undefined && scalingType !== 'none') fail(`RoPE scaling '${String(scalingType)}' is not supported (only linear)`);
-  return {
+  const layers = int('block_count');
+  checkBlockCount(g, layers, k('block_count'), fail);
+  const vocab = vocabSize(g, arch as string, fail);
+  const config: LlamaConfig = {
     architecture: arch as string,
     dim,
-    layers: int('block_count', undefined, 1, 1024),
+    layers,
     heads,
-    kvHeads,
+    kvHeads: int('attention.head_count_kv', heads),
     headDim,
     ffnDim: int('feed_forward_length'),
     vocabSize: vocab,
-    contextLength: int('context_length', 2048, 1, 1 << 24),
+    contextLength: int('context_length', 2048),
     normEps: num('attention.layer_norm_rms_epsilon', 1e-5),
     ropeTheta: num('rope.freq_base', 10000),
-    ropeDim: int('rope.dimension_count', headDim, 2, headDim),
+    ropeDim: int('rope.dimension_count', headDim),
     // llama.cpp: LLM_ARCH_LLAMA uses normal (adjacent-pair) RoPE on Q/K permuted at conversion; qwen2 uses NeoX.
     ropeStyle: arch === 'qwen2' ? 'neox' : 'interleaved',
-    ropeScale,
-    slidingWindow: int('attention.sliding_window', 0, 0, 1 << 24),
-    ...moeConfig(g, arch as string, fail),
+    ropeScale: ropeScale(arch as string, num, str, fail),
+    slidingWindow: int('attention.sliding_window', 0),
+    ...moeConfig(g, arch as string, int, fail),
   };
+  return checkLlamaConfig(config, file, {
+    dim: k('embedding_length'), layers: k('block_count'), heads: k('attention.head_count'), kvHeads: k('attention.head_count_kv'),
+    headDim: k('attention.key_length'), ffnDim: k('feed_forward_length'), vocabSize: "token_embd.weight's rows", contextLength: k('context_length'),
+    normEps: k('attention.layer_norm_rms_epsilon'), ropeTheta: k('rope.freq_base'), ropeDim: k('rope.dimension_count'),
+    ropeScale: k('rope.scaling.factor'),
+    slidingWindow: k('attention.sliding_window'), experts: k('expert_count'), expertsUsed: k('expert_used_count'),
+  });
 }
 
-function moeConfig(g: GGUFFile, arch: string, fail: (m: string) => never): Partial<LlamaConfig> {
-  const e = g.metadata.get(`${arch}.expert_count`);
-  if (e === undefined || e === 0) return {};
-  const k = g.metadata.get(`${arch}.expert_used_count`);
-  if (typeof e !== 'number' || !Number.isInteger(e) || e < 1 || e > 1024) fail(`${arch}.expert_count = ${String(e)} is invalid`);
-  if (typeof k !== 'number' || !Number.isInteger(k) || k < 1 || k > (e as number)) fail(`${arch}.expert_used_count = ${String(k)} must be in [1, ${String(e)}]`);
-  const norm = g.metadata.get(`${arch}.expert_weights_norm`);
-  return { experts: e as number, expertsUsed: k as number, normTopK: typeof norm === 'boolean' ? norm : true };
+/**
+ * The linear RoPE factor as llama.cpp reads it: rope.scaling.type defaults to linear, the factor
+ * comes from rope.scaling.factor or the older rope.scale_linear, 0 or absent means none, and type
+ * none ignores the factor. Other types (yarn, longrope, ...) are refused, not ignored.
+ */
+function ropeScale(arch: string, num: (key: string, def?: number) => number, str: (key: string) => string | undefined, fail: (m: string) => never): number {
+  const type = str('rope.scaling.type') ?? 'linear';
+  if (type === 'none') return 1;
+  if (type !== 'linear')
+    fail(`${arch}.rope.scaling.type = '${type}' is not supported (tessera applies RoPE scaling types none and linear)`);
+  const factor = num('rope.scaling.factor', num('rope.scale_linear', 0));
+  if (factor < 0) fail(`${arch}.rope.scaling.factor = ${factor} must be a finite number > 0`);
+  return factor === 0 ? 1 : factor;
+}
+
+/** expert_count > 0 makes the FFN a mixture of experts; expert_used_count is checked against it in checkLlamaConfig. */
+function moeConfig(g: GGUFFile, arch: string, int: (key: string, def?: number) => number, fail: (m: string) => never): Partial<LlamaConfig> {
+  const experts = int('expert_count', 0), used = int('expert_used_count', 0);
+  if (experts === 0) {
+    if (used !== 0) fail(`${arch}.expert_used_count = ${used} but ${arch}.expert_count is 0 or missing`);
+    return {};
+  }
+  const norm = g.metadata.get(`${arch}.expert_weights_norm`) ?? true;
+  if (typeof norm !== 'boolean') fail(`${arch}.expert_weights_norm must be a bool but is ${String(norm)}`);
+  return { experts, expertsUsed: used, normTopK: norm as boolean };
+}
+
+/** block_count must match the blk.N tensors present: more would miss tensors, fewer would ignore some. */
+function checkBlockCount(g: GGUFFile, layers: number, key: string, fail: (m: string) => never): void {
+  let n = 0, example = '';
+  for (const t of g.tensors) {
+    const m = /^blk\.(\d+)\./.exec(t.name);
+    if (m && Number(m[1]) + 1 > n) [n, example] = [Number(m[1]) + 1, t.name];
+  }
+  if (layers < n) fail(`${key} = ${layers} but the file has tensors for ${n} blocks (e.g. '${example}')`);
+  if (layers > n) fail(`${key} = ${layers} but the file has tensors for only ${n} blocks`);
+}
+
+/** The vocabulary size: token_embd.weight's rows, which must equal the tokenizer's token count (as llama.cpp requires). */
+function vocabSize(g: GGUFFile, arch: string, fail: (m: string) => never): number {
+  const emb = g.tensors.find((t) => t.name === 'token_embd.weight');
+  if (!emb) fail("missing tensor 'token_embd.weight'");
+  if (emb!.shape.length !== 2) fail(`tensor 'token_embd.weight' has shape [${emb!.shape.join(', ')}], expected [vocab, embedding_length]`);
+  const rows = emb!.shape[0]!;
+  const tokens = g.metadata.get('tokenizer.ggml.tokens');
+  if (Array.isArray(tokens) && tokens.length !== rows)
+    fail(`tokenizer.ggml.tokens has ${tokens.length} tokens but tensor 'token_embd.weight' has ${rows} rows`);
+  const declared = g.metadata.get(`${arch}.vocab_size`);
+  if (declared !== undefined && declared !== rows) fail(`${arch}.vocab_size = ${String(declared)} but tensor 'token_embd.weight' has ${rows} rows`);
+  return rows;
 }
 
 export interface GGUFWeightOptions {
@@ -90,10 +147,22 @@ export function llamaWeightsFromGGUF(g: GGUFFile, c: LlamaConfig, options: GGUFW
   const onProgress = o.onProgress;
   const qmode = o.quantized ?? 'packed';
   const file = g.path.split('/').pop()!;
+  checkDataLayout(g, file);
   const byName = new Map<string, GGUFTensorInfo>(g.tensors.map((t) => [t.name, t]));
+  const used = new Set<string>();
   const reader = weightReader(file, (name) => {
     const info = byName.get(name);
-    return info && { shape: info.shape, file, load: (mode) => loadTensor(g, info, mode) };
+    if (!info) return undefined;
+    used.add(name);
+    return {
+      shape: info.shape, file,
+      load: (mode) => {
+        // Reached once the shape matched, so a 1-D tensor here is a norm or a bias.
+        if (info.shape.length === 1 && info.type !== 'F32')
+          throw new ModelFileError(file, `tensor '${name}' has type ${info.type}, expected F32 (llama.cpp writes norms and biases as F32)`);
+        return loadTensor(g, info, mode);
+      },
+    };
   }, g.tensors.length, qmode, onProgress);
   const { get, vec } = reader;
   const repack = qmode === 'packed' && (o.repackQ4_0 ?? true);
@@ -133,7 +202,31 @@ export function llamaWeightsFromGGUF(g: GGUFFile, c: LlamaConfig, options: GGUFW
   const tokEmbd = get('token_embd.weight', [c.vocabSize, c.dim], false, qmode === 'f16' ? 'f16' : 'f32')!;
   const outNorm = vec('output_norm.weight', c.dim)!;
   const output = get('output.weight', [c.vocabSize, c.dim], true) ?? get('token_embd.weight', [c.vocabSize, c.dim])!;
+  // Like llama.cpp ("wrong number of tensors"): a tensor the model does not read means the file
+  // and its metadata disagree (a wrong block_count, expert_count, or an unsupported feature).
+  const unused = g.tensors.find((t) => !used.has(t.name));
+  if (unused)
+    throw new ModelFileError(file, `tensor '${unused.name}' is not used by a ${c.architecture} model with this metadata (${c.experts ? `${c.experts} experts` : 'dense FFN'}); tessera does not read it`);
   return { tokEmbd, layers, outNorm, output };
+}
+
+/**
+ * llama.cpp's layout rule (gguf.cpp): tensor data lies back to back in table order, each padded
+ * to the alignment. A gap or overlap means a tensor's type or shape in the table is wrong (an F32
+ * tensor marked F16 would otherwise read as garbage), so it is an error naming both tensors.
+ */
+function checkDataLayout(g: GGUFFile, file: string): void {
+  let end = 0;
+  let prev: GGUFTensorInfo | null = null;
+  for (const t of g.tensors) {
+    const rel = t.offset - g.dataOffset;
+    if (rel !== end)
+      throw new ModelFileError(file, prev
+        ? `tensor '${t.name}' starts at data offset ${rel} but '${prev.name}' (${prev.type} [${prev.shape.join(', ')}], ${prev.byteLength} bytes) ends at ${end}: a wrong type or shape in the tensor table`
+        : `tensor '${t.name}' starts at data offset ${rel}, expected 0 (the first tensor's data starts the data section)`);
+    end = rel + Math.ceil(t.byteLength / g.alignment) * g.alignment;
+    prev = t;
+  }
 }
 
 type Getter = WeightReader['get'];
