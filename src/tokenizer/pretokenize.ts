@@ -3,10 +3,9 @@
  * per `tokenizer.ggml.pre` follow llama.cpp's llama-vocab.cpp (llm_tokenizer_bpe); each regex in
  * a list splits every piece the previous one produced, keeping both matches and the text between
  * them (Hugging Face's Split with behavior "Isolated"). Patterns written for Oniguruma/Rust are
- * translated to JS: `\s` becomes llama.cpp's whitespace set, `(?i:...)` is case-expanded,
- * possessive quantifiers become greedy.
+ * translated to JS by regex.ts.
  */
-import { WHITESPACE_CLASS } from './unicode.js';
+import { parseRegex } from './regex.js';
 
 const GPT2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
 const LLAMA3 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
@@ -30,10 +29,12 @@ const PRE_TYPES: Record<string, PreType> = {
   llama3: { regexes: [LLAMA3], ignoreMerges: true, addBos: true },
   dbrx: { regexes: [LLAMA3] },
   chatglm4: { regexes: [LLAMA3] },
+  // U+1F7D, U+1FD3, U+1FDB, U+1FBE, U+2126 and U+212A are escapes: NFC (which this file is in)
+  // turns them into other letters, and three of llama.cpp's ranges into ranges out of order.
   'deepseek-llm': {
     regexes: [
       '[\r\n]',
-      '\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+',
+      '\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-\u1F7Dᾀ-ᾴᾶ-ᾼ\u1FBEῂ-ῄῆ-ῌῐ-\u1FD3ῖ-\u1FDBῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤ\u2126ℨ\u212A-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+',
       '\\s?[!-/:-~！-／：-～‘-‟　-。]+',
       '\\s+$',
       '[一-龥ࠀ-一가-퟿]+',
@@ -87,6 +88,9 @@ const PRE_ALIASES: Record<string, string> = {
 
 export const KNOWN_PRE_TYPES: readonly string[] = Object.keys(PRE_ALIASES);
 
+/** Every regex of every pre-tokenizer family, as written (for checking them all). */
+export const PRE_TOKENIZER_PATTERNS: readonly string[] = [...new Set(Object.values(PRE_TYPES).flatMap((t) => t.regexes))];
+
 export interface PreTokenizerSpec {
   family: string;
   regexes: RegExp[];
@@ -102,82 +106,9 @@ export function ggufPreTokenizer(pre: string): PreTokenizerSpec | undefined {
   return { family, regexes: t.regexes.map(compileRegex), ignoreMerges: !!t.ignoreMerges, addBos: !!t.addBos };
 }
 
-/** Translates an Oniguruma / Rust-regex pattern (Hugging Face, llama.cpp) into a JS `gu` regex. */
+/** Translates an Oniguruma / Rust-regex pattern (Hugging Face, llama.cpp) into a JS `gu` regex (regex.ts). */
 export function compileRegex(pattern: string): RegExp {
-  let out = '';
-  let inClass = false;
-  // Depth at which a (?i: group opened; -1 when not case-folding.
-  let foldDepth = -1;
-  let depth = 0;
-  let prevQuant = false;
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i]!;
-    if (c === '\\') {
-      const d = pattern[i + 1];
-      if (d === undefined) throw new SyntaxError(`Expected an escape after '\\' at the end of regex but received nothing: ${pattern}`);
-      i++;
-      if (d === 's') out += inClass ? WHITESPACE_CLASS : `[${WHITESPACE_CLASS}]`;
-      else if (d === 'S' && !inClass) out += `[^${WHITESPACE_CLASS}]`;
-      else if (d === 'p' || d === 'P') {
-        const close = pattern.indexOf('}', i);
-        let name = pattern.slice(i + 2, close);
-        // Oniguruma accepts script names bare; JS wants Script=.
-        if (name === 'Han' || name === 'Hiragana' || name === 'Katakana' || name === 'Hangul') name = `Script=${name}`;
-        out += `\\${d}{${name}}`;
-        i = close;
-      } else out += `\\${d}`;
-      prevQuant = false;
-      continue;
-    }
-    if (inClass) {
-      if (c === ']') inClass = false;
-      if (c === '[' ) out += '\\[';
-      else out += c;
-      continue;
-    }
-    if (c === '[') {
-      inClass = true;
-      out += c;
-      if (pattern[i + 1] === '^') { out += '^'; i++; }
-      // A ']' first in a class is a literal in Oniguruma.
-      if (pattern[i + 1] === ']') { out += '\\]'; i++; }
-      prevQuant = false;
-      continue;
-    }
-    if (c === '(') {
-      depth++;
-      if (pattern.startsWith('(?i:', i)) {
-        if (foldDepth < 0) foldDepth = depth;
-        out += '(?:';
-        i += 3;
-        prevQuant = false;
-        continue;
-      }
-      out += c;
-      prevQuant = false;
-      continue;
-    }
-    if (c === ')') {
-      if (depth === foldDepth) foldDepth = -1;
-      depth--;
-      out += c;
-      prevQuant = true;
-      continue;
-    }
-    if (c === '+' && prevQuant && /[+*?}]/.test(pattern[i - 1]!)) {
-      // Possessive quantifier: JS has none; greedy matches the same strings on these patterns.
-      prevQuant = false;
-      continue;
-    }
-    if (foldDepth >= 0 && /[A-Za-z]/.test(c)) {
-      out += `[${c.toLowerCase()}${c.toUpperCase()}]`;
-      prevQuant = false;
-      continue;
-    }
-    out += c;
-    prevQuant = c === '+' || c === '*' || c === '?' || c === '}';
-  }
-  return new RegExp(out, 'gu');
+  return new RegExp(parseRegex(pattern).js, 'gu');
 }
 
 /** Splits text by a regex, keeping matches and the gaps between them as separate pieces. */
