@@ -10,6 +10,7 @@ import { ModelFileError } from '../formats/errors.js';
 import { buildMergeRanks } from './bpe.js';
 import { detectEndOfGeneration } from './from-gguf.js';
 import { compileRegex, splitMatches } from './pretokenize.js';
+import { compileFileRegex } from './regex-safety.js';
 import type { SpecialIds, TokenizerSpec } from './spec.js';
 import { byteLevelEncode, parseByteToken } from './unicode.js';
 import { TOKEN_TYPE, Vocab } from './vocab.js';
@@ -20,7 +21,9 @@ export type HuggingFaceSource = string | Record<string, unknown>;
 type Json = Record<string, unknown>;
 type Step = (pieces: string[], first: boolean) => string[];
 
-const GPT2_REGEX = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+/** The split ByteLevel does when use_regex is on (GPT-2's, as huggingface/tokenizers writes it). */
+export const BYTE_LEVEL_REGEX = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+const WHITESPACE_RUN = compileRegex('\\s+');
 
 const isObj = (v: unknown): v is Json => v !== null && typeof v === 'object' && !Array.isArray(v);
 
@@ -196,10 +199,11 @@ export function specFromHuggingFace(src: HuggingFaceSource, config?: Record<stri
 
 function patternOf(p: unknown, where: string, fail: (m: string) => never): RegExp {
   if (isObj(p) && typeof p.Regex === 'string') {
+    // A file's regex can be written to backtrack for ever: checked before it is used.
     try {
-      return compileRegex(p.Regex);
+      return compileFileRegex(p.Regex, `${where}.Regex`);
     } catch (err) {
-      return fail(`Expected a regex JS can run for ${where}.Regex but received ${show(p.Regex)}: ${(err as Error).message}`);
+      return fail((err as Error).message);
     }
   }
   if (isObj(p) && typeof p.String === 'string') return new RegExp(p.String.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gu');
@@ -305,7 +309,7 @@ function parsePreTokenizer(p: unknown, where: string, fail: (m: string) => never
     }
     case 'ByteLevel': {
       const prefix = p.add_prefix_space === true;
-      const re = p.use_regex === false ? null : compileRegex(GPT2_REGEX);
+      const re = p.use_regex === false ? null : compileRegex(BYTE_LEVEL_REGEX);
       return {
         step: (pieces) =>
           pieces.flatMap((s) => {
@@ -337,7 +341,7 @@ function parsePreTokenizer(p: unknown, where: string, fail: (m: string) => never
       return { step: (pieces) => pieces.flatMap((s) => splitBy(s, re, 'Isolated', false)), byteLevel: false };
     }
     case 'WhitespaceSplit':
-      return { step: (pieces) => pieces.flatMap((s) => splitBy(s, compileRegex('\\s+'), 'Removed', false)), byteLevel: false };
+      return { step: (pieces) => pieces.flatMap((s) => splitBy(s, WHITESPACE_RUN, 'Removed', false)), byteLevel: false };
     case 'Whitespace':
       return { step: (pieces) => pieces.flatMap((s) => splitBy(s, /\w+|[^\w\s]+/gu, 'Isolated', true).filter((x) => x.trim().length > 0)), byteLevel: false };
     case 'Punctuation': {
