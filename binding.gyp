@@ -24,6 +24,8 @@
         "native/addon/bind_linear.cpp",
         "native/addon/bind_attention.cpp",
         "native/addon/bind_ops.cpp",
+        "native/addon/bind_mmap.cpp",
+        "native/addon/bind_convert.cpp",
         "native/common/cpu_features.cpp",
         "native/common/thread_pool.cpp",
         "native/cpu/dispatch.cpp",
@@ -35,7 +37,8 @@
         "native/cpu/topk.cpp",
         "native/cpu/cross_entropy.cpp",
         "native/cpu/paged_kv_write.cpp",
-        "native/cpu/attention_naive.cpp"
+        "native/cpu/attention_naive.cpp",
+        "native/cpu/weight_convert.cpp"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

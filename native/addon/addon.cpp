@@ -50,6 +50,9 @@ static Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+void register_mmap(Napi::Env env, Napi::Object exports);     // bind_mmap.cpp
+void register_convert(Napi::Env env, Napi::Object exports);  // bind_convert.cpp
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_op(env, exports, "info", Info);
   register_op(env, exports, "setIsa", SetIsa);
@@ -57,6 +60,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_linear(env, exports);
   register_attention(env, exports);
   register_ops(env, exports);
+  register_mmap(env, exports);
+  register_convert(env, exports);
   return exports;
 }
 

@@ -50,6 +50,17 @@ export interface NativeAddon {
   moeScatter(y: F32, order: I32, weights: F32, T: number, k: number, D: number, out: F32): void;
   topk(x: F32, rows: number, cols: number, k: number, values: F32, indices: I32): void;
   crossEntropy(logits: F32, rows: number, cols: number, targets: I32, ignoreIndex: number, nll: F32 | null): { sum: number; count: number };
+  /** Bytes [offset, offset + length) of an open file, mapped copy-on-write as an external ArrayBuffer
+   *  (unmapped when collected); throws where mapping is impossible (the caller reads instead). */
+  mapFileRange(fd: number, offset: number, length: number, populate: boolean): ArrayBuffer;
+  /** Whether buffer came from mapFileRange. */
+  isMapped(buffer: ArrayBuffer): boolean;
+  /** Drops a consumed mapped buffer's resident pages (false, a no-op, for other buffers). */
+  discardMapped(buffer: ArrayBuffer): boolean;
+  /** GGUF Q4_0 blocks (N rows of K / 32) into IntWeight.fromQ4_0's column tiles (zeroed arrays in). */
+  repackQ4_0(blocks: Uint8Array, N: number, K: number, qweight: I32, meta: Uint16Array): void;
+  /** Q8_0 (dtype 6) or Q4_0 (dtype 7) blocks to f32, exactly as tensor/quant.ts's dequantize. */
+  dequantizeBlocks(blocks: Uint8Array, dtype: 6 | 7, out: F32): void;
 }
 
 let loaded: NativeAddon | null | undefined;
