@@ -110,6 +110,27 @@ function handMade(opts: { magic?: number; version?: number; nTensors?: bigint; n
   return buf;
 }
 
+/** A GGUF with F32 tensors at the given relative offsets, followed by `dataBytes` of data. */
+function manyTensors(tensors: { name: string; offset: bigint; dims: bigint[] }[], dataBytes: number): Buffer {
+  const parts: Buffer[] = [];
+  const u32 = (v: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); parts.push(b); };
+  const u64 = (v: bigint) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(v); parts.push(b); };
+  const str = (s: string) => { u64(BigInt(Buffer.byteLength(s))); parts.push(Buffer.from(s)); };
+  u32(0x46554747);
+  u32(3);
+  u64(BigInt(tensors.length));
+  u64(0n);
+  for (const t of tensors) {
+    str(t.name);
+    u32(t.dims.length);
+    for (const d of t.dims) u64(d);
+    u32(0);
+    u64(t.offset);
+  }
+  const head = Buffer.concat(parts);
+  return Buffer.concat([head, Buffer.alloc(Math.ceil(head.length / 32) * 32 - head.length), Buffer.alloc(dataBytes)]);
+}
+
 function readBuf(name: string, b: Buffer) {
   const f = path.join(tmp, name);
   writeFileSync(f, b);
@@ -147,6 +168,23 @@ describe('hostile and broken files', () => {
       expect(e).toBeInstanceOf(ModelFileError);
       expect((e as Error).message.startsWith('bad.gguf: ')).toBe(true);
     }
+  });
+
+  it('tensors whose data overlap are rejected, naming both', () => {
+    // Two distinct tensors at the same offset; then one that starts inside the other.
+    const at = (offsets: number[], dims = [8n, 2n]) => manyTensors(offsets.map((o, i) => ({ name: `t${i}`, offset: BigInt(o), dims })), 64 * 3);
+    expect(() => readBuf('overlap.gguf', at([0, 0]))).toThrow(/overlap.gguf: tensors 't0' \(bytes (\d+) to \d+\) and 't1' \(bytes \1 to \d+\) overlap/);
+    expect(() => readBuf('overlap.gguf', at([0, 64, 32]))).toThrow(/tensors 't0' \(bytes \d+ to \d+\) and 't2' \(bytes \d+ to \d+\) overlap/);
+    // Back to back (64 bytes each) is fine.
+    expect(readBuf('ok2.gguf', at([0, 64, 128])).tensors.map((t) => t.name)).toEqual(['t0', 't1', 't2']);
+  });
+
+  it('a small file with 1,442 tensors all at offset 0 is rejected before any tensor is read', () => {
+    // The hostile file from issue 18: 1.09 MiB, each tensor claiming the same ~800 KB.
+    const b = manyTensors(Array.from({ length: 1442 }, (_, i) => ({ name: `blk.${i}.w`, offset: 0n, dims: [512n, 400n] })), 512 * 400 * 4);
+    expect(b.length).toBeLessThan(1.2 * 2 ** 20);
+    expect(() => readBuf('same-offset.gguf', b)).toThrow(/same-offset.gguf: tensors 'blk\.\d+\.w' \(bytes \d+ to \d+\) and 'blk\.\d+\.w' \(bytes \d+ to \d+\) overlap/);
+    expect(() => readBuf('same-offset.gguf', b)).toThrow(ModelFileError);
   });
 
   it('every truncation of a real file fails cleanly', () => {

@@ -43,11 +43,37 @@ describe('safetensors', () => {
     ['size mismatch', (f: string) => writeSt(f, [], JSON.stringify({ w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } })), /data_offsets span 8 bytes but F32 \[3\] needs 12/],
     ['data past the end', (f: string) => writeSt(f, [], JSON.stringify({ w: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } })), /truncated: tensor 'w' ends at byte/],
     ['offsets reversed', (f: string) => writeSt(f, [], JSON.stringify({ w: { dtype: 'F32', shape: [0], data_offsets: [8, 4] } })), /invalid data_offsets \[8,4\]/],
+    ['two tensors over the same bytes', (f: string) => writeSt(f, [{ name: 'pad', dtype: 'U8', shape: [16], bytes: new Uint8Array(16) }],
+      JSON.stringify({ a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] }, b: { dtype: 'F16', shape: [2], data_offsets: [0, 4] } })),
+      /tensors 'a' \(data_offsets \[0, 16\]\) and 'b' \(data_offsets \[0, 4\]\) overlap/],
+    ['a tensor reaching into the next', (f: string) => writeSt(f, [{ name: 'pad', dtype: 'U8', shape: [24], bytes: new Uint8Array(24) }],
+      JSON.stringify({ a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] }, b: { dtype: 'F32', shape: [2], data_offsets: [16, 24] }, c: { dtype: 'U8', shape: [2], data_offsets: [15, 17] } })),
+      /tensors 'a' \(data_offsets \[0, 16\]\) and 'c' \(data_offsets \[15, 17\]\) overlap/],
   ])('%s', (_n, make, msg) => {
     const f = path.join(tmp, 'bad.safetensors');
     make(f);
     expect(() => readSafetensorsHeader(f)).toThrow(msg);
     expect(() => readSafetensorsHeader(f)).toThrow(ModelFileError);
+  });
+
+  it('many tensors over the same bytes are rejected before any is read', () => {
+    const header: Record<string, unknown> = {};
+    for (let i = 0; i < 1442; i++) header[`t${i}`] = { dtype: 'F32', shape: [64, 64], data_offsets: [0, 16384] };
+    const f = path.join(tmp, 'same-offset.safetensors');
+    writeSt(f, [{ name: 'x', dtype: 'U8', shape: [16384], bytes: new Uint8Array(16384) }], JSON.stringify(header));
+    expect(() => readSafetensorsHeader(f)).toThrow(/same-offset.safetensors: tensors 't\d+' \(data_offsets \[0, 16384\]\) and 't\d+' \(data_offsets \[0, 16384\]\) overlap/);
+  });
+
+  it('empty tensors may share an offset, and tensors may leave gaps', () => {
+    const f = path.join(tmp, 'gaps.safetensors');
+    const bytes = new Uint8Array(24).map((_, i) => i);
+    writeSt(f, [{ name: 'x', dtype: 'U8', shape: [24], bytes }], JSON.stringify({
+      e1: { dtype: 'F32', shape: [0], data_offsets: [4, 4] }, e2: { dtype: 'F32', shape: [0, 3], data_offsets: [4, 4] },
+      a: { dtype: 'U8', shape: [4], data_offsets: [0, 4] }, b: { dtype: 'U8', shape: [8], data_offsets: [12, 20] },
+    }));
+    const st = readSafetensorsHeader(f);
+    expect(Array.from(loadSafetensor(st.tensors.get('b')!).data)).toEqual([12, 13, 14, 15, 16, 17, 18, 19]);
+    expect(loadSafetensor(st.tensors.get('e2')!).data.length).toBe(0);
   });
 
   it('an index pointing at a missing tensor or a path outside the directory is rejected', () => {

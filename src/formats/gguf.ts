@@ -2,17 +2,22 @@
  * GGUF v2/v3 reader and writer (format: ggml docs/gguf.md). The reader checks every count,
  * length, offset and dimension against the file before trusting it, so a truncated or hostile
  * file gets a ModelFileError naming the field, never an out-of-bounds read or a huge allocation.
- * Tensor data is read per tensor straight into its own ArrayBuffer (off the JS heap).
+ * Tensors may not overlap, so a file can never demand more memory than it holds. Tensor data is
+ * mapped in place per tensor (tensor-data.ts; read into its own ArrayBuffer where mapping is
+ * impossible): weights used as they are stored are never copied.
  */
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import { loadNative } from '../backend/cpu/native.js';
 import { f32ToF16 } from '../tensor/half.js';
+import { IntWeight } from '../tensor/int-weight.js';
 import { dequantize, quantizeQ4_0, quantizeQ8_0 } from '../tensor/quant.js';
 
 export { dequantize, quantizeQ4_0, quantizeQ8_0 };
 import { Tensor } from '../tensor/tensor.js';
 import { ModelFileError } from './errors.js';
 import { GGML_TYPE, GGML_TYPES, OTHER_GGML_TYPES, type GgmlTypeInfo, type GgmlTypeName } from './ggml-types.js';
+import { fileBytes, fileIdentity, firstOverlap, releaseBytes, writeFileReplacing, type FileIdentity } from './tensor-data.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
 const DEFAULT_ALIGNMENT = 32;
@@ -50,6 +55,12 @@ export interface GGUFFile {
   dataOffset: number;
   fileSize: number;
 }
+
+/** The file each parsed header came from, so tensor reads can tell if it changed since. */
+const identities = new WeakMap<GGUFFile, FileIdentity>();
+
+/** Alignment a tensor's bytes need to be viewed in place: its element (or block scale) size. */
+const VIEW_ALIGN: Record<GgmlTypeName, number> = { F32: 4, F16: 2, BF16: 2, Q8_0: 2, Q4_0: 2 };
 
 const SCALAR_SIZE: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
 
@@ -163,7 +174,8 @@ export function readGGUF(file: string): GGUFFile {
     throw new ModelFileError(name, `cannot open: ${(err as Error).message}`);
   }
   try {
-    const size = fstatSync(fd).size;
+    const st = fstatSync(fd);
+    const size = st.size;
     const c = new FileCursor(fd, size, name);
     const magic = c.u32('magic');
     if (magic !== GGUF_MAGIC) c.fail(`not a GGUF file (magic 0x${magic.toString(16).padStart(8, '0')}, expected "GGUF")`);
@@ -222,32 +234,31 @@ export function readGGUF(file: string): GGUFFile {
         c.fail(`truncated: tensor '${t.name}' (${t.byteLength} bytes at offset ${offset}) extends past the end of the file (${size} bytes)`);
       return { name: t.name, shape: t.shape, type: t.type.name, offset, byteLength: t.byteLength, elements: t.elements };
     });
-    return { path: file, version, alignment, metadata, metadataTypes, tensors, dataOffset, fileSize: size };
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** Reads one tensor's raw bytes into a fresh ArrayBuffer. */
-export function readTensorBytes(g: GGUFFile, t: GGUFTensorInfo): Uint8Array {
-  const out = new Uint8Array(t.byteLength);
-  const fd = openSync(g.path, 'r');
-  try {
-    let done = 0;
-    while (done < t.byteLength) {
-      const n = readSync(fd, out, done, Math.min(t.byteLength - done, 1 << 30), t.offset + done);
-      if (n <= 0) throw new ModelFileError(path.basename(g.path), `short read of tensor '${t.name}'`);
-      done += n;
+    const overlap = firstOverlap(tensors);
+    if (overlap) {
+      const [a, b] = overlap;
+      c.fail(`tensors '${a.name}' (bytes ${a.offset} to ${a.offset + a.byteLength}) and '${b.name}' (bytes ${b.offset} to ${b.offset + b.byteLength}) overlap`);
     }
+    const g: GGUFFile = { path: file, version, alignment, metadata, metadataTypes, tensors, dataOffset, fileSize: size };
+    identities.set(g, fileIdentity(st));
+    return g;
   } finally {
     closeSync(fd);
   }
-  return out;
 }
 
 /**
- * A tensor as tessera uses it: F32 -> f32, F16 -> f16, BF16 -> bf16; Q8_0/Q4_0 -> their packed
- * q8_0/q4_0 blocks ('packed', what linear runs on) or dequantised to f16 / f32.
+ * One tensor's raw bytes in their own ArrayBuffer: a copy-on-write mapping of the file (writes
+ * stay private to this buffer) or, where mapping is impossible, a fresh read.
+ */
+export function readTensorBytes(g: GGUFFile, t: GGUFTensorInfo): Uint8Array {
+  return fileBytes(g.path, identities.get(g), t.offset, t.byteLength, VIEW_ALIGN[t.type], `tensor '${t.name}'`);
+}
+
+/**
+ * A tensor as tessera uses it: F32 -> f32, F16 -> f16, BF16 -> bf16 (views of the file's bytes,
+ * no copy); Q8_0/Q4_0 -> their packed q8_0/q4_0 blocks ('packed', what linear runs on) or
+ * dequantised to f16 / f32.
  */
 export function loadTensor(g: GGUFFile, t: GGUFTensorInfo, quantizedAs: 'packed' | 'f16' | 'f32' = 'f16'): Tensor {
   const bytes = readTensorBytes(g, t);
@@ -258,13 +269,35 @@ export function loadTensor(g: GGUFFile, t: GGUFTensorInfo, quantizedAs: 'packed'
     case 'F16': return new Tensor('f16', t.shape, new Uint16Array(bytes.buffer, 0, t.elements));
     case 'BF16': return new Tensor('bf16', t.shape, new Uint16Array(bytes.buffer, 0, t.elements));
     default: {
-      const f = dequantize(t.type, bytes, t.elements);
+      const f = dequantizeBytes(t.type, bytes, t.elements);
+      releaseBytes(bytes);
       if (quantizedAs === 'f32') return new Tensor('f32', t.shape, f);
       const h = new Uint16Array(t.elements);
       for (let i = 0; i < f.length; i++) h[i] = f32ToF16(f[i]!);
       return new Tensor('f16', t.shape, h);
     }
   }
+}
+
+/** dequantize() on the native thread pool where the addon is built (bit-identical results). */
+function dequantizeBytes(type: 'Q8_0' | 'Q4_0', bytes: Uint8Array, elements: number): Float32Array {
+  const native = loadNative();
+  if (!native) return dequantize(type, bytes, elements);
+  const out = new Float32Array(elements);
+  native.dequantizeBlocks(bytes, type === 'Q8_0' ? 6 : 7, out);
+  return out;
+}
+
+/**
+ * IntWeight.fromQ4_0 of an (N, K) Q4_0 tensor's blocks, repacked on the native thread pool where
+ * the addon is built (the same layout the TS loop makes). Mapped blocks' resident pages are
+ * dropped afterwards: the repacked weight replaces them.
+ */
+export function q4_0IntWeight(blocks: Uint8Array, N: number, K: number): IntWeight {
+  const native = loadNative();
+  const w = IntWeight.fromQ4_0(blocks, N, K, native ? (b, n, k, qweight, meta) => native.repackQ4_0(b, n, k, qweight, meta) : undefined);
+  releaseBytes(blocks);
+  return w;
 }
 
 // ---- writer ---------------------------------------------------------------------------------
@@ -355,7 +388,8 @@ function tensorBytes(t: GGUFTensorInput): Uint8Array {
 
 /**
  * Writes a GGUF v3 file. Tensors are converted one at a time and streamed to disk, so writing a
- * multi-GB model holds one tensor's bytes at a time (pass tensors lazily via a function).
+ * multi-GB model holds one tensor's bytes at a time (pass tensors lazily via a function). The
+ * file is replaced by rename (writeFileReplacing), never truncated under a reader's mapping.
  */
 export function writeGGUF(
   file: string,
@@ -390,8 +424,7 @@ export function writeGGUF(
     sizes.push(bytes);
     rel += Math.ceil(bytes / alignment) * alignment;
   }
-  const fd = openSync(file, 'w');
-  try {
+  writeFileReplacing(file, (fd) => {
     let pos = 0;
     for (const c of head.chunks) pos += writeSync(fd, c);
     const pad = Math.ceil(pos / alignment) * alignment - pos;
@@ -405,9 +438,7 @@ export function writeGGUF(
       const p = Math.ceil(bytes.length / alignment) * alignment - bytes.length;
       if (p) writeSync(fd, Buffer.alloc(p));
     });
-  } finally {
-    closeSync(fd);
-  }
+  });
 }
 
 /** A read file's metadata as writable entries (array element types from the typed arrays). */

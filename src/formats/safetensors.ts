@@ -1,16 +1,21 @@
 /**
  * safetensors reader (format: huggingface/safetensors README): u64 little-endian header length,
  * a JSON header {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?}, then the
- * data. Every entry is checked against the file before any tensor is read. Sharded checkpoints
- * (model.safetensors.index.json with a weight_map) are opened as one map of tensors.
+ * data. Every entry is checked against the file before any tensor is read, and no two tensors'
+ * bytes may overlap. Sharded checkpoints (model.safetensors.index.json with a weight_map) are
+ * opened as one map of tensors. Tensor data is mapped in place (tensor-data.ts), not copied.
  */
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { Tensor } from '../tensor/tensor.js';
 import { ModelFileError } from './errors.js';
+import { fileBytes, fileIdentity, firstOverlap, writeFileReplacing, type FileIdentity } from './tensor-data.js';
 
 const DTYPE_BYTES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
 const MAX_HEADER = 100 * 2 ** 20;
+
+/** The file each entry's header was parsed from, so a read can tell if it changed since. */
+const identities = new WeakMap<SafetensorsEntry, FileIdentity>();
 
 export interface SafetensorsEntry {
   name: string;
@@ -40,7 +45,8 @@ export function readSafetensorsHeader(file: string): SafetensorsFile {
     return fail(`cannot open: ${(err as Error).message}`);
   }
   try {
-    const size = fstatSync(fd).size;
+    const st = fstatSync(fd);
+    const size = st.size;
     if (size < 8) fail(`truncated: ${size} bytes, not even a header length`);
     const lb = Buffer.alloc(8);
     readSync(fd, lb, 0, 8, 0);
@@ -79,6 +85,13 @@ export function readSafetensorsHeader(file: string): SafetensorsFile {
       if (dataStart + end > size) fail(`truncated: tensor '${key}' ends at byte ${dataStart + end} but the file has ${size}`);
       tensors.set(key, { name: key, file, dtype: e.dtype as string, shape, offset: dataStart + b, byteLength: bytes });
     }
+    const overlap = firstOverlap([...tensors.values()]);
+    if (overlap) {
+      const [a, b] = overlap.map((t) => ({ name: t.name, begin: t.offset - dataStart, end: t.offset - dataStart + t.byteLength }));
+      fail(`tensors '${a!.name}' (data_offsets [${a!.begin}, ${a!.end}]) and '${b!.name}' (data_offsets [${b!.begin}, ${b!.end}]) overlap`);
+    }
+    const id = fileIdentity(st);
+    for (const t of tensors.values()) identities.set(t, id);
     return { path: file, metadata, tensors };
   } finally {
     closeSync(fd);
@@ -116,22 +129,13 @@ export function openSafetensorsDir(dir: string): Map<string, SafetensorsEntry> {
   return out;
 }
 
-/** Reads a tensor: F32 -> f32, F16 -> f16, BF16 -> bf16, I32 -> i32, I8 -> i8, U8 -> u8 (no conversion). */
+/** A tensor: F32 -> f32, F16 -> f16, BF16 -> bf16, I32 -> i32, I8 -> i8, U8 -> u8 (no conversion), its
+ *  data a copy-on-write view of the file's bytes (a fresh read where mapping is impossible). */
 export function loadSafetensor(e: SafetensorsEntry): Tensor {
   const kind = ({ F32: 'f32', F16: 'f16', BF16: 'bf16', I32: 'i32', I8: 'i8', U8: 'u8' } as const)[e.dtype as 'F32'];
   if (!kind) throw new ModelFileError(path.basename(e.file), `tensor '${e.name}' has dtype ${e.dtype}; tessera reads F32, F16, BF16, I32, I8 and U8`);
-  const buf = new ArrayBuffer(e.byteLength);
-  const fd = openSync(e.file, 'r');
-  try {
-    let done = 0;
-    while (done < e.byteLength) {
-      const n = readSync(fd, new Uint8Array(buf, done), 0, Math.min(e.byteLength - done, 1 << 30), e.offset + done);
-      if (n <= 0) throw new ModelFileError(path.basename(e.file), `short read of tensor '${e.name}'`);
-      done += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
+  const align = kind === 'f32' || kind === 'i32' ? 4 : kind === 'f16' || kind === 'bf16' ? 2 : 1;
+  const buf = fileBytes(e.file, identities.get(e), e.offset, e.byteLength, align, `tensor '${e.name}'`).buffer as ArrayBuffer;
   if (kind === 'f32') return new Tensor('f32', e.shape, new Float32Array(buf));
   if (kind === 'i32') return new Tensor('i32', e.shape, new Int32Array(buf));
   if (kind === 'i8') return new Tensor('i8', e.shape, new Int8Array(buf));
@@ -164,12 +168,9 @@ export function writeSafetensors(file: string, tensors: readonly { name: string;
   h += ' '.repeat((8 - (Buffer.byteLength(h) % 8)) % 8);
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(Buffer.byteLength(h)));
-  const fd = openSync(file, 'w');
-  try {
+  writeFileReplacing(file, (fd) => {
     writeSync(fd, len);
     writeSync(fd, Buffer.from(h));
     for (const p of parts) writeSync(fd, p);
-  } finally {
-    closeSync(fd);
-  }
+  });
 }

@@ -1,8 +1,7 @@
 /** Builds a LlamaModel's config and weights from a GGUF file (architectures llama, mistral, qwen2). */
 import { ModelFileError } from '../formats/errors.js';
 import { weightReader, type WeightReader } from './weight-reader.js';
-import { IntWeight } from '../tensor/int-weight.js';
-import { loadTensor, type GGUFFile, type GGUFTensorInfo } from '../formats/gguf.js';
+import { loadTensor, q4_0IntWeight, type GGUFFile, type GGUFTensorInfo } from '../formats/gguf.js';
 import { Tensor } from '../tensor/tensor.js';
 import { checkLlamaConfig, type LlamaConfig } from './config.js';
 import type { LinearWeight, LlamaLayerWeights, LlamaWeights, MoeWeights } from './llama.js';
@@ -170,7 +169,7 @@ export function llamaWeightsFromGGUF(g: GGUFFile, c: LlamaConfig, options: GGUFW
   const proj = (name: string, shape: [number, number]): LinearWeight => {
     const t = get(name, shape)!;
     if (!repack || t.dtype !== 'q4_0') return t;
-    const w = IntWeight.fromQ4_0(t.data as Uint8Array, shape[0], shape[1]);
+    const w = q4_0IntWeight(t.data as Uint8Array, shape[0], shape[1]);
     t.dispose();
     return w;
   };

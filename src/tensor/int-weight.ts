@@ -152,16 +152,20 @@ export class IntWeight {
    * nibble of byte j and value j + 16 in its high nibble; w = d * (nibble - 8)), repacked into the
    * column tiles (the layout llama.cpp also repacks Q4_0 into for speed). The result computes
    * exactly what the q4_0 kernels compute: activations quantised with f16-rounded block scales,
-   * as llama.cpp's quantize_row_q8_0 does, and exact integer block dots.
+   * as llama.cpp's quantize_row_q8_0 does, and exact integer block dots. `repack`, when given, fills
+   * the zeroed qweight and meta in place of the loop below and must give the same layout (the
+   * native addon's repackQ4_0, which formats/gguf.ts passes; tensor/ cannot import the backend).
    */
-  static fromQ4_0(blocks: Uint8Array, N: number, K: number): IntWeight {
+  static fromQ4_0(blocks: Uint8Array, N: number, K: number,
+    repack?: (blocks: Uint8Array, N: number, K: number, qweight: Int32Array, meta: Uint16Array) => void): IntWeight {
     if (K % 32) throw new RangeError(`Expected K to be a multiple of 32 for q4_0 weights but received ${K}`);
     const nb = K / 32;
     if (blocks.length !== N * nb * 18) throw new RangeError(`Expected ${N * nb * 18} bytes of q4_0 blocks for [${N}, ${K}] but received ${blocks.length}`);
     const tiles = Math.ceil(N / TILE), rows = K / 8;
     const qweight = new Int32Array(tiles * rows * TILE);
     const meta = new Uint16Array(tiles * nb * 16);
-    for (let n = 0; n < N; n++) {
+    if (repack) repack(blocks, N, K, qweight, meta);
+    else for (let n = 0; n < N; n++) {
       const t = Math.floor(n / TILE), lane = n % TILE;
       for (let b = 0; b < nb; b++) {
         const o = (n * nb + b) * 18;
