@@ -112,6 +112,10 @@ describe('catastrophic patterns are refused, naming the path and why', () => {
     ['^(\\d+)*$', '`(\\d+)*`', /exponential/],
     ['(?:' + 'a|'.repeat(100) + 'a)*x', 'a|a|a', /exponential/],
     ['x(?:\\p{L}|\\p{Lu})*;', '`(?:\\p{L}|\\p{Lu})*`', /exponential/],
+    ['(?:a|a){30}', '`(?:a|a){30}`', /more than 64 ways/],
+    ['(?:a|a)'.repeat(7) + 'x', '`' + '(?:a|a)'.repeat(7) + 'x`', /more than 64 ways/],
+    ['(?:|)'.repeat(22) + 'x', '(?:|)(?:|)', /more than 64 ways/],
+    ['a' + '(?:b?)'.repeat(22) + '$', 'a(?:b?)(?:b?)', /more than 64 ways/],
     ['(.*a){20}', '`(.*a){20}`', /polynomial/],
     ['\\d+\\d+x', '`\\d+` and `\\d+`', /polynomial/],
     ['\\s*\\s*$', '`\\s*` and `\\s*`', /polynomial/],
@@ -156,6 +160,8 @@ describe('safe look-alikes are accepted', () => {
     '(?:ab|cd){1,1000}$',
     'x{1000}',
     '\\p{N}{1,3}',
+    '(?:a|a){5}x', // 32 ways to read five a's: a constant
+    '(?:a|b|c|d)(?:a|b|c|d)(?:a|b|c|d)(?:a|b|c|d)x',
     // One loop then something that can fail, retried from every start: O(n^2) in one run, accepted.
     '\\s+$',
   ];

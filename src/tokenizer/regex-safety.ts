@@ -13,6 +13,8 @@
  *   - polynomial: states p != q with loops on one text w and a path p -> q on w, so a run of w
  *     splits between them in n ways: n^2 an attempt, n^3 a search (`\d+\d+x`); counted
  *     repetitions are unrolled, so `(.*a){20}` is found too.
+ *   - finite but large: no loop, yet many paths read one text (`(?:a|a){30}`, 2^30); paths of
+ *     one text are followed together and more than MAX_WAYS of them are refused.
  * Only states from which the match cannot end at once count: a matcher that backs into a state
  * from which it can end (no input left to read, no assertion on the way) succeeds there, so
  * the paths it tries in vain run through the other states alone. That is why `(a+)+` and
@@ -40,6 +42,8 @@ const MAX_POSITIONS = 5000;
 const EXPAND_LIMIT = 256;
 /** Work the product-automaton searches may do before the check gives up (and refuses). */
 const STEP_BUDGET = 2_000_000;
+/** Paths one text may take through the states a match cannot end from, beyond which the check refuses. */
+const MAX_WAYS = 64;
 /** Longer patterns are refused before parsing: real pre-tokenizer patterns are a few KiB. */
 const MAX_PATTERN_LENGTH = 65_536;
 
@@ -150,7 +154,8 @@ interface RepeatInstance {
   loops: boolean;
 }
 
-const sat = (n: number) => Math.min(n, 2);
+/** Path counts are kept exactly up to MAX_WAYS: `(?:|)(?:|)...x` has 2^k empty ways to reach x. */
+const sat = (n: number) => Math.min(n, MAX_WAYS + 1);
 const emptyFrag = (clean: boolean): Frag => ({ first: new Map(), last: new Map(), lastClean: new Set(), nullable: 1, nullableClean: clean });
 
 function addScaled(into: Map<number, number>, from: Map<number, number>, k: number): void {
@@ -516,7 +521,7 @@ function spend(budget: { steps: number }, n = 1): void {
 function analyse(src: string, root: RegexNode, tree: Tree, budget: { steps: number }, backwards = false): void {
   const b = new Builder(src, tree);
   const whole = b.build(root, false);
-  const alg = new SetAlgebra(budget);
+  const overlap = overlapper(b, new SetAlgebra(budget), budget);
   // A lookbehind matches backwards, where this forward notion says nothing: there, none end.
   const ends = backwards ? new Set<number>() : whole.lastClean;
   const failing = (lo: number, hi: number) => {
@@ -536,7 +541,7 @@ function analyse(src: string, root: RegexNode, tree: Tree, budget: { steps: numb
   const loops = b.repeats.filter((r) => r.loops).sort((x, y) => span(tree, x.node) - span(tree, y.node) || x.lo - y.lo);
   for (const r of loops) {
     const info = tree.get(r.node)!;
-    if (exponential(graphOf(b, failing(r.lo, r.hi), [info.id, info.last]), b, alg, budget)) {
+    if (exponential(graphOf(b, failing(r.lo, r.hi), [info.id, info.last]), overlap, budget)) {
       const nested = children(r.node).some(function has(n: RegexNode): boolean {
         return (n.type === 'repeat' && n.max > 1) || n.type === 'backref' || children(n).some(has);
       });
@@ -549,7 +554,8 @@ function analyse(src: string, root: RegexNode, tree: Tree, budget: { steps: numb
     }
   }
 
-  const pair = polynomial(graphOf(b, failing(0, b.sets.length)), b, alg, budget);
+  const failingGraph = graphOf(b, failing(0, b.sets.length));
+  const pair = polynomial(failingGraph, b, overlap, budget);
   if (pair) {
     const [p, q] = pair;
     const rp = loopOf(tree, b.nodes[p]!), rq = loopOf(tree, b.nodes[q]!);
@@ -565,6 +571,35 @@ function analyse(src: string, root: RegexNode, tree: Tree, budget: { steps: numb
       `${who} can take polynomial time: they can match the same run of text and what follows can fail, so a failing match retries every split of the run (cubic or worse over a search)`,
     );
   }
+
+  if (whole.nullable > MAX_WAYS)
+    throw new Hazard(`\`${src.length > 60 ? src.slice(0, 60) + '...' : src}\` can take exponential time in its length: it can match the empty text in more than ${MAX_WAYS} ways, and a failing match tries them all`);
+  const all: number[] = [];
+  for (let s = 0; s < b.sets.length; s++) all.push(s);
+  const heavy = manyWays(graphOf(b, all), (s) => !ends.has(s), whole.first, whole.last, overlap, budget);
+  if (heavy) {
+    // Unrolled copies share syntax nodes: name the outermost repetition that made them, if any.
+    let culprit = commonAncestor(tree, heavy.map((s) => b.nodes[s]!));
+    for (let up: RegexNode | undefined = culprit; up; up = tree.get(up)!.parent) if (up.type === 'repeat' && up.max > 1) culprit = up;
+    const t = text(src, culprit);
+    throw new Hazard(
+      `\`${t.length > 60 ? t.slice(0, 60) + '...' : t}\` can take exponential time in its length: it can match the same text in more than ${MAX_WAYS} ways, and a failing match tries them all`,
+    );
+  }
+}
+
+function commonAncestor(tree: Tree, nodes: RegexNode[]): RegexNode {
+  const chain = (n: RegexNode) => {
+    const out: RegexNode[] = [];
+    for (let up: RegexNode | undefined = n; up; up = tree.get(up)!.parent) out.push(up);
+    return out;
+  };
+  let common = chain(nodes[0]!);
+  for (const n of nodes.slice(1)) {
+    const mine = new Set(chain(n));
+    common = common.filter((a) => mine.has(a));
+  }
+  return common[0]!;
 }
 
 const span = (tree: Tree, n: RegexNode) => tree.get(n)!.last - tree.get(n)!.id;
@@ -575,8 +610,10 @@ function loopOf(tree: Tree, n: RegexNode): RegexNode | undefined {
   return undefined;
 }
 
-/** Whether two states' character sets share a code point, cached per distinct pair of sets. */
-function overlapper(b: Builder, alg: SetAlgebra, budget: { steps: number }): (x: number, y: number) => boolean {
+/** Whether two states' character sets share a code point (cached per pair of distinct sets); `all` asks it of several. */
+type Overlap = ((x: number, y: number) => boolean) & { all(states: number[]): boolean };
+
+function overlapper(b: Builder, alg: SetAlgebra, budget: { steps: number }): Overlap {
   const ids = new Map<string, number>();
   const setId = b.sets.map((s) => {
     if (!ids.has(s.js)) ids.set(s.js, ids.size);
@@ -584,7 +621,7 @@ function overlapper(b: Builder, alg: SetAlgebra, budget: { steps: number }): (x:
   });
   const cache = new Map<number, boolean>();
   const n = ids.size;
-  return (x, y) => {
+  const pair = (x: number, y: number): boolean => {
     const i = setId[x]!, j = setId[y]!;
     if (i === j) return true;
     const k = Math.min(i, j) * n + Math.max(i, j);
@@ -595,6 +632,12 @@ function overlapper(b: Builder, alg: SetAlgebra, budget: { steps: number }): (x:
     }
     return r;
   };
+  return Object.assign(pair, {
+    all: (states: number[]) => {
+      spend(budget);
+      return alg.intersects(states.map((s) => b.sets[s]!));
+    },
+  });
 }
 
 /**
@@ -603,10 +646,10 @@ function overlapper(b: Builder, alg: SetAlgebra, budget: { steps: number }): (x:
  * is enough to find a state x with two different steps into the component, to states x2, y2
  * that can read the same character, and a way from (x2, y2) back to some pair (s, s).
  */
-function exponential(g: Graph, b: Builder, alg: SetAlgebra, budget: { steps: number }): boolean {
+function exponential(g: Graph, overlap: Overlap, budget: { steps: number }): boolean {
   const comp = components(g.keys(), (s) => g.get(s)!.keys(), budget);
-  const overlap = overlapper(b, alg, budget);
-  const n = b.sets.length;
+  let n = 0;
+  for (const s of g.keys()) n = Math.max(n, s + 1);
   const dead = new Set<number>();
   const backToDiagonal = (x0: number, y0: number): boolean => {
     const c = comp.get(x0);
@@ -654,7 +697,7 @@ function exponential(g: Graph, b: Builder, alg: SetAlgebra, budget: { steps: num
  * and q lie in different components (else p -ww u-> p two ways, u a way back from q to p).
  * Returns [p, q].
  */
-function polynomial(g: Graph, b: Builder, alg: SetAlgebra, budget: { steps: number }): [number, number] | undefined {
+function polynomial(g: Graph, b: Builder, overlap: Overlap, budget: { steps: number }): [number, number] | undefined {
   const states = [...g.keys()];
   const comp = components(states, (s) => g.get(s)!.keys(), budget);
   const compSize = new Map<number, number>();
@@ -686,7 +729,6 @@ function polynomial(g: Graph, b: Builder, alg: SetAlgebra, budget: { steps: numb
   };
   // Components reachable from a component; states that reach a state.
   const fromComp = new Map<number, Set<number>>(), toState = new Map<number, Set<number>>();
-  const overlap = overlapper(b, alg, budget);
   const n = b.sets.length;
   const key = (x: number, y: number, z: number) => (x * n + y) * n + z;
   const loop = new Map(cyclic.map((s) => [s, [...g.get(s)!.keys()].filter((t) => comp.get(t) === comp.get(s))]));
@@ -714,7 +756,7 @@ function polynomial(g: Graph, b: Builder, alg: SetAlgebra, budget: { steps: numb
               if (comp.get(z2) !== compQ) continue;
               const k = key(x2, y2, z2);
               if (seen.has(k)) continue;
-              if (!overlap(x2, z2) || !overlap(y2, z2) || !alg.intersects([b.sets[x2]!, b.sets[y2]!, b.sets[z2]!])) continue;
+              if (!overlap(x2, z2) || !overlap(y2, z2) || !overlap.all([x2, y2, z2])) continue;
               if (x2 === p && y2 === q && z2 === q) return [p, q];
               seen.add(k);
               todo.push([x2, y2, z2]);
@@ -725,4 +767,64 @@ function polynomial(g: Graph, b: Builder, alg: SetAlgebra, budget: { steps: numb
     }
   }
   return undefined;
+}
+
+/**
+ * Finite but large ambiguity: `(?:a|a){30}` has no loop, yet 2^30 paths read thirty a's.
+ * Follows the paths of one text at a time: a configuration holds how many paths (capped) end
+ * in each state the match cannot end from, and the next character is one that every state of
+ * a connected group of overlapping sets can read (a bound from above: one character can do no
+ * more). Every path tries its next step, so states the match can end from count as targets
+ * too; empty ways count (`(?:|)` has two). Returns the states of a group with more than
+ * MAX_WAYS paths, after the first its text went through.
+ */
+function manyWays(
+  g: Graph,
+  failing: (s: number) => boolean,
+  first: Map<number, number>,
+  last: Map<number, number>,
+  overlap: Overlap,
+  budget: { steps: number },
+): number[] | undefined {
+  const seen = new Set<string>();
+  // Each configuration keeps the first state its text went through, to name the culprit.
+  const todo: { config: Map<number, number>; from: number }[] = [];
+  const branch = (targets: Map<number, number>, from: number | undefined): number[] | undefined => {
+    // Connected groups of targets whose sets overlap, by union-find.
+    const states = [...targets.keys()];
+    const root = new Map(states.map((s) => [s, s]));
+    const find = (s: number): number => {
+      while (root.get(s) !== s) s = root.get(s)!;
+      return s;
+    };
+    for (let i = 0; i < states.length; i++)
+      for (let j = i + 1; j < states.length; j++) if (overlap(states[i]!, states[j]!)) root.set(find(states[i]!), find(states[j]!));
+    const groups = new Map<number, number[]>();
+    for (const s of states) groups.set(find(s), [...(groups.get(find(s)) ?? []), s]);
+    for (const members of groups.values()) {
+      const origin = from ?? Math.min(...members);
+      // A path that can reach the end tries each empty way there.
+      const total = members.reduce((acc, s) => acc + targets.get(s)! * (failing(s) ? Math.max(1, last.get(s) ?? 0) : 1), 0);
+      if (total > MAX_WAYS) return [origin, ...members];
+      const config = new Map(members.filter(failing).map((s) => [s, targets.get(s)!]));
+      const key = [...config].sort((x, y) => x[0] - y[0]).join(';');
+      if (config.size && !seen.has(key)) {
+        seen.add(key);
+        todo.push({ config, from: origin });
+      }
+    }
+    return undefined;
+  };
+  let heavy = branch(first, undefined);
+  while (!heavy && todo.length) {
+    const { config, from } = todo.pop()!;
+    const targets = new Map<number, number>();
+    for (const [s, k] of config)
+      for (const [t, m] of g.get(s)!) {
+        spend(budget);
+        targets.set(t, sat(((targets.get(t) ?? 0) + k * m)));
+      }
+    heavy = branch(targets, from);
+  }
+  return heavy;
 }
