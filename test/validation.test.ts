@@ -123,7 +123,7 @@ describe.runIf(nativeAvailable)('the native addon re-checks what guards memory',
     expect(() =>
       n.pagedAttention(new Float32Array(8), kc, kc, new Int32Array([5]), new Int32Array([1]), new Int32Array([0, 1]), new Float32Array(8), 1, 1, 2, 4, 1, 1, 8, 1, null, 0, 0),
     ).toThrow(/pagedAttention: blockTables\[0\]\[0\] = 5 points outside the pool/);
-    expect(() => n.pagedKvWrite(kc, kc, new Float32Array(8), new Float32Array(8), new Int32Array([-1]), 1, 8, 8)).toThrow(/slot -1/);
+    expect(() => n.pagedKvWrite(kc, kc.slice(), new Float32Array(8), new Float32Array(8), new Int32Array([-1]), 1, 8, 8)).toThrow(/slot -1/);
     expect(() => n.linear(x, w, 0, null, y, 2 ** 40, 2 ** 40, 2)).toThrow(/linear: .*(overflow|elements)/);
   });
 });

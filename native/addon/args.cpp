@@ -1,6 +1,8 @@
 #include "addon/args.h"
 
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "common/errors.h"
 
@@ -38,19 +40,58 @@ bool arg_is_null(const Napi::CallbackInfo& info, size_t i) {
   return i >= info.Length() || info[i].IsNull() || info[i].IsUndefined();
 }
 
+namespace {
+size_t element_bytes(napi_typedarray_type t) {
+  switch (t) {
+    case napi_int8_array:
+    case napi_uint8_array:
+    case napi_uint8_clamped_array: return 1;
+    case napi_int16_array:
+    case napi_uint16_array: return 2;
+    case napi_float64_array:
+    case napi_bigint64_array:
+    case napi_biguint64_array: return 8;
+    default: return 4;
+  }
+}
+
+struct Range {
+  const char* name;
+  const uint8_t* begin;
+  const uint8_t* end;
+};
+// The arrays of the op call running on this thread (each JS thread runs one op at a time).
+thread_local std::vector<Range> g_ranges;
+}  // namespace
+
 static void* typed_data(const Napi::CallbackInfo& info, size_t i, const char* name, napi_typedarray_type want,
                         const char* want_name, int64_t len, int64_t* len_out) {
   Napi::Value v = at(info, i, name);
   if (!v.IsTypedArray()) fail(std::string("expected a ") + want_name + " for '" + name + "'");
-  Napi::TypedArray ta = v.As<Napi::TypedArray>();
-  if (ta.TypedArrayType() != want) fail(std::string("expected a ") + want_name + " for '" + name + "'");
-  int64_t n = (int64_t)ta.ElementLength();
-  if (len >= 0 && n != len)
+  napi_env env = info.Env();
+  napi_typedarray_type type;
+  size_t n = 0, offset = 0;
+  void* data = nullptr;
+  napi_value buffer;
+  // napi_get_typedarray_info, not TypedArray::ArrayBuffer().Data(): the latter fails with a bare
+  // "Invalid argument" for a SharedArrayBuffer, which is refused here by name instead.
+  if (napi_get_typedarray_info(env, v, &type, &n, &data, &buffer, &offset) != napi_ok)
+    fail(std::string("cannot read the typed array '") + name + "'");
+  if (type != want) fail(std::string("expected a ") + want_name + " for '" + name + "'");
+  bool plain = false, detached = false;
+  if (napi_is_arraybuffer(env, buffer, &plain) != napi_ok || !plain)
+    fail(std::string("'") + name + "' is backed by a SharedArrayBuffer; native kernels read only ArrayBuffer memory");
+  if (napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok || detached)
+    fail(std::string("'") + name + "' is detached (its ArrayBuffer was transferred)");
+  if (len >= 0 && (int64_t)n != len)
     fail(std::string("'") + name + "' has " + std::to_string(n) + " elements, expected " + std::to_string(len));
-  if (len_out) *len_out = n;
-  uint8_t* base = static_cast<uint8_t*>(ta.ArrayBuffer().Data());
-  if (!base && n > 0) fail(std::string("'") + name + "' has no backing store");
-  return base ? base + ta.ByteOffset() : nullptr;
+  if (len_out) *len_out = (int64_t)n;
+  if (!data && n > 0) fail(std::string("'") + name + "' has no backing store");
+  if (n > 0) {
+    const uint8_t* b = static_cast<const uint8_t*>(data);
+    g_ranges.push_back({name, b, b + n * element_bytes(type)});
+  }
+  return data;
 }
 
 float* arg_f32(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t len, int64_t* len_out) {
@@ -89,6 +130,31 @@ int64_t mul_checked(int64_t a, int64_t b, const char* what) {
   return r;
 }
 
+void check_aliasing(std::initializer_list<const char*> outputs,
+                    std::initializer_list<std::pair<const char*, const char*>> in_place) {
+  auto is_output = [&](const char* name) {
+    for (const char* o : outputs)
+      if (std::strcmp(o, name) == 0) return true;
+    return false;
+  };
+  for (size_t i = 0; i < g_ranges.size(); i++) {
+    const Range& a = g_ranges[i];
+    if (!is_output(a.name)) continue;
+    for (size_t j = 0; j < g_ranges.size(); j++) {
+      const Range& b = g_ranges[j];
+      if (j == i || !(a.begin < b.end && b.begin < a.end)) continue;
+      const bool both_out = is_output(b.name);
+      if (both_out && j < i) continue;  // reported from the other side
+      if (both_out) fail(std::string("'") + a.name + "' and '" + b.name + "' overlap in memory and both are written");
+      bool allowed = false;
+      for (const auto& p : in_place) allowed = allowed || (std::strcmp(p.first, a.name) == 0 && std::strcmp(p.second, b.name) == 0);
+      if (allowed && a.begin == b.begin && a.end == b.end) continue;
+      fail(std::string("output '") + a.name + "' overlaps input '" + b.name + "' in memory" +
+           (allowed ? " (in place, it must cover the input exactly)" : ""));
+    }
+  }
+}
+
 struct OpEntry {
   const char* name;
   OpFn fn;
@@ -96,6 +162,7 @@ struct OpEntry {
 
 static Napi::Value trampoline(const Napi::CallbackInfo& info) {
   const OpEntry* e = static_cast<const OpEntry*>(info.Data());
+  g_ranges.clear();
   try {
     return e->fn(info);
   } catch (const Napi::Error&) {

@@ -5,6 +5,8 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 
 #include "common/dtype.h"
 
@@ -26,6 +28,15 @@ DType arg_dtype(const Napi::CallbackInfo& info, size_t i, const char* name);
 
 // Checked products for shape arithmetic.
 int64_t mul_checked(int64_t a, int64_t b, const char* what);
+
+// Every typed array an op call reads through the arg_* readers is recorded (name, byte range);
+// the trampoline starts each call with an empty record. check_aliasing refuses the call when an
+// array the op writes (`outputs`, by argument name) shares a byte with any other recorded array,
+// except the exact in-place pairs {output, input} in `in_place`: a kernel writing what it still
+// reads computes garbage, and one whose ids or block tables change under it leaves its buffers.
+// Call it after the last arg_* read and before the kernel.
+void check_aliasing(std::initializer_list<const char*> outputs,
+                    std::initializer_list<std::pair<const char*, const char*>> in_place = {});
 
 using OpFn = Napi::Value (*)(const Napi::CallbackInfo&);
 // Registers fn under exports[name]; C++ exceptions become JS errors "name: message".

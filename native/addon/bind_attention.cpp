@@ -37,12 +37,16 @@ static AttentionParams read_attention(const Napi::CallbackInfo& info) {
 }
 
 static Napi::Value FlashAttention(const Napi::CallbackInfo& info) {
-  kernels().flash_attention(read_attention(info));
+  AttentionParams p = read_attention(info);
+  check_aliasing({"o"});
+  kernels().flash_attention(p);
   return info.Env().Undefined();
 }
 
 static Napi::Value AttentionNaive(const Napi::CallbackInfo& info) {
-  cpu_attention_naive(read_attention(info));
+  AttentionParams p = read_attention(info);
+  check_aliasing({"o"});
+  cpu_attention_naive(p);
   return info.Env().Undefined();
 }
 
@@ -89,6 +93,7 @@ static Napi::Value PagedAttention(const Napi::CallbackInfo& info) {
   p.k_cache = arg_f32(info, 1, "kCache", cn);
   p.v_cache = arg_f32(info, 2, "vCache", cn);
   p.o = arg_f32(info, 6, "o", qn);
+  check_aliasing({"o"});
   kernels().paged_attention(p);
   return info.Env().Undefined();
 }
@@ -104,6 +109,7 @@ static Napi::Value PagedKvWrite(const Napi::CallbackInfo& info) {
   const float* k = arg_f32(info, 2, "k", mul_checked(T, row, "k"));
   const float* v = arg_f32(info, 3, "v", mul_checked(T, row, "v"));
   const int32_t* slots = arg_i32(info, 4, "slots", T);
+  check_aliasing({"kCache", "vCache"});
   cpu_paged_kv_write(kc, vc, k, v, slots, T, n_slots, row);
   return info.Env().Undefined();
 }

@@ -1,6 +1,5 @@
 // linear and the benchmark peak probes.
 #include <string>
-#include <vector>
 
 #include "addon/args.h"
 #include "cpu/dispatch.h"
@@ -32,6 +31,7 @@ static Napi::Value Linear(const Napi::CallbackInfo& info) {
   }
   p.bias = arg_f32_opt(info, 3, "bias", p.N);
   p.y = arg_f32(info, 4, "y", mul_checked(p.M, p.N, "y"));
+  check_aliasing({"y"});
   kernels().linear(p);
   return info.Env().Undefined();
 }
@@ -61,11 +61,7 @@ static Napi::Value LinearInt(const Napi::CallbackInfo& info) {
   if (gb[0] != 0 || gb[p.G] != nb) fail("groupBlocks must start at 0 and end at the block count " + std::to_string(nb));
   for (int64_t g = 0; g < p.G; g++)
     if (gb[g + 1] < gb[g]) fail("groupBlocks must not decrease (at group " + std::to_string(g) + ")");
-  // The kernel reads a private copy: y may share memory with groupBlocks, and writes to y must not
-  // change the group offsets that bound every read.
-  static thread_local std::vector<int32_t> gb_copy;
-  gb_copy.assign(gb, gb + p.G + 1);
-  p.group_blocks = gb_copy.data();
+  p.group_blocks = gb;
   const double fz = arg_num(info, 13, "fixedZero");
   if (!(fz >= -1.0 && fz <= 65504.0)) fail("fixedZero must be -1 (zero points in meta) or a zero point >= 0");
   p.fixed_zero = fz >= 0 ? (float)fz : -1.0f;
@@ -74,6 +70,8 @@ static Napi::Value LinearInt(const Napi::CallbackInfo& info) {
   p.col_scale = arg_f32_opt(info, 6, "colScale", p.N);
   p.bias = arg_f32_opt(info, 7, "bias", p.N);
   p.y = arg_f32(info, 8, "y", mul_checked(p.M, p.N, "y"));
+  // Writes to y must not change perm or the group offsets that bound every read.
+  check_aliasing({"y"});
   kernels().linear_int(p);
   return info.Env().Undefined();
 }

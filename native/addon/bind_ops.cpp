@@ -14,8 +14,12 @@ static const int64_t kMax = int64_t(1) << 40;
 static Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   int64_t rows = arg_int(info, 3, "rows", 0, kMax), dim = arg_int(info, 4, "dim", 1, kMax);
   int64_t n = mul_checked(rows, dim, "x");
-  kernels().rms_norm(arg_f32(info, 0, "x", n), arg_f32(info, 1, "weight", dim), arg_f32(info, 2, "y", n), rows, dim,
-                     (float)arg_num(info, 5, "eps"));
+  const float* x = arg_f32(info, 0, "x", n);
+  const float* w = arg_f32(info, 1, "weight", dim);
+  float* y = arg_f32(info, 2, "y", n);
+  float eps = (float)arg_num(info, 5, "eps");
+  check_aliasing({"y"}, {{"y", "x"}});
+  kernels().rms_norm(x, w, y, rows, dim, eps);
   return info.Env().Undefined();
 }
 
@@ -23,8 +27,13 @@ static Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
 static Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   int64_t rows = arg_int(info, 4, "rows", 0, kMax), dim = arg_int(info, 5, "dim", 1, kMax);
   int64_t n = mul_checked(rows, dim, "x");
-  kernels().layer_norm(arg_f32(info, 0, "x", n), arg_f32_opt(info, 1, "weight", dim), arg_f32_opt(info, 2, "bias", dim),
-                       arg_f32(info, 3, "y", n), rows, dim, (float)arg_num(info, 6, "eps"));
+  const float* x = arg_f32(info, 0, "x", n);
+  const float* w = arg_f32_opt(info, 1, "weight", dim);
+  const float* b = arg_f32_opt(info, 2, "bias", dim);
+  float* y = arg_f32(info, 3, "y", n);
+  float eps = (float)arg_num(info, 6, "eps");
+  check_aliasing({"y"});
+  kernels().layer_norm(x, w, b, y, rows, dim, eps);
   return info.Env().Undefined();
 }
 
@@ -32,8 +41,12 @@ static Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
 static Napi::Value Softmax(const Napi::CallbackInfo& info) {
   int64_t rows = arg_int(info, 2, "rows", 0, kMax), cols = arg_int(info, 3, "cols", 1, kMax);
   int64_t n = mul_checked(rows, cols, "x");
-  kernels().softmax(arg_f32(info, 0, "x", n), arg_f32(info, 1, "y", n), rows, cols, (float)arg_num(info, 4, "scale"),
-                    arg_bool(info, 5, "log"));
+  const float* x = arg_f32(info, 0, "x", n);
+  float* y = arg_f32(info, 1, "y", n);
+  float scale = (float)arg_num(info, 4, "scale");
+  bool log = arg_bool(info, 5, "log");
+  check_aliasing({"y"});
+  kernels().softmax(x, y, rows, cols, scale, log);
   return info.Env().Undefined();
 }
 
@@ -42,7 +55,9 @@ static Napi::Value ActivationOp(const Napi::CallbackInfo& info) {
   int64_t n = 0;
   float* x = arg_f32(info, 0, "x", -1, &n);
   float* y = arg_f32(info, 1, "y", n);
-  kernels().activation(x, y, n, (Activation)arg_int(info, 2, "act", 0, 2));
+  Activation act = (Activation)arg_int(info, 2, "act", 0, 2);
+  check_aliasing({"y"}, {{"y", "x"}});
+  kernels().activation(x, y, n, act);
   return info.Env().Undefined();
 }
 
@@ -50,7 +65,10 @@ static Napi::Value ActivationOp(const Napi::CallbackInfo& info) {
 static Napi::Value Swiglu(const Napi::CallbackInfo& info) {
   int64_t n = 0;
   float* g = arg_f32(info, 0, "gate", -1, &n);
-  kernels().swiglu(g, arg_f32(info, 1, "up", n), arg_f32(info, 2, "y", n), n);
+  float* u = arg_f32(info, 1, "up", n);
+  float* y = arg_f32(info, 2, "y", n);
+  check_aliasing({"y"}, {{"y", "gate"}, {"y", "up"}});
+  kernels().swiglu(g, u, y, n);
   return info.Env().Undefined();
 }
 
@@ -61,7 +79,10 @@ static Napi::Value Binary(const Napi::CallbackInfo& info) {
   float* b = arg_f32(info, 1, "b", -1, &bl);
   if (bl == 0 ? n != 0 : n % bl != 0) fail("length of 'b' (" + std::to_string(bl) + ") must divide length of 'a' (" + std::to_string(n) + ")");
   if (n == 0) return info.Env().Undefined();
-  kernels().binary(a, b, arg_f32(info, 2, "y", n), n, bl, (int)arg_int(info, 3, "op", 0, 1));
+  float* y = arg_f32(info, 2, "y", n);
+  int op = (int)arg_int(info, 3, "op", 0, 1);
+  check_aliasing({"y"}, {{"y", "a"}, {"y", "b"}});
+  kernels().binary(a, b, y, n, bl, op);
   return info.Env().Undefined();
 }
 
@@ -73,7 +94,9 @@ static Napi::Value Embedding(const Napi::CallbackInfo& info) {
   const void* table = arg_typed(info, 0, "table", dt, mul_checked(vocab, dim, "table"));
   int64_t n = 0;
   const int32_t* ids = arg_i32(info, 4, "ids", -1, &n);
-  cpu_embedding(table, dt, vocab, dim, ids, n, arg_f32(info, 5, "out", mul_checked(n, dim, "out")));
+  float* out = arg_f32(info, 5, "out", mul_checked(n, dim, "out"));
+  check_aliasing({"out"});
+  cpu_embedding(table, dt, vocab, dim, ids, n, out);
   return info.Env().Undefined();
 }
 
@@ -92,6 +115,7 @@ static Napi::Value Rope(const Napi::CallbackInfo& info) {
   p.theta = arg_num(info, 7, "theta");
   p.freq_scale = arg_num(info, 8, "freqScale");
   p.neox = arg_bool(info, 9, "neox");
+  check_aliasing({"y"}, {{"y", "x"}});
   cpu_rope(p);
   return info.Env().Undefined();
 }
@@ -99,7 +123,9 @@ static Napi::Value Rope(const Napi::CallbackInfo& info) {
 // alibiSlopes(nHeads, maxBias, out)
 static Napi::Value AlibiSlopes(const Napi::CallbackInfo& info) {
   int64_t h = arg_int(info, 0, "nHeads", 1, 1 << 20);
-  cpu_alibi_slopes(h, (float)arg_num(info, 1, "maxBias"), arg_f32(info, 2, "out", h));
+  float max_bias = (float)arg_num(info, 1, "maxBias");
+  float* out = arg_f32(info, 2, "out", h);
+  cpu_alibi_slopes(h, max_bias, out);
   return info.Env().Undefined();
 }
 
@@ -116,6 +142,7 @@ static Napi::Value MoeRoute(const Napi::CallbackInfo& info) {
   p.experts = arg_i32(info, 6, "experts", tk);
   p.expert_offsets = arg_i32(info, 7, "expertOffsets", p.E + 1);
   p.order = arg_i32(info, 8, "order", tk);
+  check_aliasing({"weights", "experts", "expertOffsets", "order"});
   cpu_moe_route(p);
   return info.Env().Undefined();
 }
@@ -125,8 +152,10 @@ static Napi::Value MoeGather(const Napi::CallbackInfo& info) {
   int64_t T = arg_int(info, 1, "T", 0, kMax), D = arg_int(info, 2, "D", 1, kMax), k = arg_int(info, 4, "k", 1, 1 << 20);
   int64_t n = 0;
   const int32_t* order = arg_i32(info, 3, "order", -1, &n);
-  cpu_moe_gather(arg_f32(info, 0, "x", mul_checked(T, D, "x")), T, D, order, n, k,
-                 arg_f32(info, 5, "out", mul_checked(n, D, "out")));
+  const float* x = arg_f32(info, 0, "x", mul_checked(T, D, "x"));
+  float* out = arg_f32(info, 5, "out", mul_checked(n, D, "out"));
+  check_aliasing({"out"});
+  cpu_moe_gather(x, T, D, order, n, k, out);
   return info.Env().Undefined();
 }
 
@@ -134,8 +163,12 @@ static Napi::Value MoeGather(const Napi::CallbackInfo& info) {
 static Napi::Value MoeScatter(const Napi::CallbackInfo& info) {
   int64_t T = arg_int(info, 3, "T", 0, kMax), k = arg_int(info, 4, "k", 1, 1 << 20), D = arg_int(info, 5, "D", 1, kMax);
   int64_t tk = mul_checked(T, k, "order");
-  cpu_moe_scatter(arg_f32(info, 0, "y", mul_checked(tk, D, "y")), arg_i32(info, 1, "order", tk),
-                  arg_f32(info, 2, "weights", tk), T, k, D, arg_f32(info, 6, "out", mul_checked(T, D, "out")));
+  const float* y = arg_f32(info, 0, "y", mul_checked(tk, D, "y"));
+  const int32_t* order = arg_i32(info, 1, "order", tk);
+  const float* w = arg_f32(info, 2, "weights", tk);
+  float* out = arg_f32(info, 6, "out", mul_checked(T, D, "out"));
+  check_aliasing({"out"});
+  cpu_moe_scatter(y, order, w, T, k, D, out);
   return info.Env().Undefined();
 }
 
@@ -143,8 +176,11 @@ static Napi::Value MoeScatter(const Napi::CallbackInfo& info) {
 static Napi::Value TopK(const Napi::CallbackInfo& info) {
   int64_t rows = arg_int(info, 1, "rows", 0, kMax), cols = arg_int(info, 2, "cols", 1, kMax);
   int64_t k = arg_int(info, 3, "k", 1, cols);
-  cpu_topk(arg_f32(info, 0, "x", mul_checked(rows, cols, "x")), rows, cols, k,
-           arg_f32(info, 4, "values", mul_checked(rows, k, "values")), arg_i32(info, 5, "indices", rows * k));
+  const float* x = arg_f32(info, 0, "x", mul_checked(rows, cols, "x"));
+  float* values = arg_f32(info, 4, "values", mul_checked(rows, k, "values"));
+  int32_t* indices = arg_i32(info, 5, "indices", rows * k);
+  check_aliasing({"values", "indices"});
+  cpu_topk(x, rows, cols, k, values, indices);
   return info.Env().Undefined();
 }
 
@@ -152,9 +188,12 @@ static Napi::Value TopK(const Napi::CallbackInfo& info) {
 static Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   int64_t rows = arg_int(info, 1, "rows", 0, kMax), cols = arg_int(info, 2, "cols", 1, kMax);
   int64_t count = 0;
-  double sum = cpu_cross_entropy(arg_f32(info, 0, "logits", mul_checked(rows, cols, "logits")), rows, cols,
-                                 arg_i32(info, 3, "targets", rows), (int32_t)arg_int(info, 4, "ignoreIndex", INT32_MIN, INT32_MAX),
-                                 &count, arg_f32_opt(info, 5, "nll", rows));
+  const float* logits = arg_f32(info, 0, "logits", mul_checked(rows, cols, "logits"));
+  const int32_t* targets = arg_i32(info, 3, "targets", rows);
+  int32_t ignore = (int32_t)arg_int(info, 4, "ignoreIndex", INT32_MIN, INT32_MAX);
+  float* nll = arg_f32_opt(info, 5, "nll", rows);
+  check_aliasing({"nll"});
+  double sum = cpu_cross_entropy(logits, rows, cols, targets, ignore, &count, nll);
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("sum", sum);
   o.Set("count", (double)count);

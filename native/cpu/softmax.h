@@ -14,27 +14,38 @@ static void softmax(const float* x, float* y, int64_t rows, int64_t cols, float 
     for (int64_t r = r0; r < r1; r++) {
       const float* xr = x + r * cols;
       float* yr = y + r * cols;
-      float mx = -std::numeric_limits<float>::infinity();
+      // The max of the scaled row (a negative scale flips which x is largest).
+      S::V vs = S::set1(scale);
+      float smax = -std::numeric_limits<float>::infinity();
       int64_t i = 0;
       if (cols >= S::W) {
-        S::V vm = S::load(xr);
-        for (i = S::W; i + S::W <= cols; i += S::W) vm = S::max(vm, S::load(xr + i));
-        mx = S::hmax(vm);
+        S::V vm = S::mul(S::load(xr), vs);
+        for (i = S::W; i + S::W <= cols; i += S::W) vm = S::max(vm, S::mul(S::load(xr + i), vs));
+        smax = S::hmax(vm);
       }
-      for (; i < cols; i++) mx = xr[i] > mx ? xr[i] : mx;
-      float smax = mx * scale;
-      if (std::isinf(smax) && smax < 0) smax = 0;  // all -inf row: avoid inf - inf
-      S::V vs = S::set1(scale), vmax = S::set1(smax), acc = S::zero();
+      for (; i < cols; i++) smax = xr[i] * scale > smax ? xr[i] * scale : smax;
+      if (std::isinf(smax) && smax < 0) smax = 0;  // all -inf row: avoid inf - inf (softmax 0, log-softmax NaN)
+      // acc_d sums the exponents: NaN exactly when the row holds a NaN or a +inf (inf - inf), and
+      // then the whole row is NaN, as PyTorch and ggml give it (the vector exp may not carry NaN).
+      S::V vmax = S::set1(smax), acc = S::zero(), acc_d = S::zero();
       for (i = 0; i + S::W <= cols; i += S::W) {
-        S::V e = S::exp(S::sub(S::mul(S::load(xr + i), vs), vmax));
+        S::V d = S::sub(S::mul(S::load(xr + i), vs), vmax);
+        S::V e = S::exp(d);
         if (!log) S::store(yr + i, e);
         acc = S::add(acc, e);
+        acc_d = S::add(acc_d, d);
       }
-      float sum = S::hsum(acc);
+      float sum = S::hsum(acc), sum_d = S::hsum(acc_d);
       for (; i < cols; i++) {
-        float e = std::exp(xr[i] * scale - smax);
+        float d = xr[i] * scale - smax;
+        float e = std::exp(d);
         if (!log) yr[i] = e;
         sum += e;
+        sum_d += d;
+      }
+      if (std::isnan(sum_d) || std::isnan(smax)) {
+        for (i = 0; i < cols; i++) yr[i] = std::numeric_limits<float>::quiet_NaN();
+        continue;
       }
       if (log) {
         float lse = smax + std::log(sum);

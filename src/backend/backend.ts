@@ -2,7 +2,12 @@
  * Backend: the public op API. Each method validates its arguments once (src/tensor/check),
  * resolves defaults, allocates outputs, and hands a plain plan to the backend's Kernels.
  * `cpu` (native addon) and `js` (pure TypeScript) share this class, so both see identical
- * validation and identical semantics.
+ * validation and identical semantics:
+ *  - a tensor's data must still cover its shape (not detached, not resized since) and live in an
+ *    ArrayBuffer: SharedArrayBuffer-backed tensors are refused (TypeError naming the argument);
+ *  - what an op writes (`out`, or the caches of pagedKvWrite) shares no byte with anything else
+ *    the op reads or writes (RangeError naming both); the elementwise ops, rmsNorm and rope also
+ *    run exactly in place (`out` is then the very memory of `x`, or of `a`/`b`, `gate`/`up`).
  */
 import * as check from '../tensor/check.js';
 import { FLOAT_DTYPES } from '../tensor/dtype.js';
@@ -82,23 +87,12 @@ function f32(shape: readonly number[]): Tensor<'f32'> {
   return new Tensor('f32', shape);
 }
 
-/**
- * The output tensor: a new one, or the caller's `out` (f32, exactly `shape`). `out` may be one of
- * the inputs named in `alias` (in-place elementwise ops) but must not overlap any other input.
- */
-function output(out: Tensor | null | undefined, shape: readonly number[], inputs: readonly (Tensor | null | undefined)[], alias: readonly (Tensor | null | undefined)[] = []): Tensor<'f32'> {
+/** The output tensor: a new one, or the caller's `out` (f32, exactly `shape`). Whether it may share
+ *  memory with an input is check.disjoint's business, called by every op just before its kernel. */
+function output(out: Tensor | null | undefined, shape: readonly number[], name = 'out'): Tensor<'f32'> {
   if (out === undefined || out === null) return f32(shape);
-  check.tensor(out, 'out', F32);
-  check.shape(out, 'out', shape);
-  const o = out.data;
-  for (const t of inputs) {
-    if (!t) continue;
-    const d = t.data;
-    if (d.buffer !== o.buffer) continue;
-    const overlap = d.byteOffset < o.byteOffset + o.byteLength && o.byteOffset < d.byteOffset + d.byteLength;
-    if (overlap && !(alias.includes(t) && d.byteOffset === o.byteOffset && d.byteLength === o.byteLength))
-      throw new RangeError('Expected out not to overlap an input of this op');
-  }
+  check.tensor(out, name, F32);
+  check.shape(out, name, shape);
   return out as Tensor<'f32'>;
 }
 
@@ -130,7 +124,8 @@ export class Backend {
     const b = check.optionalTensor(bias, 'bias', F32);
     if (b) check.shape(b, 'bias', [N]);
     const M = rows(x, K);
-    const y = output(out, [...x.shape.slice(0, -1), N], [x, w, b]);
+    const y = output(out, [...x.shape.slice(0, -1), N]);
+    check.disjoint('linear', [['out', y]], [['x', x], ['w', w], ['bias', b]]);
     this.#k.linear({ x: x.data as Float32Array, w: w.data as WeightData, wtype: w.dtype as WeightType, bias: b ? (b.data as Float32Array) : null, y: y.data, M, N, K });
     return y;
   }
@@ -151,8 +146,10 @@ export class Backend {
     const b = check.optionalTensor(bias, 'bias', F32);
     if (b) check.shape(b, 'bias', [N]);
     const M = rows(x, K);
-    const y = output(out, [...x.shape.slice(0, -1), N], [x, b]);
-    this.#k.linearInt({ x: x.data as Float32Array, w: w.parts, bias: b ? (b.data as Float32Array) : null, y: y.data, M, N, K });
+    const y = output(out, [...x.shape.slice(0, -1), N]);
+    const p = w.parts;
+    check.disjoint('linear', [['out', y]], [['x', x], ['bias', b], ['w.qweight', p.qweight], ['w.perm', p.perm], ['w.groupBlocks', p.groupBlocks], ['w.meta', p.meta], ['w.colScale', p.colScale]]);
+    this.#k.linearInt({ x: x.data as Float32Array, w: p, bias: b ? (b.data as Float32Array) : null, y: y.data, M, N, K });
     return y;
   }
 
@@ -163,7 +160,8 @@ export class Backend {
     check.tensor(weight, 'weight', F32);
     check.shape(weight, 'weight', [dim]);
     check.num(eps, 'eps', { min: 0 });
-    const y = output(out, x.shape, [x, weight], [x]);
+    const y = output(out, x.shape);
+    check.disjoint('rmsNorm', [['out', y]], [['x', x], ['weight', weight]], [['out', 'x']]);
     this.#k.rmsNorm({ x: x.data as Float32Array, weight: weight.data as Float32Array, bias: null, y: y.data, rows: rows(x, dim), dim, eps });
     return y;
   }
@@ -177,7 +175,8 @@ export class Backend {
     const b = check.optionalTensor(bias, 'bias', F32);
     if (b) check.shape(b, 'bias', [dim]);
     check.num(eps, 'eps', { min: 0 });
-    const y = output(out, x.shape, [x, w, b]);
+    const y = output(out, x.shape);
+    check.disjoint('layerNorm', [['out', y]], [['x', x], ['weight', w], ['bias', b]]);
     this.#k.layerNorm({
       x: x.data as Float32Array,
       weight: w ? (w.data as Float32Array) : null,
@@ -206,7 +205,8 @@ export class Backend {
     const tail = a.shape.slice(a.rank - b.rank);
     if (b.rank > a.rank || b.shape.some((d, i) => d !== tail[i]) || (b.size === 0 && a.size !== 0))
       throw new RangeError(`Expected b's shape to equal a's shape [${a.shape.join(', ')}] or its trailing dimensions but received [${b.shape.join(', ')}]`);
-    const y = output(out, a.shape, [a, b], [a, b]);
+    const y = output(out, a.shape);
+    check.disjoint(op, [['out', y]], [['a', a], ['b', b]], [['out', 'a'], ['out', 'b']]);
     if (a.size > 0) this.#k.binary({ a: a.data as Float32Array, b: b.data as Float32Array, y: y.data, op });
     return y;
   }
@@ -224,7 +224,8 @@ export class Backend {
 
   #activation(x: Tensor, act: 'silu' | 'gelu_tanh' | 'gelu_erf', out?: Tensor | null): Tensor<'f32'> {
     check.tensor(x, 'x', F32);
-    const y = output(out, x.shape, [x], [x]);
+    const y = output(out, x.shape);
+    check.disjoint(act === 'silu' ? 'silu' : 'gelu', [['out', y]], [['x', x]], [['out', 'x']]);
     this.#k.activation({ x: x.data as Float32Array, y: y.data, act });
     return y;
   }
@@ -234,12 +235,14 @@ export class Backend {
     check.tensor(gate, 'gate', F32);
     check.tensor(up, 'up', F32);
     check.sameShape(gate, 'gate', up, 'up');
-    const y = output(out, gate.shape, [gate, up], [gate, up]);
+    const y = output(out, gate.shape);
+    check.disjoint('swiglu', [['out', y]], [['gate', gate], ['up', up]], [['out', 'gate'], ['out', 'up']]);
     this.#k.swiglu({ gate: gate.data as Float32Array, up: up.data as Float32Array, y: y.data });
     return y;
   }
 
-  /** Softmax of scale * x over the last dimension. */
+  /** Softmax of scale * x over the last dimension. A row holding NaN or +Infinity (after scaling)
+   *  is NaN throughout, as in PyTorch and ggml; an all -Infinity row is 0 (logSoftmax: NaN). */
   softmax(x: Tensor, scale = 1, out?: Tensor | null): Tensor<'f32'> {
     return this.#softmax(x, scale, false, out);
   }
@@ -253,7 +256,8 @@ export class Backend {
     check.tensor(x, 'x', F32);
     const cols = check.lastDim(x, 'x');
     check.num(scale, 'scale');
-    const y = output(out, x.shape, [x]);
+    const y = output(out, x.shape);
+    check.disjoint(log ? 'logSoftmax' : 'softmax', [['out', y]], [['x', x]]);
     this.#k.softmax({ x: x.data as Float32Array, y: y.data, rows: rows(x, cols), cols, scale, log });
     return y;
   }
@@ -266,7 +270,8 @@ export class Backend {
     const [vocab, dim] = table.shape as [number, number];
     if (vocab < 1 || dim < 1) throw new RangeError(`Expected a non-empty table but received [${table.shape.join(', ')}]`);
     check.idsInRange(ids, 'ids', 0, vocab);
-    const y = output(out, [...ids.shape, dim], [table, ids]);
+    const y = output(out, [...ids.shape, dim]);
+    check.disjoint('embedding', [['out', y]], [['table', table], ['ids', ids]]);
     this.#k.embedding({ table: table.data as Float32Array | Uint16Array, dtype: table.dtype as 'f32' | 'f16' | 'bf16', vocab, dim, ids: ids.data as Int32Array, out: y.data });
     return y;
   }
@@ -289,7 +294,8 @@ export class Backend {
       freqScale = 1 / check.num(o.scaling.factor, 'options.scaling.factor', { positive: true });
     }
     if (H < 1 || D < 2) throw new RangeError(`Expected x of shape [T, H >= 1, D >= 2] but received [${x.shape.join(', ')}]`);
-    const y = output(o.out, x.shape, [x, positions], [x]);
+    const y = output(o.out, x.shape, 'options.out');
+    check.disjoint('rope', [['options.out', y]], [['x', x], ['positions', positions]], [['options.out', 'x']]);
     this.#k.rope({ x: x.data as Float32Array, y: y.data, positions: positions.data as Int32Array, T, H, D, rotDim, theta, freqScale, neox: style === 'neox' });
     return y;
   }
@@ -305,19 +311,19 @@ export class Backend {
 
   /** Tiled attention with online softmax. q (T, Hq, D), k/v (S, Hkv, D), Hq % Hkv == 0. */
   flashAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor<'f32'> {
-    const p = this.#attentionPlan(q, k, v, options);
+    const p = this.#attentionPlan('flashAttention', q, k, v, options);
     this.#k.flashAttention(p);
     return p.out;
   }
 
   /** Plain attention (materialised scores), the reference for flashAttention. */
   attentionNaive(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor<'f32'> {
-    const p = this.#attentionPlan(q, k, v, options);
+    const p = this.#attentionPlan('attentionNaive', q, k, v, options);
     this.#k.attentionNaive(p);
     return p.out;
   }
 
-  #attentionPlan(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions): AttentionPlan & { out: Tensor<'f32'> } {
+  #attentionPlan(op: string, q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions): AttentionPlan & { out: Tensor<'f32'> } {
     check.tensor(q, 'q', F32);
     check.tensor(k, 'k', F32);
     check.tensor(v, 'v', F32);
@@ -334,14 +340,16 @@ export class Backend {
     const { scale, alibi, window, sinks } = commonAttentionOptions(o, Hq, D);
     const mask = check.optionalTensor(o.mask, 'options.mask', F32);
     if (mask) check.shape(mask, 'options.mask', [T, S]);
-    const out = output(o.out, q.shape, [q, k, v, mask]);
+    const out = output(o.out, q.shape, 'options.out');
+    check.disjoint(op, [['options.out', out]], [['q', q], ['k', k], ['v', v], ['options.mask', mask], ['options.alibiSlopes', alibi]]);
     return {
       out,
       q: q.data as Float32Array,
       k: k.data as Float32Array,
       v: v.data as Float32Array,
       o: out.data,
-      T, S, Hq, Hkv, D, scale, causal, qOffset, alibi, window, sinks,
+      T, S, Hq, Hkv, D, scale, causal, qOffset, window, sinks,
+      alibi: alibi ? (alibi.data as Float32Array) : null,
       mask: mask ? (mask.data as Float32Array) : null,
     };
   }
@@ -366,6 +374,10 @@ export class Backend {
     check.shape(lens, 'batch.contextLens', [B]);
     const starts = check.tensor(b.queryStart, 'batch.queryStart', I32);
     check.shape(starts, 'batch.queryStart', [B + 1]);
+    // Options first: a getter among them runs before the batch's contents are checked, not after.
+    const o = check.options<PagedAttentionOptions>(options, 'options');
+    const { scale, alibi, window, sinks } = commonAttentionOptions(o, Hq, D);
+    const out = output(o.out, q.shape, 'options.out');
     const qs = starts.data as Int32Array;
     const cl = lens.data as Int32Array;
     const bt = tables.data as Int32Array;
@@ -384,9 +396,9 @@ export class Backend {
           throw new RangeError(`Expected batch.blockTables[${s}][${i}] in [0, ${numBlocks}) (the block pool) but received ${blk}`);
       }
     }
-    const o = check.options<PagedAttentionOptions>(options, 'options');
-    const { scale, alibi, window, sinks } = commonAttentionOptions(o, Hq, D);
-    const out = output(o.out, q.shape, [q, kCache, vCache]);
+    check.disjoint('pagedAttention', [['options.out', out]], [
+      ['q', q], ['kCache', kCache], ['vCache', vCache], ['batch.blockTables', tables], ['batch.contextLens', lens], ['batch.queryStart', starts], ['options.alibiSlopes', alibi],
+    ]);
     this.#k.pagedAttention({
       q: q.data as Float32Array,
       kCache: kCache.data as Float32Array,
@@ -395,7 +407,8 @@ export class Backend {
       contextLens: cl,
       queryStart: qs,
       o: out.data,
-      B, maxBlocks, numBlocks, blockSize, Hq, Hkv, D, scale, alibi, window, sinks,
+      B, maxBlocks, numBlocks, blockSize, Hq, Hkv, D, scale, window, sinks,
+      alibi: alibi ? (alibi.data as Float32Array) : null,
     });
     return out;
   }
@@ -413,6 +426,7 @@ export class Backend {
     check.shape(slots, 'slots', [T]);
     const nSlots = numBlocks * blockSize;
     check.idsInRange(slots, 'slots', 0, nSlots);
+    check.disjoint('pagedKvWrite', [['kCache', kCache], ['vCache', vCache]], [['k', k], ['v', v], ['slots', slots]]);
     this.#k.pagedKvWrite({
       kCache: kCache.data as Float32Array,
       vCache: vCache.data as Float32Array,
@@ -439,6 +453,7 @@ export class Backend {
       order: new Tensor('i32', [T * k]),
       k,
     };
+    check.disjoint('moeRoute', [['weights', r.weights], ['experts', r.experts], ['expertOffsets', r.expertOffsets], ['order', r.order]], [['logits', logits]]);
     this.#k.moeRoute({
       logits: logits.data as Float32Array, T, E, k, renormalize,
       weights: r.weights.data, experts: r.experts.data, expertOffsets: r.expertOffsets.data, order: r.order.data,
@@ -451,9 +466,10 @@ export class Backend {
     check.tensor(x, 'x', F32);
     check.rank(x, 'x', 2);
     const [T, D] = x.shape as [number, number];
-    const order = routingOrder(routing, T);
-    const out = f32([T * routing.k, D]);
-    this.#k.moeGather({ x: x.data as Float32Array, T, D, k: routing.k, order, out: out.data });
+    const { order, k } = routingParts(routing, T);
+    const out = f32([T * k, D]);
+    check.disjoint('moeGather', [['out', out]], [['x', x], ['routing.order', order]]);
+    this.#k.moeGather({ x: x.data as Float32Array, T, D, k, order: order.data as Int32Array, out: out.data });
     return out;
   }
 
@@ -462,16 +478,18 @@ export class Backend {
     check.tensor(y, 'y', F32);
     check.rank(y, 'y', 2);
     const T = routing?.weights?.shape?.[0] ?? -1;
-    const order = routingOrder(routing, T);
+    const { order: ot, weights, k } = routingParts(routing, T);
+    const order = ot.data as Int32Array;
     const [n, D] = y.shape as [number, number];
-    if (n !== T * routing.k) throw new RangeError(`Expected y to have T * k = ${T * routing.k} rows but received ${n}`);
+    if (n !== T * k) throw new RangeError(`Expected y to have T * k = ${T * k} rows but received ${n}`);
     const seen = new Uint8Array(order.length);
     for (let i = 0; i < order.length; i++) {
       if (seen[order[i]!]) throw new RangeError(`Expected routing.order to be a permutation but ${order[i]} repeats at index ${i}`);
       seen[order[i]!] = 1;
     }
     const out = f32([T, D]);
-    this.#k.moeScatter({ y: y.data as Float32Array, order, weights: routing.weights.data, T, k: routing.k, D, out: out.data });
+    check.disjoint('moeScatter', [['out', out]], [['y', y], ['routing.order', ot], ['routing.weights', weights]]);
+    this.#k.moeScatter({ y: y.data as Float32Array, order, weights: weights.data as Float32Array, T, k, D, out: out.data });
     return out;
   }
 
@@ -483,6 +501,7 @@ export class Backend {
     const lead = x.shape.slice(0, -1);
     const values = f32([...lead, k]);
     const indices = new Tensor('i32', [...lead, k]);
+    check.disjoint('topK', [['values', values], ['indices', indices]], [['x', x]]);
     this.#k.topK({ x: x.data as Float32Array, rows: rows(x, cols), cols, k, values: values.data, indices: indices.data });
     return { values, indices };
   }
@@ -510,6 +529,7 @@ export class Backend {
         throw new RangeError(`Expected targets in [0, ${V}) or ${ignoreIndex} (ignoreIndex) but received ${v} at index ${i}`);
     }
     const nll = f32([R]);
+    check.disjoint('crossEntropy', [['nll', nll]], [['logits', logits], ['targets', targets]]);
     const { sum, count } = this.#k.crossEntropy({ logits: logits.data as Float32Array, rows: R, cols: V, targets: t, ignoreIndex, nll: nll.data });
     return { mean: count > 0 ? sum / count : NaN, sum, count, nll };
   }
@@ -523,11 +543,11 @@ function headChecks(Hq: number, Hkv: number, D: number): void {
 
 function commonAttentionOptions(o: Partial<AttentionOptions>, Hq: number, D: number) {
   const scale = check.num(o.scale ?? 1 / Math.sqrt(D), 'options.scale');
-  const a = check.optionalTensor(o.alibiSlopes, 'options.alibiSlopes', F32);
-  if (a) check.shape(a, 'options.alibiSlopes', [Hq]);
+  const alibi = check.optionalTensor(o.alibiSlopes, 'options.alibiSlopes', F32);
+  if (alibi) check.shape(alibi, 'options.alibiSlopes', [Hq]);
   const window = check.int(o.window ?? 0, 'options.window', 0, Number.MAX_SAFE_INTEGER);
   const sinks = check.int(o.sinks ?? 0, 'options.sinks', 0, Number.MAX_SAFE_INTEGER);
-  return { scale, alibi: a ? (a.data as Float32Array) : null, window, sinks };
+  return { scale, alibi, window, sinks };
 }
 
 function cacheDims(kCache: Tensor, vCache: Tensor, D: number): [number, number, number] {
@@ -541,13 +561,14 @@ function cacheDims(kCache: Tensor, vCache: Tensor, D: number): [number, number, 
   return [numBlocks, blockSize, Hkv];
 }
 
-function routingOrder(routing: MoeRouting, T: number): Int32Array {
+/** The parts of a routing the gather and scatter read, each read once from the caller's object. */
+function routingParts(routing: MoeRouting, T: number): { order: Tensor; weights: Tensor; k: number } {
   const r = check.options<MoeRouting>(routing, 'routing');
   const k = check.int(r.k, 'routing.k', 1, 1 << 20);
-  const w = check.tensor(r.weights, 'routing.weights', F32);
-  check.shape(w, 'routing.weights', [T, k]);
+  const weights = check.tensor(r.weights, 'routing.weights', F32);
+  check.shape(weights, 'routing.weights', [T, k]);
   const order = check.tensor(r.order, 'routing.order', I32);
   check.shape(order, 'routing.order', [T * k]);
   check.idsInRange(order, 'routing.order', 0, T * k);
-  return order.data as Int32Array;
+  return { order, weights, k };
 }

@@ -3,7 +3,8 @@
  * Wrong kinds and dtypes throw TypeError, wrong shapes, lengths and ranges RangeError; every
  * message names the argument: "Expected X for Y but received Z".
  */
-import type { DType } from './dtype.js';
+import { types } from 'node:util';
+import { storageLength, type DType } from './dtype.js';
 import { describe } from './describe.js';
 import { DisposedError, Tensor } from './tensor.js';
 
@@ -12,7 +13,89 @@ export function tensor(t: unknown, name: string, dtypes?: readonly DType[]): Ten
   if (t.disposed) throw new DisposedError(`Tensor ${name}`);
   if (dtypes && !dtypes.includes(t.dtype))
     throw new TypeError(`Expected dtype ${dtypes.join(' or ')} for ${name} but received ${t.dtype}`);
+  intact(t, name);
   return t;
+}
+
+/**
+ * A tensor's data still covers its shape. The constructor checked the length, but the buffer can
+ * change afterwards: a transfer detaches it, a resizable ArrayBuffer can shrink (a length-tracking
+ * view can grow). Shared memory is refused: a kernel validates ids, slots and block tables and
+ * then reads them, and another thread writing in between would send it out of bounds.
+ */
+export function intact(t: Tensor, name: string): void {
+  const d = t.data;
+  view(d, name);
+  const n = storageLength(t.dtype, t.shape, t.size);
+  if (d.length !== n) {
+    const buf = d.buffer as ArrayBuffer & { resizable?: boolean };
+    const why = isDetached(buf) ? 'its ArrayBuffer was detached (transferred)' : buf.resizable ? 'its ArrayBuffer was resized' : 'its length changed';
+    throw new TypeError(`Expected ${n} elements of data for ${name} of shape [${t.shape.join(', ')}] but received ${d.length}: ${why}`);
+  }
+}
+
+/** A typed array an op reads or writes: over a live, unshared ArrayBuffer (see intact). */
+export function view(d: ArrayBufferView, name: string): void {
+  if (types.isSharedArrayBuffer(d.buffer))
+    throw new TypeError(
+      `Expected ${name}'s data over an ArrayBuffer but received ${describe(d)} over a SharedArrayBuffer (another thread could change it while a kernel reads it; copy it into an ArrayBuffer)`,
+    );
+  if (d.byteLength === 0 && isDetached(d.buffer as ArrayBuffer))
+    throw new TypeError(`Expected ${name}'s data to be usable but its ArrayBuffer was detached (transferred)`);
+}
+
+function isDetached(b: ArrayBuffer): boolean {
+  const flag = (b as { detached?: boolean }).detached;
+  if (flag !== undefined) return flag;
+  if (b.byteLength > 0) return false;
+  try {
+    new Uint8Array(b); // Node 20 has no ArrayBuffer.prototype.detached; a detached buffer refuses views
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** An array an op reads or writes, by the name its errors use. */
+export type Operand = readonly [name: string, data: Tensor | ArrayBufferView | null | undefined];
+
+/**
+ * The arrays an op writes share no byte with anything else it reads or writes (views at any
+ * offset over one ArrayBuffer included): a kernel that writes what it is still reading computes
+ * garbage, and one whose ids, slots or block tables change under it reads out of bounds. `inPlace`
+ * lists the [output, input] pairs an elementwise op may run in place: there the output must cover
+ * the input exactly. Re-checks every Tensor (intact) since option getters may have run since.
+ */
+export function disjoint(op: string, outputs: readonly Operand[], inputs: readonly Operand[], inPlace: readonly (readonly [string, string])[] = []): void {
+  const all: { name: string; d: ArrayBufferView; out: boolean }[] = [];
+  for (const [list, out] of [[outputs, true], [inputs, false]] as const) {
+    for (const [name, x] of list) {
+      if (x === null || x === undefined) continue;
+      if (x instanceof Tensor) intact(x, name);
+      else view(x, name);
+      all.push({ name, d: x instanceof Tensor ? x.data : x, out });
+    }
+  }
+  for (let i = 0; i < all.length; i++) {
+    const a = all[i]!;
+    if (!a.out) continue;
+    for (let j = 0; j < all.length; j++) {
+      const b = all[j]!;
+      if (j === i || (b.out && j < i) || !overlaps(a.d, b.d)) continue;
+      if (b.out) throw new RangeError(`Expected ${a.name} not to overlap ${b.name} but they share memory and ${op} writes both`);
+      const exact = a.d.byteOffset === b.d.byteOffset && a.d.byteLength === b.d.byteLength;
+      const allowed = inPlace.some(([o, x]) => o === a.name && x === b.name);
+      if (allowed && exact) continue;
+      throw new RangeError(
+        `Expected ${a.name} not to overlap an input of this op but it shares memory with ${b.name} in ${op}` +
+          (allowed ? ` (in place, ${a.name} must cover ${b.name} exactly)` : ''),
+      );
+    }
+  }
+}
+
+function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return a.buffer === b.buffer && a.byteLength > 0 && b.byteLength > 0 && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }
 
 export function optionalTensor(t: unknown, name: string, dtypes?: readonly DType[]): Tensor | null {

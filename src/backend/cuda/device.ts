@@ -154,6 +154,22 @@ function expectShape(t: DeviceTensor, name: string, shape: readonly number[]): v
   if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
     throw new RangeError(`Expected shape [${shape.join(', ')}] for ${name} but received [${t.shape.join(', ')}]`);
 }
+/**
+ * As check.disjoint on the host: what an op writes is none of the buffers it reads (nor another
+ * it writes), except the [output, input] pairs of an op documented to run in place. Device
+ * tensors are whole allocations (no views), so sharing memory means the same address.
+ */
+function expectDisjoint(op: string, outputs: readonly (readonly [string, DeviceTensor])[], inputs: readonly (readonly [string, DeviceTensor | null | undefined])[],
+  inPlace: readonly (readonly [string, string])[] = []): void {
+  for (let i = 0; i < outputs.length; i++) {
+    const [name, o] = outputs[i]!;
+    for (let j = i + 1; j < outputs.length; j++)
+      if (outputs[j]![1].ptr === o.ptr) throw new RangeError(`Expected ${name} not to overlap ${outputs[j]![0]} but they share memory and ${op} writes both`);
+    for (const [iname, t] of inputs)
+      if (t && t.ptr === o.ptr && !inPlace.some(([a, b]) => a === name && b === iname))
+        throw new RangeError(`Expected ${name} not to overlap an input of this op but it shares memory with ${iname} in ${op}`);
+  }
+}
 
 export class CudaDevice {
   readonly #a: CudaAddon;
@@ -241,6 +257,7 @@ export class CudaDevice {
     const y = out ?? this.empty('f32', [...x.shape.slice(0, -1), w.N]);
     expectTensor(y, 'out', ['f32']);
     expectShape(y, 'out', [...x.shape.slice(0, -1), w.N]);
+    expectDisjoint('gptqLinear', [['out', y]], [['x', x], ['w.qweight', w.qweight], ['w.scales', w.scales], ['w.qzeros', w.qzeros], ['w.gIdx', w.gIdx], ['w.bias', w.bias]]);
     this.addon.gptqLinear(x.ptr, w.qweight.ptr, w.scales.ptr, w.qzeros.ptr, w.gIdx.ptr, w.bias?.ptr ?? null, y.ptr, M, w.N, K, w.G, w.bits, w.zeroOffset);
     return y;
   }
@@ -268,6 +285,7 @@ export class CudaDevice {
     const y = o.out ?? this.empty('f32', [T, Hq, D]);
     expectTensor(y, 'out', ['f32']);
     expectShape(y, 'out', [T, Hq, D]);
+    expectDisjoint('flashAttention', [['out', y]], [['q', q], ['k', k], ['v', v], ['alibiSlopes', o.alibiSlopes]]);
     const wsFloats = this.addon.flashWorkspaceFloats(T, S, Hq, D);
     const ws = wsFloats > 0 ? this.empty('f32', [wsFloats]) : null;
     try {
@@ -319,6 +337,7 @@ export class CudaDevice {
     const y = o.out ?? this.empty('f32', [T, Hq, D]);
     expectTensor(y, 'out', ['f32']);
     expectShape(y, 'out', [T, Hq, D]);
+    expectDisjoint('pagedAttention', [['out', y]], [['q', q], ['kCache', kCache], ['vCache', vCache], ['alibiSlopes', o.alibiSlopes]]);
     // Exactly the checked values go to the device, into grow-only scratch buffers (a copy on the
     // default stream runs after any queued op still reading the previous batch).
     this.addon.pagedAttention(q.ptr, kCache.ptr, vCache.ptr, this.#scratch('blockTables', bt), this.#scratch('contextLens', cl), this.#scratch('queryStart', qs), y.ptr,
@@ -342,7 +361,9 @@ export class CudaDevice {
     expectTensor(w, 'weight', ['f32']);
     expectShape(w, 'weight', [dim]);
     const y = out ?? this.empty('f32', x.shape);
+    expectTensor(y, 'out', ['f32']);
     expectShape(y, 'out', x.shape);
+    expectDisjoint('rmsNorm', [['out', y]], [['x', x], ['weight', w]], [['out', 'x']]);
     this.addon.rmsNorm(x.ptr, w.ptr, y.ptr, x.size / dim, dim, eps);
     return y;
   }
@@ -376,6 +397,7 @@ export class CudaDevice {
     const y = out ?? this.empty('f32', a.shape);
     expectTensor(y, 'out', ['f32']);
     expectShape(y, 'out', a.shape);
+    expectDisjoint(op, [['out', y]], [[names[0], a], [names[1], b]], [['out', names[0]], ['out', names[1]]]);
     this.addon[op](a.ptr, b.ptr, y.ptr, a.size);
     return y;
   }
@@ -385,7 +407,9 @@ export class CudaDevice {
     expectTensor(ids, 'ids', ['i32'], 1);
     const [vocab, dim] = table.shape as [number, number];
     const y = out ?? this.empty('f32', [ids.size, dim]);
+    expectTensor(y, 'out', ['f32']);
     expectShape(y, 'out', [ids.size, dim]);
+    expectDisjoint('embedding', [['out', y]], [['table', table], ['ids', ids]]);
     this.addon.embedding(table.ptr, DT_CODE[table.dtype], vocab, dim, ids.ptr, ids.size, y.ptr);
     return y;
   }
@@ -393,14 +417,17 @@ export class CudaDevice {
   /** k, v (T, Hkv, D) into the caches at slots (T) (slot = block * blockSize + offset). */
   pagedKvWrite(kCache: DeviceTensor, vCache: DeviceTensor, k: DeviceTensor, v: DeviceTensor, slots: DeviceTensor): void {
     expectTensor(kCache, 'kCache', ['f32'], 4);
+    expectTensor(vCache, 'vCache', ['f32'], 4);
     expectShape(vCache, 'vCache', kCache.shape);
     const [nb, bs, Hkv, D] = kCache.shape as [number, number, number, number];
     expectTensor(k, 'k', ['f32']);
+    expectTensor(v, 'v', ['f32']);
     const T = k.size / (Hkv * D);
     expectShape(k, 'k', [T, Hkv, D]);
     expectShape(v, 'v', [T, Hkv, D]);
     expectTensor(slots, 'slots', ['i32']);
     expectShape(slots, 'slots', [T]);
+    expectDisjoint('pagedKvWrite', [['kCache', kCache], ['vCache', vCache]], [['k', k], ['v', v], ['slots', slots]]);
     this.addon.pagedKvWrite(kCache.ptr, vCache.ptr, k.ptr, v.ptr, slots.ptr, T, Hkv * D, nb * bs);
   }
 
@@ -410,6 +437,7 @@ export class CudaDevice {
     const y = out ?? this.empty(dtype, x.shape);
     expectTensor(y, 'out', [dtype]);
     expectShape(y, 'out', x.shape);
+    expectDisjoint('toHalf', [['out', y]], [['x', x]]);
     this.addon.convert(x.ptr, y.ptr, DT_CODE[dtype], x.size);
     return y;
   }

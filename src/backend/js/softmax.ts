@@ -13,7 +13,9 @@ export function softmax(p: SoftmaxPlan): void {
       const lse = mx + Math.log(sum);
       for (let i = 0; i < cols; i++) y[o + i] = x[o + i]! * scale - lse;
     } else {
-      const inv = sum > 0 ? 1 / sum : 0;
+      // sum is 0 only for an all -Infinity row (zeros out); NaN (a NaN or +Infinity in the row)
+      // makes the whole row NaN, as the native kernel does.
+      const inv = sum === 0 ? 0 : 1 / sum;
       for (let i = 0; i < cols; i++) y[o + i] = Math.exp(x[o + i]! * scale - mx) * inv;
     }
   }
