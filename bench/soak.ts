@@ -326,8 +326,16 @@ async function main(): Promise<number> {
   console.log(`RSS after warm-up (${(warmupMs / 1000).toFixed(0)} s): slope ${slope.toFixed(2)} MiB/min, growth ${growth.toFixed(1)} MiB (bound ${o.rssBoundMb} MiB), ${post.length} samples`);
   if (acceptedBad.size) console.log(`bad inputs that were accepted (not failures, but validation gaps): ${[...acceptedBad].map(([k, n]) => `${k} x${n}`).join(', ')}`);
   if (problems.length) {
-    console.log(`\nsoak: FAILED (${problems.length} problem(s))`);
-    for (const p of [...new Set(problems)].slice(0, 40)) console.log(`  ${p}`);
+    // Grouped by message with numbers and the example's options left out: one line per distinct problem.
+    const groups = new Map<string, { n: number; example: string }>();
+    for (const p of problems) {
+      const key = p.replace(/ \(options .*\)$/, '').replace(/-?\d+(\.\d+)?/g, 'N').replace(/good request \S+/, 'good request');
+      const g = groups.get(key);
+      if (g) g.n++;
+      else groups.set(key, { n: 1, example: p });
+    }
+    console.log(`\nsoak: FAILED (${problems.length} problem(s), ${groups.size} distinct)`);
+    for (const g of [...groups.values()].sort((a, b) => b.n - a.n).slice(0, 20)) console.log(`  ${g.n}x  e.g. ${g.example}`);
     return 1;
   }
   console.log('\nsoak: ok');

@@ -3,7 +3,8 @@
  * is a directory of files. Bad input must end in a thrown Error with a message ('error'); what
  * counts as a failure here: a JavaScript engine error that shows a field was trusted unchecked
  * ('internal': "Cannot read properties of undefined", "Invalid typed array length", Node's
- * ERR_OUT_OF_RANGE, ...), NaN/Inf logits from a model that loaded ('nonfinite'), and broken
+ * ERR_OUT_OF_RANGE, ...), a model that loads and generates although its forward gives NaN/Inf
+ * logits instead of failing the request ('nonfinite'), and broken
  * tokenizer invariants ('invariant'). Crashes, hangs and OOM are caught by the parent.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -15,7 +16,9 @@ import { readGptqConfig } from '../src/formats/gptq-checkpoint.js';
 import { loadSafetensor, openSafetensorsDir, readSafetensorsHeader } from '../src/formats/safetensors.js';
 import { readLlama2c, readLlama2cHeader } from '../src/formats/llama2c.js';
 import { loadModelFile, type LoadedModel } from '../src/model/load.js';
+import { createGenerateJob } from '../src/runtime/generate.js';
 import { forwardTokens } from '../src/runtime/runner.js';
+import { Scheduler } from '../src/runtime/scheduler.js';
 import { PagedKvCache } from '../src/runtime/kv/cache.js';
 import { Tokenizer } from '../src/tokenizer/index.js';
 
@@ -60,11 +63,6 @@ export function classify(err: unknown, internalIsClean = false): Outcome {
   return { status: 'error', message: `${err.name}: ${err.message}` };
 }
 
-function finite(a: ArrayLike<number>, what: string): void {
-  for (let i = 0; i < a.length; i++)
-    if (!Number.isFinite(a[i]!)) throw new Finding('nonfinite', `${what}: logits[${i}] = ${a[i]} (a model that loads must not produce NaN/Inf; reject its weights or fail the forward)`);
-}
-
 function checkIds(ids: readonly number[], size: number, what: string): void {
   for (const id of ids)
     if (!Number.isInteger(id) || id < 0 || id >= size) throw new Finding('invariant', `${what}: token id ${id} outside the vocabulary [0, ${size})`);
@@ -88,30 +86,60 @@ function exerciseTokenizer(tok: Tokenizer, texts: string[], what: string, opts: 
   return last;
 }
 
-/** Loads nothing more; runs a short prefill + one decode step and checks the logits are finite. */
+/**
+ * A loaded model runs the way the Engine runs it: a short greedy generation through the scheduler.
+ * Non-finite logits must end the request with an error (the runtime's NonFiniteLogitsError); a
+ * generation that finishes although the raw forward gave NaN/Inf is a 'nonfinite' failure.
+ */
 function runModel(m: LoadedModel, what: string): void {
   const { model, tokenizer } = m;
   const c = model.config;
-  let cache: PagedKvCache | null = null;
+  const caches: PagedKvCache[] = [];
+  const newCache = () => {
+    const kv = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 4, prefixCaching: false });
+    caches.push(kv);
+    return kv;
+  };
   try {
     const prompt = tokenizer.encode('Once upon a time', { addBos: tokenizer.bosId !== undefined }).slice(0, Math.max(1, Math.min(8, c.contextLength - 1)));
     if (!prompt.length) prompt.push(0);
     checkIds(prompt, tokenizer.vocabSize, `${what} prompt`);
-    cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: 2, prefixCaching: false });
-    cache.add(0);
-    const l = forwardTokens(model, cache, 0, prompt).data;
+    // the raw forward: prefill, then one decode step
+    const raw = newCache();
+    raw.add(0);
+    const l = forwardTokens(model, raw, 0, prompt).data;
     if (l.length !== c.vocabSize) throw new Finding('invariant', `${what}: ${l.length} logits for a vocabulary of ${c.vocabSize}`);
-    finite(l, `${what} prefill`);
-    if (prompt.length < c.contextLength) {
+    let bad = firstNonFinite(l);
+    if (bad === null && prompt.length < c.contextLength) {
       let t = 0;
       for (let i = 1; i < l.length; i++) if (l[i]! > l[t]!) t = i;
-      finite(forwardTokens(model, cache, 0, [t]).data, `${what} decode`);
+      bad = firstNonFinite(forwardTokens(model, raw, 0, [t]).data);
     }
+    // the same through the scheduler, as Engine requests run
+    const sched = new Scheduler(model, newCache(), {});
+    let failure: Error | null = null;
+    const job = createGenerateJob(sched, tokenizer, prompt, { maxTokens: 2, temperature: 0, ignoreEos: true }, {
+      onDelta: () => {},
+      onDone: () => {},
+      onError: (err) => {
+        failure = err;
+      },
+    });
+    if (!job.done) sched.submit(job);
+    for (let i = 0; sched.pending && i < 16; i++) sched.step();
+    if (failure) throw failure;
+    if (bad !== null)
+      throw new Finding('nonfinite', `${what}: the forward gave non-finite logits (${bad}) but generation finished without an error`);
     if (m.chatTemplate !== null) tokenizer.applyChatTemplate([{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true });
   } finally {
-    cache?.dispose();
+    for (const kv of caches) kv.dispose();
     model.dispose();
   }
+}
+
+function firstNonFinite(a: ArrayLike<number>): number | null {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return a[i]!;
+  return null;
 }
 
 /** Runs steps in order; an internal error or finding stops at once, clean errors are collected. */

@@ -6,8 +6,8 @@
  * process (fuzz/child.ts, `node --max-old-space-size=512`) that takes many inputs in turn. The
  * parent is the watchdog: an input that runs past --timeout-ms is a hang, a child whose RSS passes
  * --mem-mb (or that dies of V8 heap exhaustion) is an OOM, a child killed by a signal or exiting is
- * a crash; the child itself reports NaN/Inf logits from a model that loaded, broken tokenizer
- * invariants, and JavaScript engine errors that show an unchecked field ("internal"). A thrown
+ * a crash; the child itself reports a model that loads and generates although its forward gives
+ * NaN/Inf logits (the request must fail instead), broken tokenizer invariants, and JavaScript engine errors that show an unchecked field ("internal"). A thrown
  * Error with a message is the expected outcome for bad input. Every failure is saved under
  * fuzz/crashes/<target>/<kind>-<hash>/ (the input's files plus REASON.txt) and the run exits 1.
  *

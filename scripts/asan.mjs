@@ -110,7 +110,9 @@ const env = {
 console.log(`test:asan: vitest run ${suites.join(' ')}`);
 const t1 = performance.now();
 const vitest = path.join(root, 'node_modules', 'vitest', 'vitest.mjs');
-const r = spawnSync(process.execPath, [vitest, 'run', ...suites], { cwd: root, stdio: 'inherit', env });
+// Instrumented code runs several times slower (and every child process the tests spawn loads the
+// sanitizer runtime too): give tests ten minutes instead of the suite's 60 s.
+const r = spawnSync(process.execPath, [vitest, 'run', '--testTimeout=600000', '--hookTimeout=600000', ...suites], { cwd: root, stdio: 'inherit', env });
 const tTest = (performance.now() - t1) / 1000;
 console.log(`test:asan: tests ${tTest.toFixed(0)} s, total ${((performance.now() - t0) / 1000).toFixed(0)} s; ${r.status === 0 ? 'no sanitizer reports' : `FAILED (status ${r.status ?? r.signal})`}`);
 process.exit(r.status ?? 1);
