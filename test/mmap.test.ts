@@ -3,11 +3,12 @@
 // every type and layout, views rather than copies where the offset allows, copy-on-write
 // isolation, files replaced or changed under a reader, and the native Q4_0 repack and
 // dequantisation against the TS loops.
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { getBackend } from '../src/backend/index.js';
+import { loadNative } from '../src/backend/cpu/native.js';
 import { ModelFileError } from '../src/formats/errors.js';
 import { dequantize, GGUF_VALUE, loadTensor, q4_0IntWeight, quantizeQ4_0, quantizeQ8_0, readGGUF, readTensorBytes, writeGGUF, type GGUFTensorInput } from '../src/formats/gguf.js';
 import { llamaGGUFMetadata, syntheticSpmVocab } from '../src/formats/llama-gguf.js';
@@ -179,6 +180,51 @@ describe('mapped tensor data', () => {
     for (const t of [mapped.w.tokEmbd, mapped.w.output, L.wq as Tensor, L.wDown as Tensor])
       expect(isMappedBytes(t.data), String(t)).toBe(nativeAvailable);
     expect(isMappedBytes((read.w.layers[0]!.wq as Tensor).data)).toBe(false);
+  });
+});
+
+describe.runIf(nativeAvailable)('the native mapping and conversion ops guard memory themselves', () => {
+  const n = loadNative()!;
+
+  it('mapFileRange refuses ranges past the end of the file and what is not a file', () => {
+    const file = path.join(tmp, 'range.bin');
+    writeFileSync(file, Buffer.alloc(5000, 7));
+    const fd = openSync(file, 'r');
+    try {
+      expect(new Uint8Array(n.mapFileRange(fd, 4999, 1))[0]).toBe(7);
+      expect(() => n.mapFileRange(fd, 4000, 1001)).toThrow('mapFileRange: bytes [4000, 5001) are past the end of the file (5000 bytes)');
+      expect(() => n.mapFileRange(fd, 0, 0)).toThrow(/mapFileRange: 'length' = 0 is outside \[1, /);
+      expect(() => n.mapFileRange(fd, -1, 4)).toThrow(/mapFileRange: 'offset' = -1 is outside/);
+    } finally {
+      closeSync(fd);
+    }
+    const dfd = openSync(tmp, 'r');
+    try {
+      expect(() => n.mapFileRange(dfd, 0, 1)).toThrow('mapFileRange: not a regular file');
+    } finally {
+      closeSync(dfd);
+    }
+    expect(n.isMapped(new ArrayBuffer(8))).toBe(false);
+    expect(n.discardMapped(new ArrayBuffer(8))).toBe(false);
+    expect(() => n.isMapped(new Uint8Array(8) as never)).toThrow("isMapped: expected an ArrayBuffer for 'buffer'");
+  });
+
+  it('repackQ4_0 and dequantizeBlocks check lengths and refuse outputs over their inputs', () => {
+    const N = 20, K = 64; // 2 tiles of 16 columns, 2 blocks per row
+    const blocks = quantizeQ4_0(randn(N * K, rng(4)));
+    const qweight = () => new Int32Array(2 * (K / 8) * 16), meta = () => new Uint16Array(2 * (K / 32) * 16);
+    expect(() => n.repackQ4_0(blocks, N, K, qweight(), meta())).not.toThrow();
+    expect(() => n.repackQ4_0(blocks.subarray(1), N, K, qweight(), meta())).toThrow(/repackQ4_0: 'blocks' has 719 elements, expected 720/);
+    expect(() => n.repackQ4_0(blocks, N, 48, qweight(), meta())).toThrow('repackQ4_0: K = 48 is not a multiple of 32, as q4_0 weights need');
+    const buf = new ArrayBuffer(qweight().byteLength + meta().byteLength);
+    expect(() => n.repackQ4_0(blocks, N, K, new Int32Array(buf, 0, qweight().length), new Uint16Array(buf, 4, meta().length)))
+      .toThrow("repackQ4_0: 'qweight' and 'meta' overlap in memory and both are written");
+    const out = new Float32Array(N * K);
+    expect(() => n.dequantizeBlocks(blocks, 7, out.subarray(32))).toThrow(/dequantizeBlocks: 'blocks' has 720 elements, expected 702/);
+    expect(() => n.dequantizeBlocks(blocks, 1 as never, out)).toThrow('dequantizeBlocks: dtype f16 is not a block type (expected q8_0 or q4_0)');
+    const shared = new Uint8Array(out.buffer, 0, blocks.length);
+    shared.set(blocks);
+    expect(() => n.dequantizeBlocks(shared, 7, out)).toThrow("dequantizeBlocks: output 'out' overlaps input 'blocks' in memory");
   });
 });
 

@@ -63,13 +63,13 @@ bool find(const Napi::CallbackInfo& info, size_t i, Mapping* out) {
 
 }  // namespace
 
-// mapFileRange(fd, offset, length, populate): ArrayBuffer over bytes [offset, offset + length).
-// populate pre-faults the pages (MADV_POPULATE_READ, else a WILLNEED read-ahead hint).
+// mapFileRange(fd, offset, length): ArrayBuffer over bytes [offset, offset + length). Pages fault
+// in as the kernels first read them: populating here would only make the load wait for what the
+// first forward pass does anyway.
 static Napi::Value MapFileRange(const Napi::CallbackInfo& info) {
   const int fd = (int)arg_int(info, 0, "fd", 0, 1 << 30);
   const int64_t offset = arg_int(info, 1, "offset", 0, int64_t(1) << 53);
   const int64_t length = arg_int(info, 2, "length", 1, int64_t(1) << 53);
-  const bool populate = arg_bool(info, 3, "populate");
   struct stat st;
   if (fstat(fd, &st) != 0) fail(std::string("fstat failed: ") + std::strerror(errno));
   if (!S_ISREG(st.st_mode)) fail("not a regular file");
@@ -82,13 +82,6 @@ static Napi::Value MapFileRange(const Napi::CallbackInfo& info) {
   const size_t len = (size_t)(delta + length);
   void* base = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, (off_t)start);
   if (base == MAP_FAILED) fail(std::string("mmap failed: ") + std::strerror(errno));
-  if (populate) {
-#ifdef MADV_POPULATE_READ
-    if (madvise(base, len, MADV_POPULATE_READ) != 0) madvise(base, len, MADV_WILLNEED);
-#else
-    madvise(base, len, MADV_WILLNEED);
-#endif
-  }
   void* data = static_cast<uint8_t*>(base) + delta;
   Mapping* m = new Mapping{base, len};
   {

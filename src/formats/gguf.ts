@@ -291,7 +291,8 @@ function dequantizeBytes(type: 'Q8_0' | 'Q4_0', bytes: Uint8Array, elements: num
 /**
  * IntWeight.fromQ4_0 of an (N, K) Q4_0 tensor's blocks, repacked on the native thread pool where
  * the addon is built (the same layout the TS loop makes). Mapped blocks' resident pages are
- * dropped afterwards: the repacked weight replaces them.
+ * dropped afterwards, since the repacked weight replaces them (the blocks stay readable; a page
+ * written since it was mapped reverts to the file's bytes).
  */
 export function q4_0IntWeight(blocks: Uint8Array, N: number, K: number): IntWeight {
   const native = loadNative();

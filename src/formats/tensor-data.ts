@@ -53,7 +53,7 @@ export function fileBytes(file: string, id: FileIdentity | undefined, offset: nu
     const native = mappingEnabled() ? loadNative() : null;
     if (native && offset % align === 0) {
       try {
-        return new Uint8Array(native.mapFileRange(fd, offset, length, false));
+        return new Uint8Array(native.mapFileRange(fd, offset, length));
       } catch {
         // Mapping is impossible here (a file system or runtime without it): read instead.
       }

@@ -52,7 +52,7 @@ export interface NativeAddon {
   crossEntropy(logits: F32, rows: number, cols: number, targets: I32, ignoreIndex: number, nll: F32 | null): { sum: number; count: number };
   /** Bytes [offset, offset + length) of an open file, mapped copy-on-write as an external ArrayBuffer
    *  (unmapped when collected); throws where mapping is impossible (the caller reads instead). */
-  mapFileRange(fd: number, offset: number, length: number, populate: boolean): ArrayBuffer;
+  mapFileRange(fd: number, offset: number, length: number): ArrayBuffer;
   /** Whether buffer came from mapFileRange. */
   isMapped(buffer: ArrayBuffer): boolean;
   /** Drops a consumed mapped buffer's resident pages (false, a no-op, for other buffers). */
