@@ -41,7 +41,9 @@ const FIX = path.join(root, 'test', 'fixtures');
 let backend: Backend | null = null;
 function theBackend(): Backend {
   if (!backend) {
-    const want = process.env.TESSERA_FUZZ_BACKEND ?? (runtimeInfo().native ? 'cpu' : 'js');
+    const info = runtimeInfo();
+    if (process.env.TESSERA_REQUIRE_NATIVE === '1' && !info.native) throw new Error(`TESSERA_REQUIRE_NATIVE=1 but ${info.nativeError}`);
+    const want = process.env.TESSERA_FUZZ_BACKEND ?? (info.native ? 'cpu' : 'js');
     backend = getBackend(want as 'cpu' | 'js');
     if (backend.name === 'cpu') setThreads(1); // many children share few cores
   }

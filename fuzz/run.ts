@@ -16,9 +16,11 @@
  * freshly generated valid-but-hostile inputs.
  *
  *   --replay DIR...   run saved inputs (e.g. fuzz/crashes/gguf/crash-1a2b3c4d) and print what happens
+ *   --asan            children load the sanitizer build (build-asan/, from `npm run test:asan -- --build-only`)
+ *                     with libasan/libubsan preloaded: native memory errors become crashes with the report
  *   --list            list the targets
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -43,22 +45,25 @@ interface Options {
   keep: number;
   replay: string[];
   verbose: boolean;
+  /** Extra environment of the children (the sanitizer build with --asan). */
+  env: Record<string, string>;
 }
 
 function usage(msg?: string): never {
   if (msg) console.error(`fuzz: ${msg}`);
   console.error(`Usage: npm run fuzz -- [--seconds N] [--target ${TARGETS.map((t) => t.name).join('|')}[,...]] [--seed S] [--jobs J]
-                     [--timeout-ms T] [--mem-mb M] [--keep K] [--verbose] | --replay DIR... | --list`);
+                     [--timeout-ms T] [--mem-mb M] [--keep K] [--asan] [--verbose] | --replay DIR... | --list`);
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { seconds: 60, targets: TARGETS, seed: Date.now() % 2 ** 31, jobs: 1, timeoutMs: 5000, memMb: 1024, keep: 2, replay: [], verbose: false };
+  const o: Options = { seconds: 60, targets: TARGETS, seed: Date.now() % 2 ** 31, jobs: 1, timeoutMs: 5000, memMb: 1024, keep: 2, replay: [], verbose: false, env: {} };
   const int = (v: string | undefined, name: string, min: number): number => {
     const n = Number(v);
     if (v === undefined || !Number.isInteger(n) || n < min) usage(`${name} expects an integer >= ${min} but received '${v}'`);
     return n;
   };
+  const set = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
@@ -67,10 +72,11 @@ function parseArgs(argv: string[]): Options {
       case '--seconds': o.seconds = int(val(), '--seconds', 1); break;
       case '--seed': o.seed = int(val(), '--seed', 0); break;
       case '--jobs': o.jobs = int(val(), '--jobs', 1); break;
-      case '--timeout-ms': o.timeoutMs = int(val(), '--timeout-ms', 100); break;
-      case '--mem-mb': o.memMb = int(val(), '--mem-mb', 128); break;
+      case '--timeout-ms': o.timeoutMs = int(val(), '--timeout-ms', 100); set.add('timeout'); break;
+      case '--mem-mb': o.memMb = int(val(), '--mem-mb', 128); set.add('mem'); break;
       case '--keep': o.keep = int(val(), '--keep', 1); break;
       case '--verbose': o.verbose = true; break;
+      case '--asan': o.env = asanEnv(); break;
       case '--target': {
         const names = (val() ?? '').split(',').filter(Boolean);
         o.targets = names.map((n) => TARGETS.find((t) => t.name === n) ?? usage(`unknown target '${n}' (targets: ${TARGETS.map((t) => t.name).join(', ')})`));
@@ -90,7 +96,25 @@ function parseArgs(argv: string[]): Options {
       default: usage(`unknown argument '${a}'`);
     }
   }
+  if (o.env.TESSERA_ADDON) {
+    // instrumented code is slower and ASan's shadow memory and quarantine add to RSS
+    if (!set.has('timeout')) o.timeoutMs *= 3;
+    if (!set.has('mem')) o.memMb *= 3;
+  }
   return o;
+}
+
+/** What scripts/asan.mjs gives its tests: the sanitizer addon, the runtimes preloaded, reports on. */
+function asanEnv(): Record<string, string> {
+  const addon = path.join(ROOT, 'build-asan', 'build', 'Release', 'tessera.node');
+  if (!existsSync(addon)) usage(`--asan needs ${path.relative(ROOT, addon)}: run \`npm run test:asan -- --build-only\` first`);
+  const lib = (name: string) => spawnSync('gcc', [`-print-file-name=${name}`], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  const libs = [lib('libasan.so'), lib('libubsan.so')];
+  if (libs.some((l) => !path.isAbsolute(l) || !existsSync(l))) usage('--asan needs gcc\'s libasan.so and libubsan.so');
+  return {
+    TESSERA_ADDON: addon, TESSERA_REQUIRE_NATIVE: '1', LD_PRELOAD: libs.join(' '),
+    ASAN_OPTIONS: 'allow_user_segv_handler=0:detect_leaks=0', UBSAN_OPTIONS: 'print_stacktrace=1:halt_on_error=1',
+  };
 }
 
 // ---- children ---------------------------------------------------------------------------------------
@@ -130,7 +154,7 @@ class Worker {
     const proc = fork(CHILD, [], {
       execArgv: ['--max-old-space-size=512', '--import', 'tsx'],
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-      env: { ...process.env, UV_THREADPOOL_SIZE: '1', NODE_NO_WARNINGS: '1' },
+      env: { ...process.env, UV_THREADPOOL_SIZE: '1', NODE_NO_WARNINGS: '1', ...this.o.env },
     });
     this.proc = proc;
     this.#tail = '';
@@ -377,7 +401,7 @@ async function fuzz(o: Options): Promise<number> {
   const perSig = new Map<string, number>();
   const t0 = performance.now();
   const deadline = t0 + o.seconds * 1000;
-  console.log(`fuzz: ${o.targets.map((t) => t.name).join(', ')} for ${o.seconds} s, seed ${o.seed}, ${o.jobs} job(s), ${feeder.seeds} seed inputs, limits ${o.timeoutMs} ms / ${o.memMb} MiB per input`);
+  console.log(`fuzz: ${o.targets.map((t) => t.name).join(', ')} for ${o.seconds} s, seed ${o.seed}, ${o.jobs} job(s), ${feeder.seeds} seed inputs, limits ${o.timeoutMs} ms / ${o.memMb} MiB per input${o.env.TESSERA_ADDON ? ', ASan+UBSan addon' : ''}`);
   // One child per target and job: a hang or crash restarts only its target's child, and each
   // child keeps what it loaded (vocabularies) across inputs.
   const slots = Array.from({ length: o.jobs }, (_, k) => new Map(o.targets.map((t, i) => [t.name, new Worker(o, k * 100 + i)])));
