@@ -227,3 +227,21 @@ describe('errors keep their class and fields across the worker boundary', () => 
     expect(reviveError(serializeError('boom'))).toMatchObject({ name: 'Error', message: 'boom' });
   });
 });
+
+describe('a prompt with an id outside the vocabulary', () => {
+  it('fails its own request only, not the requests batched with it', async () => {
+    const engine = await Engine.load(STORIES, { backend });
+    try {
+      const v = stories.model.config.vocabSize;
+      const good = [engine.generate(promptIds, { temperature: 0, maxTokens: 12 }), engine.generate(promptIds, { temperature: 0, maxTokens: 12 })];
+      await new Promise((r) => setTimeout(r, 20));
+      const bad = [engine.generate([1, v], { maxTokens: 4 }), engine.generate([1, -4], { maxTokens: 4 }), engine.generate([1, 2.5], { maxTokens: 4 })];
+      for (const [p, id] of [[bad[0]!, v], [bad[1]!, -4]] as const)
+        await expect(p).rejects.toThrow(new RegExp(`Expected token ids in \\[0, ${v}\\) in the prompt but received ${id} at index 1`));
+      await expect(bad[2]).rejects.toThrow(/Expected a string, an array of token ids|Expected token ids/);
+      for (const r of await Promise.all(good)) expect(r.tokens).toEqual(greedy.slice(0, r.tokens.length));
+    } finally {
+      await engine.dispose();
+    }
+  });
+});

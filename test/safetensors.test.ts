@@ -86,5 +86,10 @@ describe('safetensors', () => {
     expect(() => openSafetensorsDir(dir)).toThrow(/is not a shard file name/);
     writeFileSync(path.join(dir, 'model.safetensors.index.json'), readFileSync(path.join(HF, 'config.json')).subarray(0, 20));
     expect(() => openSafetensorsDir(dir)).toThrow(/model.safetensors.index.json: not valid JSON/);
+    for (const [json, msg] of [['null', /expected a JSON object but received null/], ['[1]', /expected a JSON object but received an array/], ['{"weight_map": null}', /missing weight_map/], ['{"weight_map": []}', /missing weight_map/]] as const) {
+      writeFileSync(path.join(dir, 'model.safetensors.index.json'), json);
+      expect(() => openSafetensorsDir(dir)).toThrow(ModelFileError);
+      expect(() => openSafetensorsDir(dir)).toThrow(msg);
+    }
   });
 });

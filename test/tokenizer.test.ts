@@ -207,6 +207,9 @@ describe('Hugging Face tokenizer.json', () => {
       model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, vocab, merges },
     };
     const hf = Tokenizer.fromHuggingFaceJSON(JSON.stringify(json));
+    // One huge id would size the token table by itself (16.7M placeholders): refused, not allocated.
+    const sparse = { ...json, added_tokens: [{ ...json.added_tokens[0]!, id: (1 << 24) - 1 }] };
+    expect(() => Tokenizer.fromHuggingFaceJSON(JSON.stringify(sparse))).toThrow(/Expected token ids below \d+ \(twice the \d+ tokens given, plus 1024\) but received 16777215/);
     const gguf = ggufTokenizer('gpt-2');
     expect(hf.vocabSize).toBe(gguf.vocabSize);
     for (const [s, ids] of vectors('gpt-2')) {

@@ -104,13 +104,14 @@ export function openSafetensorsDir(dir: string): Map<string, SafetensorsEntry> {
   const index = path.join(dir, 'model.safetensors.index.json');
   if (existsSync(single)) return readSafetensorsHeader(single).tensors;
   if (!existsSync(index)) throw new ModelFileError(path.basename(dir), 'no model.safetensors or model.safetensors.index.json in the directory');
-  let idx: { weight_map?: Record<string, string> };
+  let idx: { weight_map?: Record<string, string> } | null;
   try {
     idx = JSON.parse(readFileSync(index, 'utf8'));
   } catch (err) {
     throw new ModelFileError('model.safetensors.index.json', `not valid JSON (${(err as Error).message})`);
   }
-  if (!idx.weight_map || typeof idx.weight_map !== 'object') throw new ModelFileError('model.safetensors.index.json', 'missing weight_map');
+  if (idx === null || typeof idx !== 'object' || Array.isArray(idx)) throw new ModelFileError('model.safetensors.index.json', `expected a JSON object but received ${idx === null ? 'null' : Array.isArray(idx) ? 'an array' : typeof idx}`);
+  if (!idx.weight_map || typeof idx.weight_map !== 'object' || Array.isArray(idx.weight_map)) throw new ModelFileError('model.safetensors.index.json', 'missing weight_map (an object of tensor name to shard file)');
   const out = new Map<string, SafetensorsEntry>();
   const shards = new Map<string, SafetensorsFile>();
   for (const [name, shard] of Object.entries(idx.weight_map)) {

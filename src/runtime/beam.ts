@@ -221,7 +221,7 @@ export class BeamJob implements GenerationJob {
   constructor(ctx: JobContext, tok: TextTokenizer, prompt: readonly number[], options: GenerateOptions, events: JobEvents) {
     const r = resolveGenerateOptions(options, tok);
     const ctxLen = ctx.model.config.contextLength;
-    checkPrompt(prompt, ctxLen);
+    checkPrompt(prompt, ctxLen, ctx.model.config.vocabSize);
     this.#tok = tok;
     this.#stop = r.stop;
     this.#events = events;

@@ -67,10 +67,16 @@ export function resolveGenerateOptions(o: GenerateOptions, tok: TextTokenizer): 
 }
 
 /** Throws unless a prompt has at least one token and fits the model's context. */
-export function checkPrompt(prompt: readonly number[], contextLength: number): void {
+/** A prompt this model can run: non-empty, within the context, every id in the vocabulary (checked here, so a bad id fails its own request, not the batch it would join). */
+export function checkPrompt(prompt: readonly number[], contextLength: number, vocabSize: number): void {
   if (prompt.length === 0) throw new RangeError('Expected a non-empty prompt (at least one token)');
   if (prompt.length > contextLength)
     throw new RangeError(`Expected a prompt of at most the model's context length ${contextLength} tokens but received ${prompt.length}`);
+  for (let i = 0; i < prompt.length; i++) {
+    const t = prompt[i]!;
+    if (!Number.isInteger(t) || t < 0 || t >= vocabSize)
+      throw new RangeError(`Expected token ids in [0, ${vocabSize}) in the prompt but received ${String(t)} at index ${i}`);
+  }
 }
 
 /** Index of the earliest stop string in text, or -1. */
@@ -151,7 +157,7 @@ export class SampleJob implements GenerationJob {
     this.#r = resolveGenerateOptions(options, tok);
     this.#contextLength = ctx.model.config.contextLength;
     this.#vocab = ctx.model.config.vocabSize;
-    checkPrompt(prompt, this.#contextLength);
+    checkPrompt(prompt, this.#contextLength, this.#vocab);
     this.#sampler = new Sampler(options);
     this.#topLogprobs = check.int(options.topLogprobs ?? 0, 'topLogprobs', 0, 20);
     if (spec) check.int(spec.draftMax, 'draftMax', 1, 64);

@@ -105,7 +105,11 @@ export function specFromHuggingFace(src: HuggingFaceSource, config?: Record<stri
   });
   let size = 0;
   for (const [, id] of entries) size = Math.max(size, id + 1);
-  if (size > 1 << 24) fail(`Expected token ids below ${1 << 24} but received ${size - 1}`);
+  // Ids are (nearly) dense in every real vocabulary; a table sized by one huge id would be a
+  // memory bomb (one id of 2^24 - 1 meant 16.7M placeholder tokens).
+  const maxSize = Math.min(1 << 24, 2 * entries.length + 1024);
+  if (size > maxSize)
+    fail(`Expected token ids below ${maxSize} (twice the ${entries.length} tokens given, plus 1024) but received ${size - 1}`);
   const tokens: (string | undefined)[] = new Array(size);
   const types = new Uint8Array(size).fill(TOKEN_TYPE.UNUSED);
   for (const [text, id, t] of entries) {
