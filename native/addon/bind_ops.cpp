@@ -86,12 +86,18 @@ static Napi::Value Binary(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// embedding(table, dtype, vocab, dim, ids, out)
+// embedding(table, dtype, vocab, dim, ids, out); table f32/f16/bf16 or Q8_0/Q4_0 blocks (Uint8Array)
 static Napi::Value Embedding(const Napi::CallbackInfo& info) {
   DType dt = arg_dtype(info, 1, "dtype");
-  if (dt != DType::F32 && dt != DType::F16 && dt != DType::BF16) fail("table dtype must be f32, f16 or bf16");
+  const bool blocks = dt == DType::Q8_0 || dt == DType::Q4_0;
+  if (dt != DType::F32 && dt != DType::F16 && dt != DType::BF16 && !blocks) fail("table dtype must be f32, f16, bf16, q8_0 or q4_0");
   int64_t vocab = arg_int(info, 2, "vocab", 1, kMax), dim = arg_int(info, 3, "dim", 1, kMax);
-  const void* table = arg_typed(info, 0, "table", dt, mul_checked(vocab, dim, "table"));
+  if (blocks && dim % 32)
+    fail(std::string("dim (") + std::to_string(dim) + ") of a " + dtype_name(dt) + " table must be a multiple of 32");
+  // Block tables: vocab * dim / 32 blocks of 34 (Q8_0) or 18 (Q4_0) bytes.
+  const int64_t len = blocks ? mul_checked(mul_checked(vocab, dim / 32, "table"), dt == DType::Q8_0 ? 34 : 18, "table")
+                             : mul_checked(vocab, dim, "table");
+  const void* table = arg_typed(info, 0, "table", dt, len);
   int64_t n = 0;
   const int32_t* ids = arg_i32(info, 4, "ids", -1, &n);
   float* out = arg_f32(info, 5, "out", mul_checked(n, dim, "out"));

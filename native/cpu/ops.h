@@ -8,7 +8,9 @@
 
 namespace tessera {
 
-// out (n, dim) = table (vocab, dim)[ids]; table f32/f16/bf16. ids must be in [0, vocab).
+// out (n, dim) = table (vocab, dim)[ids]; table f32/f16/bf16, or Q8_0/Q4_0 blocks (dim a multiple
+// of 32; each row is dim / 32 blocks, dequantised exactly as cpu_dequantize_q*_0). ids must be in
+// [0, vocab).
 void cpu_embedding(const void* table, DType type, int64_t vocab, int64_t dim, const int32_t* ids,
                    int64_t n, float* out);
 

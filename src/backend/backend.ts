@@ -10,7 +10,6 @@
  *    run exactly in place (`out` is then the very memory of `x`, or of `a`/`b`, `gate`/`up`).
  */
 import * as check from '../tensor/check.js';
-import { FLOAT_DTYPES } from '../tensor/dtype.js';
 import { IntWeight } from '../tensor/int-weight.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { AttentionPlan, Kernels, WeightData, WeightType } from './kernels.js';
@@ -262,9 +261,14 @@ export class Backend {
     return y;
   }
 
-  /** Rows of table (vocab, dim) (f32/f16/bf16) for ids (i32, any shape) -> (...ids.shape, dim) f32. */
+  /**
+   * Rows of table (vocab, dim) for ids (i32, any shape) -> (...ids.shape, dim) f32. The table is
+   * f32/f16/bf16, or q8_0/q4_0 GGML blocks (dim a multiple of 32, which a Tensor of those dtypes
+   * guarantees), of which only the looked-up rows are dequantised (as llama.cpp's get_rows):
+   * bit-identical to dequantising the whole table.
+   */
   embedding(table: Tensor, ids: Tensor, out?: Tensor | null): Tensor<'f32'> {
-    check.tensor(table, 'table', FLOAT_DTYPES);
+    check.tensor(table, 'table', WEIGHT_DTYPES);
     check.rank(table, 'table', 2);
     check.tensor(ids, 'ids', I32);
     const [vocab, dim] = table.shape as [number, number];
@@ -272,7 +276,7 @@ export class Backend {
     check.idsInRange(ids, 'ids', 0, vocab);
     const y = output(out, [...ids.shape, dim]);
     check.disjoint('embedding', [['out', y]], [['table', table], ['ids', ids]]);
-    this.#k.embedding({ table: table.data as Float32Array | Uint16Array, dtype: table.dtype as 'f32' | 'f16' | 'bf16', vocab, dim, ids: ids.data as Int32Array, out: y.data });
+    this.#k.embedding({ table: table.data as WeightData, dtype: table.dtype as WeightType, vocab, dim, ids: ids.data as Int32Array, out: y.data });
     return y;
   }
 

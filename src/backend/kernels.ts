@@ -74,8 +74,8 @@ export interface BinaryPlan {
 }
 
 export interface EmbeddingPlan {
-  table: Float32Array | Uint16Array; // (vocab, dim)
-  dtype: 'f32' | 'f16' | 'bf16';
+  table: WeightData; // (vocab, dim) in dtype; q8_0/q4_0: vocab * dim/32 GGML blocks (dim a multiple of 32)
+  dtype: WeightType;
   vocab: number;
   dim: number;
   ids: Int32Array; // (n)

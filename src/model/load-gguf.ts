@@ -196,11 +196,13 @@ export function llamaWeightsFromGGUF(g: GGUFFile, c: LlamaConfig, options: GGUFW
           }),
     });
   }
-  // The embedding is a row lookup on f32/f16/bf16 tables: quantised ones are dequantised exactly
-  // (to f32); a tied output still runs on the packed form.
-  const tokEmbd = get('token_embd.weight', [c.vocabSize, c.dim], false, qmode === 'f16' ? 'f16' : 'f32')!;
+  // The embedding looks rows up in the table as loaded: a Q8_0/Q4_0 one stays packed (mapped, not
+  // copied; Backend.embedding dequantises only the rows it reads, as llama.cpp's get_rows), or is
+  // dequantised with the other matrices under quantized 'f16' / 'f32'. Without output.weight the
+  // same tensor is the LM head (linear runs on the packed form).
+  const tokEmbd = get('token_embd.weight', [c.vocabSize, c.dim])!;
   const outNorm = vec('output_norm.weight', c.dim)!;
-  const output = get('output.weight', [c.vocabSize, c.dim], true) ?? get('token_embd.weight', [c.vocabSize, c.dim])!;
+  const output = get('output.weight', [c.vocabSize, c.dim], true) ?? tokEmbd;
   // Like llama.cpp ("wrong number of tensors"): a tensor the model does not read means the file
   // and its metadata disagree (a wrong block_count, expert_count, or an unsupported feature).
   const unused = g.tensors.find((t) => !used.has(t.name));

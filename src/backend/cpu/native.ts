@@ -42,7 +42,7 @@ export interface NativeAddon {
   activation(x: F32, y: F32, act: number): void;
   swiglu(gate: F32, up: F32, y: F32): void;
   binary(a: F32, b: F32, y: F32, op: number): void;
-  embedding(table: F32 | Uint16Array, dtype: number, vocab: number, dim: number, ids: I32, out: F32): void;
+  embedding(table: F32 | Uint16Array | Uint8Array, dtype: number, vocab: number, dim: number, ids: I32, out: F32): void;
   rope(x: F32, y: F32, pos: I32, T: number, H: number, D: number, rotDim: number, theta: number, freqScale: number, neox: boolean): void;
   alibiSlopes(nHeads: number, maxBias: number, out: F32): void;
   moeRoute(logits: F32, T: number, E: number, k: number, renormalize: boolean, weights: F32, experts: I32, offsets: I32, order: I32): void;

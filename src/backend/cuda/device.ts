@@ -402,6 +402,8 @@ export class CudaDevice {
     return y;
   }
 
+  /** Rows of table (vocab, dim) f32/f16/bf16 for ids (n) i32 -> (n, dim) f32. Q8_0/Q4_0 tables are
+   *  not device dtypes (upload refuses them): dequantise one on the host first (Tensor.toFloat32). */
   embedding(table: DeviceTensor, ids: DeviceTensor, out?: DeviceTensor): DeviceTensor {
     expectTensor(table, 'table', ['f32', 'f16', 'bf16'], 2);
     expectTensor(ids, 'ids', ['i32'], 1);
