@@ -25,27 +25,31 @@ static void softmax(const float* x, float* y, int64_t rows, int64_t cols, float 
       }
       for (; i < cols; i++) smax = xr[i] * scale > smax ? xr[i] * scale : smax;
       if (std::isinf(smax) && smax < 0) smax = 0;  // all -inf row: avoid inf - inf (softmax 0, log-softmax NaN)
-      // acc_d sums the exponents: NaN exactly when the row holds a NaN or a +inf (inf - inf), and
-      // then the whole row is NaN, as PyTorch and ggml give it (the vector exp may not carry NaN).
-      S::V vmax = S::set1(smax), acc = S::zero(), acc_d = S::zero();
+      // A row holding a NaN or a scaled +inf is NaN throughout, as PyTorch and ggml give it. Tested
+      // on the scalar values: neither the vector max nor the vector exp is relied on to carry NaN
+      // (a sum of the exponents did, and an -O1 sanitizer build of one ISA lost it).
+      bool bad = false;
+      for (i = 0; i < cols; i++) {
+        float v = xr[i] * scale;
+        bad |= (v != v) | (v == std::numeric_limits<float>::infinity());
+      }
+      if (bad) {
+        for (i = 0; i < cols; i++) yr[i] = std::numeric_limits<float>::quiet_NaN();
+        continue;
+      }
+      S::V vmax = S::set1(smax), acc = S::zero();
       for (i = 0; i + S::W <= cols; i += S::W) {
         S::V d = S::sub(S::mul(S::load(xr + i), vs), vmax);
         S::V e = S::exp(d);
         if (!log) S::store(yr + i, e);
         acc = S::add(acc, e);
-        acc_d = S::add(acc_d, d);
       }
-      float sum = S::hsum(acc), sum_d = S::hsum(acc_d);
+      float sum = S::hsum(acc);
       for (; i < cols; i++) {
         float d = xr[i] * scale - smax;
         float e = std::exp(d);
         if (!log) yr[i] = e;
         sum += e;
-        sum_d += d;
-      }
-      if (std::isnan(sum_d) || std::isnan(smax)) {
-        for (i = 0; i < cols; i++) yr[i] = std::numeric_limits<float>::quiet_NaN();
-        continue;
       }
       if (log) {
         float lse = smax + std::log(sum);
