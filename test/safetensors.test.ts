@@ -86,6 +86,11 @@ describe('safetensors', () => {
     expect(() => openSafetensorsDir(dir)).toThrow(/is not a shard file name/);
     writeFileSync(path.join(dir, 'model.safetensors.index.json'), readFileSync(path.join(HF, 'config.json')).subarray(0, 20));
     expect(() => openSafetensorsDir(dir)).toThrow(/model.safetensors.index.json: not valid JSON/);
+    // Deep nesting is refused before JSON.parse spends seconds on it (a fuzzed config.json of 5M brackets took 3.2 s).
+    writeFileSync(path.join(dir, 'model.safetensors.index.json'), `{"weight_map": ${'['.repeat(2_000_000)}${']'.repeat(2_000_000)}}`);
+    expect(() => openSafetensorsDir(dir)).toThrow(/model.safetensors.index.json: not valid JSON \(nested deeper than 64 levels at position 78\)/);
+    writeFileSync(path.join(dir, 'model.safetensors.index.json'), `{"weight_map": {"a": "[[[[{{{{\\"[[[["}, "b": ${'['.repeat(63)}${']'.repeat(63)}}`);
+    expect(() => openSafetensorsDir(dir)).toThrow(/\[\[\[\[{{{{"\[\[\[\[: cannot open/); // brackets in strings and 63 levels pass the depth check: the shard is looked for
     for (const [json, msg] of [['null', /expected a JSON object but received null/], ['[1]', /expected a JSON object but received an array/], ['{"weight_map": null}', /missing weight_map/], ['{"weight_map": []}', /missing weight_map/]] as const) {
       writeFileSync(path.join(dir, 'model.safetensors.index.json'), json);
       expect(() => openSafetensorsDir(dir)).toThrow(ModelFileError);

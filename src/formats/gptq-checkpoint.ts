@@ -13,6 +13,7 @@ import { ModelFileError } from './errors.js';
 import { loadSafetensor, type SafetensorsEntry } from './safetensors.js';
 import { GptqFormatError, validateGptq, zeroWords, type GptqBits, type GptqLinear, type GptqZeroFormat } from '../tensor/gptq.js';
 import { Tensor } from '../tensor/tensor.js';
+import { parseJson } from './json.js';
 
 export interface GptqCheckpointConfig {
   bits: GptqBits;
@@ -32,7 +33,7 @@ export function readGptqConfig(dir: string): GptqCheckpointConfig | null {
   const cfgFile = path.join(dir, 'config.json');
   if (existsSync(cfgFile)) {
     try {
-      const j = JSON.parse(readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
+      const j = parseJson(readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
       if (j.quantization_config && typeof j.quantization_config === 'object') raw = j.quantization_config as Record<string, unknown>;
     } catch {
       // config.json errors are reported by the config reader
@@ -42,7 +43,7 @@ export function readGptqConfig(dir: string): GptqCheckpointConfig | null {
   if (!raw && existsSync(qc)) {
     source = 'quantize_config.json';
     try {
-      raw = JSON.parse(readFileSync(qc, 'utf8')) as Record<string, unknown>;
+      raw = parseJson(readFileSync(qc, 'utf8')) as Record<string, unknown>;
     } catch (err) {
       throw new ModelFileError('quantize_config.json', `not valid JSON (${(err as Error).message})`);
     }

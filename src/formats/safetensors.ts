@@ -10,6 +10,7 @@ import path from 'node:path';
 import { Tensor } from '../tensor/tensor.js';
 import { ModelFileError } from './errors.js';
 import { fileBytes, fileIdentity, firstOverlap, writeFileReplacing, type FileIdentity } from './tensor-data.js';
+import { parseJson } from './json.js';
 
 const DTYPE_BYTES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
 const MAX_HEADER = 100 * 2 ** 20;
@@ -56,7 +57,7 @@ export function readSafetensorsHeader(file: string): SafetensorsFile {
     readSync(fd, hb, 0, hb.length, 8);
     let header: unknown;
     try {
-      header = JSON.parse(hb.toString('utf8'));
+      header = parseJson(hb.toString('utf8'));
     } catch (err) {
       return fail(`header is not valid JSON (${(err as Error).message})`);
     }
@@ -106,7 +107,7 @@ export function openSafetensorsDir(dir: string): Map<string, SafetensorsEntry> {
   if (!existsSync(index)) throw new ModelFileError(path.basename(dir), 'no model.safetensors or model.safetensors.index.json in the directory');
   let idx: { weight_map?: Record<string, string> } | null;
   try {
-    idx = JSON.parse(readFileSync(index, 'utf8'));
+    idx = parseJson(readFileSync(index, 'utf8')) as typeof idx;
   } catch (err) {
     throw new ModelFileError('model.safetensors.index.json', `not valid JSON (${(err as Error).message})`);
   }

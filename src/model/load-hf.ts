@@ -14,6 +14,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { weightReader } from './weight-reader.js';
 import { checkLlamaConfig, type LlamaConfig } from './config.js';
 import type { LinearWeight, LlamaWeights } from './llama.js';
+import { parseJson } from '../formats/json.js';
 
 const ARCHS: Record<string, string> = { LlamaForCausalLM: 'llama', MistralForCausalLM: 'mistral', Qwen2ForCausalLM: 'qwen2', MixtralForCausalLM: 'mixtral' };
 
@@ -23,7 +24,7 @@ function readConfigJson(dir: string): Record<string, unknown> {
   if (!existsSync(file)) throw new ModelFileError(path.basename(dir), 'no config.json in the directory');
   let j: unknown;
   try {
-    j = JSON.parse(readFileSync(file, 'utf8'));
+    j = parseJson(readFileSync(file, 'utf8'));
   } catch (err) {
     throw new ModelFileError('config.json', `not valid JSON (${(err as Error).message})`);
   }

@@ -14,6 +14,7 @@ import { compileFileRegex } from './regex-safety.js';
 import type { SpecialIds, TokenizerSpec } from './spec.js';
 import { byteLevelEncode, parseByteToken } from './unicode.js';
 import { TOKEN_TYPE, Vocab } from './vocab.js';
+import { parseJson } from '../formats/json.js';
 
 /** A parsed tokenizer.json, its JSON text, or a path to it. */
 export type HuggingFaceSource = string | Record<string, unknown>;
@@ -39,7 +40,7 @@ export function specFromHuggingFace(src: HuggingFaceSource, config?: Record<stri
   if (typeof src === 'string') {
     if (src.trimStart().startsWith('{')) {
       try {
-        json = JSON.parse(src);
+        json = parseJson(src);
       } catch (err) {
         throw new TypeError(`Expected valid JSON text for json but received text that does not parse: ${(err as Error).message}`);
       }
@@ -52,14 +53,14 @@ export function specFromHuggingFace(src: HuggingFaceSource, config?: Record<stri
         throw new ModelFileError(source, `cannot open: ${(err as Error).message}`);
       }
       try {
-        json = JSON.parse(text);
+        json = parseJson(text);
       } catch (err) {
         throw new ModelFileError(source, `Expected JSON but the file does not parse: ${(err as Error).message}`);
       }
       const cfgPath = path.join(path.dirname(src), 'tokenizer_config.json');
       if (config === undefined && existsSync(cfgPath)) {
         try {
-          config = JSON.parse(readFileSync(cfgPath, 'utf8')) as Json;
+          config = parseJson(readFileSync(cfgPath, 'utf8')) as Json;
         } catch (err) {
           throw new ModelFileError('tokenizer_config.json', `Expected JSON but the file does not parse: ${(err as Error).message}`);
         }
