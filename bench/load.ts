@@ -19,11 +19,11 @@
  *   --read   also run tessera with TESSERA_NO_MMAP=1 (tensors read into memory, the old path)
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TINYLLAMA, writeRandomModel } from './random-model.js';
+import { ensureRandomModel, TINYLLAMA } from './random-model.js';
 
 const CTX = 2048; // KV cache: tokens per sequence, both runtimes
 const PROMPT = [1, 450, 4996, 17354, 1701, 432, 17204, 975]; // 8 tokens
@@ -139,12 +139,7 @@ console.log(`tessera load bench — ${new Date().toISOString().slice(0, 10)} —
 mkdirSync(dir, { recursive: true });
 const table: Record<string, unknown>[] = [];
 for (const type of types) {
-  const file = path.join(dir, `${SHAPE.name}-random-${SHAPE.layers}L-${type}.gguf`);
-  if (!existsSync(file)) {
-    const t0 = performance.now();
-    writeRandomModel(file, SHAPE, type);
-    console.log(`wrote ${file} (${(statSync(file).size / 1e9).toFixed(2)} GB) in ${((performance.now() - t0) / 1e3).toFixed(0)} s`);
-  }
+  const file = ensureRandomModel(dir, SHAPE, type);
   const fileBytes = statSync(file).size;
   warm(file);
   const variants: { name: string; runtime: string; env?: NodeJS.ProcessEnv }[] = [

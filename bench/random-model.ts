@@ -2,6 +2,8 @@
  * Random-weight Llama-family GGUF files of a real model's shape (written by tessera's GGUF writer),
  * for speed comparisons: the kernels' speed does not depend on the weights' values.
  */
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import path from 'node:path';
 import { writeGGUF } from '../src/formats/gguf.js';
 import { llamaGGUFMetadata, syntheticSpmVocab } from '../src/formats/llama-gguf.js';
 
@@ -52,5 +54,17 @@ export function writeRandomModel(file: string, s: RandomShape, type: 'F16' | 'Q8
             m(`blk.${l}.ffn_up_exps.weight`, s.ffn, s.dim, type, s.experts), m(`blk.${l}.ffn_down_exps.weight`, s.dim, s.ffn, type, s.experts)]
         : [m(`blk.${l}.ffn_gate.weight`, s.ffn, s.dim), m(`blk.${l}.ffn_up.weight`, s.ffn, s.dim), m(`blk.${l}.ffn_down.weight`, s.dim, s.ffn)]));
   writeGGUF(file, meta, tensors);
+}
+
+/** The random model of this shape and type under dir, written (and timed) if it is not there yet; its path. */
+export function ensureRandomModel(dir: string, s: RandomShape, type: 'F16' | 'Q8_0' | 'Q4_0'): string {
+  const file = path.join(dir, `${s.name}-random-${s.layers}L-${type}.gguf`);
+  if (!existsSync(file)) {
+    mkdirSync(dir, { recursive: true });
+    const t0 = performance.now();
+    writeRandomModel(file, s, type);
+    console.log(`wrote ${file} (${(statSync(file).size / 1e9).toFixed(2)} GB) in ${((performance.now() - t0) / 1e3).toFixed(0)} s`);
+  }
+  return file;
 }
 

@@ -21,14 +21,14 @@
  *   npm run bench:serve [-- --types F16,Q4_0] [-- --streams 1,4,16,64] [-- --prompt 64] [-- --gen 128]
  *                       [-- --small] (4 layers) [-- --no-llamacpp] [-- --http [--interleave R]] [-- --json FILE] [-- --dir DIR]
  */
-import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
 import { Engine } from '../src/index.js';
 import { createServer } from '../src/server/server.js';
-import { TINYLLAMA, writeRandomModel } from './random-model.js';
+import { ensureRandomModel, TINYLLAMA } from './random-model.js';
 
 const args = process.argv.slice(2);
 const arg = (n: string) => {
@@ -225,12 +225,7 @@ async function main() {
   mkdirSync(dir, { recursive: true });
   const out: Record<string, unknown> = {};
   for (const type of types) {
-    const file = path.join(dir, `${SHAPE.name}-random-${SHAPE.layers}L-${type}.gguf`);
-    if (!existsSync(file)) {
-      const t0 = performance.now();
-      writeRandomModel(file, SHAPE, type);
-      console.log(`wrote ${file} (${(statSync(file).size / 1e9).toFixed(2)} GB) in ${((performance.now() - t0) / 1e3).toFixed(0)} s`);
-    }
+    const file = ensureRandomModel(dir, SHAPE, type);
     console.log(`${type}:`);
     const ours = await benchTessera(file);
     const theirs = withLlama ? await benchLlamaCpp(file) : null;

@@ -19,6 +19,7 @@ import path from 'node:path';
 import { Engine, type EngineGenerateOptions } from '../src/engine/engine.js';
 import type { Prompt } from '../src/engine/protocol.js';
 import { runtimeInfo } from '../src/backend/index.js';
+import { Rng } from '../fuzz/rng.js';
 
 // ---- options ------------------------------------------------------------------------------------------
 
@@ -75,29 +76,6 @@ function parseArgs(argv: string[]): Options {
 }
 
 // ---- random requests -------------------------------------------------------------------------------------
-
-class Rng {
-  #a: number;
-  constructor(seed: number) {
-    this.#a = seed >>> 0;
-  }
-  next(): number {
-    this.#a = (this.#a + 0x6d2b79f5) >>> 0;
-    let t = this.#a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  pick<T>(a: readonly T[]): T {
-    return a[this.int(a.length)]!;
-  }
-}
 
 const CHATML = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 const PROMPTS = ['Once upon a time', 'The little dog', 'Lily and Ben went to the park.', 'One day, a girl named Sue', 'Tom had a red ball', 'The sun was hot and', ' '];

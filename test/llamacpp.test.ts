@@ -6,7 +6,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { getBackend } from '../src/index.js';
 import { readGGUF, writeGGUF } from '../src/formats/gguf.js';
 import { llamaGGUFMetadata, spmVocabOf } from '../src/formats/llama-gguf.js';
@@ -15,45 +15,15 @@ import { LlamaModel } from '../src/model/llama.js';
 import { PagedKvCache } from '../src/runtime/kv/cache.js';
 import { nativeAvailable, randn, relL2, rng } from './helpers.js';
 import { forwardTokens } from '../src/runtime/runner.js';
+import { useLlamaCpp } from './llamacpp-peer.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const STORIES = path.join(root, 'models/stories260K/stories260K.gguf');
 const FIX = path.join(root, 'test/fixtures/stories260K');
 const backend = nativeAvailable ? 'cpu' : 'js';
 
-type Llama = Awaited<ReturnType<typeof import('node-llama-cpp').getLlama>>;
-let llama: Llama | null = null;
-
-beforeAll(async () => {
-  const { getLlama } = await import('node-llama-cpp');
-  llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
-}, 120_000);
-afterAll(async () => {
-  await llama?.dispose();
-});
-
 /** llama.cpp's log-probabilities at every position of `tokens`. */
-async function llamaCppLogProbs(file: string, tokens: number[], vocab: number): Promise<Float64Array[]> {
-  const model = await llama!.loadModel({ modelPath: file });
-  try {
-    const ctx = await model.createContext({
-      contextSize: 256, flashAttention: false, threads: { ideal: 2, min: 1 }, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32',
-    } as never);
-    try {
-      const seq = ctx.getSequence();
-      const res = await seq.controlledEvaluate(tokens.map((t) => [t, { generateNext: { probabilities: true } }]) as never);
-      return res.map((r) => {
-        const row = new Float64Array(vocab).fill(Number.NaN);
-        for (const [k, p] of r!.next!.probabilities!) row[k] = Math.log(p);
-        return row;
-      });
-    } finally {
-      await ctx.dispose();
-    }
-  } finally {
-    await model.dispose();
-  }
-}
+const llamaCppLogProbs = useLlamaCpp();
 
 function ourLogits(file: string, tokens: number[], be: 'cpu' | 'js' = backend): Float32Array[] {
   const g = readGGUF(file);

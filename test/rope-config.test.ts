@@ -8,7 +8,7 @@
 import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { getBackend } from '../src/index.js';
 import { GGUF_VALUE, readGGUF, writeGGUF, type GGUFMetadataEntry } from '../src/formats/gguf.js';
 import { llamaGGUFMetadata, spmVocabOf } from '../src/formats/llama-gguf.js';
@@ -20,6 +20,7 @@ import { PagedKvCache } from '../src/runtime/kv/cache.js';
 import { forwardTokens } from '../src/runtime/runner.js';
 import { nativeAvailable, randn, relL2, rng, writeSafetensors } from './helpers.js';
 import { llamaForwardRef, type LlamaRefConfig, type LlamaRefWeights } from './reference.js';
+import { useLlamaCpp } from './llamacpp-peer.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const STORIES = path.join(root, 'models/stories260K/stories260K.gguf');
@@ -94,36 +95,14 @@ function ggufModel(file: string): LlamaModel {
   return new LlamaModel(c, llamaWeightsFromGGUF(g, c), backend);
 }
 
-type Llama = Awaited<ReturnType<typeof import('node-llama-cpp').getLlama>>;
-let llama: Llama | null = null;
-beforeAll(async () => {
-  const { getLlama } = await import('node-llama-cpp');
-  llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
-}, 120_000);
-afterAll(async () => {
-  await llama?.dispose();
-});
+const llamaCpp = useLlamaCpp();
 
-/** llama.cpp's log-probabilities at every position (F32 KV cache), as in llamacpp.test.ts. */
+/** llama.cpp's log-probabilities at every position of TOKENS, one flat (positions x vocab) array. */
 async function llamaCppLogProbs(file: string): Promise<Float64Array> {
-  const model = await llama!.loadModel({ modelPath: file });
-  try {
-    const ctx = await model.createContext({
-      contextSize: 64, flashAttention: false, threads: { ideal: 2, min: 1 }, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32',
-    } as never);
-    try {
-      const res = await ctx.getSequence().controlledEvaluate(TOKENS.map((t) => [t, { generateNext: { probabilities: true } }]) as never);
-      const out = new Float64Array(TOKENS.length * S.vocab).fill(Number.NaN);
-      res.forEach((r, i) => {
-        for (const [k, p] of r!.next!.probabilities!) out[i * S.vocab + k] = Math.log(p);
-      });
-      return out;
-    } finally {
-      await ctx.dispose();
-    }
-  } finally {
-    await model.dispose();
-  }
+  const rows = await llamaCpp(file, TOKENS, S.vocab, 64);
+  const out = new Float64Array(TOKENS.length * S.vocab);
+  rows.forEach((r, i) => out.set(r, i * S.vocab));
+  return out;
 }
 
 /** Relative L2 between rows with each row's mean removed (log-probs and logits differ by a per-row constant). */
