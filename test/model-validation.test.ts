@@ -182,7 +182,7 @@ describe('Hugging Face config.json is validated at load', () => {
     ['rope_scaling yarn', { rope_scaling: { type: 'yarn', factor: 4 } }, /rope_scaling.type "yarn" is not supported \(tessera applies RoPE scaling types default and linear\)/],
     ['rope_scaling llama3', { rope_scaling: { rope_type: 'llama3', factor: 8 } }, /rope_scaling.rope_type "llama3" is not supported/],
     ['rope_parameters dynamic', { rope_parameters: { rope_type: 'dynamic', factor: 2, rope_theta: 10000 } }, /rope_parameters.rope_type "dynamic" is not supported/],
-    ['rope_scaling without a type', { rope_scaling: { factor: 4 } }, /rope_scaling.type undefined is not supported/],
+    ['rope_scaling without a type', { rope_scaling: { factor: 4 } }, /rope_scaling names no scaling type \(neither rope_scaling.rope_type nor rope_scaling.type is present\)/],
     ['linear scaling without a factor', { rope_scaling: { type: 'linear' } }, /missing rope_scaling.factor/],
     ['linear scaling with a negative factor', { rope_scaling: { type: 'linear', factor: -2 } }, /rope_scaling.factor = -2 must be a finite number > 0/],
     ['rope_scaling a string', { rope_scaling: 'linear' }, /rope_scaling must be an object or null but is "linear"/],

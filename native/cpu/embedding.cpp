@@ -1,6 +1,7 @@
 #include "common/errors.h"
 #include "common/thread_pool.h"
 #include "cpu/ops.h"
+#include "cpu/weight_convert.h"
 
 namespace tessera {
 
@@ -17,27 +18,13 @@ void cpu_embedding(const void* table, DType type, int64_t vocab, int64_t dim, co
         case DType::F32: for (int64_t d = 0; d < dim; d++) o[d] = ((const float*)table)[row + d]; break;
         case DType::F16: for (int64_t d = 0; d < dim; d++) o[d] = fp16_to_fp32(((const uint16_t*)table)[row + d]); break;
         case DType::BF16: for (int64_t d = 0; d < dim; d++) o[d] = bf16_to_fp32(((const uint16_t*)table)[row + d]); break;
-        // Only this row's dim / 32 blocks, with cpu_dequantize_q*_0's arithmetic (each product is
-        // exact in f32), so the row equals that of the whole table dequantised first.
-        case DType::Q8_0: {
-          const uint8_t* blk = (const uint8_t*)table + (row / 32) * 34;
-          for (int64_t b = 0; b < dim / 32; b++, blk += 34) {
-            const float s = fp16_to_fp32((uint16_t)(blk[0] | (blk[1] << 8)));
-            for (int j = 0; j < 32; j++) o[b * 32 + j] = s * (float)(int8_t)blk[2 + j];
-          }
+        // Only this row's dim / 32 blocks, dequantised as the whole table would be.
+        case DType::Q8_0:
+          for (int64_t b = 0; b < dim / 32; b++) dequantize_block_q8_0((const uint8_t*)table + (row / 32 + b) * 34, o + b * 32);
           break;
-        }
-        case DType::Q4_0: {
-          const uint8_t* blk = (const uint8_t*)table + (row / 32) * 18;
-          for (int64_t b = 0; b < dim / 32; b++, blk += 18) {
-            const float s = fp16_to_fp32((uint16_t)(blk[0] | (blk[1] << 8)));
-            for (int j = 0; j < 16; j++) {
-              o[b * 32 + j] = (float)((blk[2 + j] & 0x0F) - 8) * s;
-              o[b * 32 + j + 16] = (float)((blk[2 + j] >> 4) - 8) * s;
-            }
-          }
+        case DType::Q4_0:
+          for (int64_t b = 0; b < dim / 32; b++) dequantize_block_q4_0((const uint8_t*)table + (row / 32 + b) * 18, o + b * 32);
           break;
-        }
         default: break;
       }
     }

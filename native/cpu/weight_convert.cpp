@@ -43,28 +43,15 @@ void cpu_repack_q4_0(const uint8_t* blocks, int64_t N, int64_t K, int32_t* qweig
   });
 }
 
-// The products below are exact in f32 (an 11-bit scale times an 8- or 4-bit integer), so the
-// result is bit-identical to src/tensor/quant.ts's dequantize whatever the evaluation order.
 void cpu_dequantize_q8_0(const uint8_t* blocks, int64_t n, float* out) {
   parallel_range(n / 32, 1024, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; b++) {
-      const uint8_t* o = blocks + b * 34;
-      const float d = fp16_to_fp32((uint16_t)(o[0] | (o[1] << 8)));
-      for (int j = 0; j < 32; j++) out[b * 32 + j] = d * (float)(int8_t)o[2 + j];
-    }
+    for (int64_t b = b0; b < b1; b++) dequantize_block_q8_0(blocks + b * 34, out + b * 32);
   });
 }
 
 void cpu_dequantize_q4_0(const uint8_t* blocks, int64_t n, float* out) {
   parallel_range(n / 32, 1024, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; b++) {
-      const uint8_t* o = blocks + b * 18;
-      const float d = fp16_to_fp32((uint16_t)(o[0] | (o[1] << 8)));
-      for (int j = 0; j < 16; j++) {
-        out[b * 32 + j] = (float)((o[2 + j] & 0x0F) - 8) * d;
-        out[b * 32 + j + 16] = (float)((o[2 + j] >> 4) - 8) * d;
-      }
-    }
+    for (int64_t b = b0; b < b1; b++) dequantize_block_q4_0(blocks + b * 18, out + b * 32);
   });
 }
 

@@ -4,7 +4,23 @@
 #pragma once
 #include <cstdint>
 
+#include "common/dtype.h"
+
 namespace tessera {
+
+// One block's 32 values, ggml's dequantize_row_q*_0 arithmetic. Each product is exact in f32 (an
+// 11-bit scale times an 8- or 4-bit integer), so the values equal src/tensor/quant.ts's bit for bit.
+inline void dequantize_block_q8_0(const uint8_t* blk, float* out) {
+  const float d = fp16_to_fp32((uint16_t)(blk[0] | (blk[1] << 8)));
+  for (int j = 0; j < 32; j++) out[j] = d * (float)(int8_t)blk[2 + j];
+}
+inline void dequantize_block_q4_0(const uint8_t* blk, float* out) {
+  const float d = fp16_to_fp32((uint16_t)(blk[0] | (blk[1] << 8)));
+  for (int j = 0; j < 16; j++) {
+    out[j] = (float)((blk[2 + j] & 0x0F) - 8) * d;
+    out[j + 16] = (float)((blk[2 + j] >> 4) - 8) * d;
+  }
+}
 
 // blocks: N rows of K / 32 Q4_0 blocks (18 bytes: f16 d, 16 bytes of nibbles).
 // qweight: (ceil(N / 16), K / 8, 16) int32, each word 8 consecutive 4-bit values of one column.

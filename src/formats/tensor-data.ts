@@ -7,7 +7,7 @@
  * TESSERA_NO_MMAP=1 forces reading (a file on a network file system, or one that may be
  * truncated while in use: a mapped page past a file's new end faults with SIGBUS).
  */
-import { closeSync, fstatSync, openSync, readSync, renameSync, unlinkSync, type Stats } from 'node:fs';
+import { closeSync, fchmodSync, fstatSync, fsyncSync, openSync, readSync, realpathSync, renameSync, statSync, unlinkSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { loadNative } from '../backend/cpu/native.js';
 import { ModelFileError } from './errors.js';
@@ -105,15 +105,25 @@ export function firstOverlap<T extends { offset: number; byteLength: number }>(r
  * write leaves no partial file behind.
  */
 export function writeFileReplacing(file: string, write: (fd: number) => void): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${Math.random().toString(36).slice(2, 8)}.tmp`);
-  const fd = openSync(tmp, 'w');
+  // A link is followed (the file it names is replaced, the link stays) and the old file's mode kept.
+  let target = file, mode: number | undefined;
+  try {
+    target = realpathSync(file);
+    mode = statSync(target).mode & 0o7777;
+  } catch {
+    // a new file
+  }
+  const tmp = path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${Math.random().toString(36).slice(2, 8)}.tmp`);
+  const fd = openSync(tmp, 'w', mode);
   try {
     try {
       write(fd);
+      if (mode !== undefined) fchmodSync(fd, mode);
+      fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
-    renameSync(tmp, file);
+    renameSync(tmp, target);
   } catch (err) {
     try {
       unlinkSync(tmp);

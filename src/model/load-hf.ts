@@ -116,6 +116,7 @@ function rope(j: Record<string, unknown>, num: NumReader, fail: (m: string) => n
     if (r.rope_theta !== undefined) thetas.push(positive(`${key}.rope_theta`, num('rope_theta', undefined, false, r, `${key}.rope_theta`)));
     const typeKey = r.rope_type !== undefined ? 'rope_type' : 'type';
     const type = r[typeKey] ?? (key === 'rope_parameters' ? 'default' : undefined);
+    if (type === undefined) fail(`${key} names no scaling type (neither ${key}.rope_type nor ${key}.type is present)`);
     if (type === 'linear') scales.push(positive(`${key}.factor`, num('factor', undefined, false, r, `${key}.factor`)));
     else if (type === 'default') scales.push([`${key}.${typeKey} = "default"`, 1]);
     else fail(`${key}.${typeKey} ${JSON.stringify(type)} is not supported (tessera applies RoPE scaling types default and linear)`);

@@ -66,7 +66,6 @@ export function resolveGenerateOptions(o: GenerateOptions, tok: TextTokenizer): 
   return { maxTokens, stop, stopTokens };
 }
 
-/** Throws unless a prompt has at least one token and fits the model's context. */
 /** A prompt this model can run: non-empty, within the context, every id in the vocabulary (checked here, so a bad id fails its own request, not the batch it would join). */
 export function checkPrompt(prompt: readonly number[], contextLength: number, vocabSize: number): void {
   if (prompt.length === 0) throw new RangeError('Expected a non-empty prompt (at least one token)');

@@ -7,8 +7,9 @@
  * interpreter's steps (every node it evaluates, every element `range()` produces), the size of any
  * string or list it builds, wall time, and a cancel hook that another thread can trip (the Engine
  * shares an abort flag with its worker). Breaking a limit throws ChatTemplateError for that render
- * alone; nothing is allocated past the limits first (`range(300000000)` is refused before it builds
- * its list).
+ * alone. `range()` pays before it builds its list (`range(300000000)` is refused, not allocated);
+ * other values are measured once built, so one filter call such as `indent(900000000)` may allocate
+ * a large transient string (or hit the engine's string limit) before it is refused.
  */
 import * as jinja from '@huggingface/jinja';
 

@@ -1,5 +1,5 @@
 import type { AlibiPlan, EmbeddingPlan, RopePlan } from '../kernels.js';
-import { f16DecodeTable } from '../../tensor/half.js';
+import { dequantizeBlocks } from '../../tensor/quant.js';
 import { weightsAsF32 } from './linear.js';
 
 export function embedding(p: EmbeddingPlan): void {
@@ -12,29 +12,10 @@ export function embedding(p: EmbeddingPlan): void {
   }
 }
 
-/**
- * Rows of a Q8_0 / Q4_0 table: only each looked-up row's dim / 32 blocks are dequantised, with
- * src/tensor/quant.ts dequantize's arithmetic (each product is exact in f32: an 11-bit scale times
- * an 8- or 4-bit integer), so the rows equal those of the whole table dequantised first.
- */
+/** Rows of a Q8_0 / Q4_0 table: only each looked-up row's dim / 32 blocks are dequantised, as the whole table would be. */
 function embeddingBlocks(table: Uint8Array, dtype: 'q8_0' | 'q4_0', dim: number, ids: Int32Array, out: Float32Array): void {
-  const f16 = f16DecodeTable();
-  const nb = dim / 32, bytes = dtype === 'q8_0' ? 34 : 18;
-  for (let i = 0; i < ids.length; i++) {
-    let src = ids[i]! * nb * bytes, dst = i * dim;
-    for (let b = 0; b < nb; b++, src += bytes, dst += 32) {
-      const d = f16[table[src]! | (table[src + 1]! << 8)]!;
-      if (dtype === 'q8_0') {
-        for (let j = 0; j < 32; j++) out[dst + j] = d * ((table[src + 2 + j]! << 24) >> 24);
-      } else {
-        for (let j = 0; j < 16; j++) {
-          const q = table[src + 2 + j]!;
-          out[dst + j] = ((q & 0x0f) - 8) * d;
-          out[dst + j + 16] = ((q >> 4) - 8) * d;
-        }
-      }
-    }
-  }
+  const rowBytes = (dim / 32) * (dtype === 'q8_0' ? 34 : 18);
+  for (let i = 0; i < ids.length; i++) out.set(dequantizeBlocks(dtype, table.subarray(ids[i]! * rowBytes, (ids[i]! + 1) * rowBytes), dim), i * dim);
 }
 
 export function rope(p: RopePlan): void {
