@@ -4,7 +4,7 @@
  * message names the argument: "Expected X for Y but received Z".
  */
 import { types } from 'node:util';
-import { storageLength, type DType } from './dtype.js';
+import type { DType } from './dtype.js';
 import { describe } from './describe.js';
 import { DisposedError, Tensor } from './tensor.js';
 
@@ -25,8 +25,10 @@ export function tensor(t: unknown, name: string, dtypes?: readonly DType[]): Ten
  */
 export function intact(t: Tensor, name: string): void {
   const d = t.data;
-  view(d, name);
-  const n = storageLength(t.dtype, t.shape, t.size);
+  const n = t.storageLength;
+  // Every op runs this on every tensor: two field reads in the common case (what view() finds on
+  // a raw array, the Tensor found once when it was made, and a detached buffer has length 0).
+  if (t.sharedMemory || d.length === 0) view(d, name);
   if (d.length !== n) {
     const buf = d.buffer as ArrayBuffer & { resizable?: boolean };
     const why = isDetached(buf) ? 'its ArrayBuffer was detached (transferred)' : buf.resizable ? 'its ArrayBuffer was resized' : 'its length changed';
@@ -36,7 +38,9 @@ export function intact(t: Tensor, name: string): void {
 
 /** A typed array an op reads or writes: over a live, unshared ArrayBuffer (see intact). */
 export function view(d: ArrayBufferView, name: string): void {
-  if (types.isSharedArrayBuffer(d.buffer))
+  const b = d.buffer;
+  // instanceof is the fast answer on every op; an ArrayBuffer of another realm falls through to the exact test
+  if (!(b instanceof ArrayBuffer) && types.isSharedArrayBuffer(b))
     throw new TypeError(
       `Expected ${name}'s data over an ArrayBuffer but received ${describe(d)} over a SharedArrayBuffer (another thread could change it while a kernel reads it; copy it into an ArrayBuffer)`,
     );
@@ -66,32 +70,45 @@ export type Operand = readonly [name: string, data: Tensor | ArrayBufferView | n
  * lists the [output, input] pairs an elementwise op may run in place: there the output must cover
  * the input exactly. Re-checks every Tensor (intact) since option getters may have run since.
  */
-export function disjoint(op: string, outputs: readonly Operand[], inputs: readonly Operand[], inPlace: readonly (readonly [string, string])[] = []): void {
-  const all: { name: string; d: ArrayBufferView; out: boolean }[] = [];
-  for (const [list, out] of [[outputs, true], [inputs, false]] as const) {
-    for (const [name, x] of list) {
-      if (x === null || x === undefined) continue;
-      if (x instanceof Tensor) intact(x, name);
-      else view(x, name);
-      all.push({ name, d: x instanceof Tensor ? x.data : x, out });
+export function disjoint(op: string, outputs: readonly Operand[], inputs: readonly Operand[], inPlace: readonly (readonly [string, string])[] = NONE): void {
+  // Runs on every op of every forward: no allocation, the common case is a few pointer compares.
+  for (let i = 0; i < outputs.length; i++) usable(outputs[i]!);
+  for (let i = 0; i < inputs.length; i++) usable(inputs[i]!);
+  for (let i = 0; i < outputs.length; i++) {
+    const [aName, ax] = outputs[i]!;
+    if (ax === null || ax === undefined) continue;
+    const a = bytes(ax);
+    for (let j = i + 1; j < outputs.length; j++) {
+      const [bName, bx] = outputs[j]!;
+      if (bx !== null && bx !== undefined && overlaps(a, bytes(bx)))
+        throw new RangeError(`Expected ${aName} not to overlap ${bName} but they share memory and ${op} writes both`);
     }
-  }
-  for (let i = 0; i < all.length; i++) {
-    const a = all[i]!;
-    if (!a.out) continue;
-    for (let j = 0; j < all.length; j++) {
-      const b = all[j]!;
-      if (j === i || (b.out && j < i) || !overlaps(a.d, b.d)) continue;
-      if (b.out) throw new RangeError(`Expected ${a.name} not to overlap ${b.name} but they share memory and ${op} writes both`);
-      const exact = a.d.byteOffset === b.d.byteOffset && a.d.byteLength === b.d.byteLength;
-      const allowed = inPlace.some(([o, x]) => o === a.name && x === b.name);
+    for (let j = 0; j < inputs.length; j++) {
+      const [bName, bx] = inputs[j]!;
+      if (bx === null || bx === undefined) continue;
+      const b = bytes(bx);
+      if (!overlaps(a, b)) continue;
+      const exact = a.byteOffset === b.byteOffset && a.byteLength === b.byteLength;
+      const allowed = inPlace.some(([o, x]) => o === aName && x === bName);
       if (allowed && exact) continue;
       throw new RangeError(
-        `Expected ${a.name} not to overlap an input of this op but it shares memory with ${b.name} in ${op}` +
-          (allowed ? ` (in place, ${a.name} must cover ${b.name} exactly)` : ''),
+        `Expected ${aName} not to overlap an input of this op but it shares memory with ${bName} in ${op}` +
+          (allowed ? ` (in place, ${aName} must cover ${bName} exactly)` : ''),
       );
     }
   }
+}
+
+const NONE: readonly (readonly [string, string])[] = [];
+
+function usable([name, x]: Operand): void {
+  if (x === null || x === undefined) return;
+  if (x instanceof Tensor) intact(x, name);
+  else view(x, name);
+}
+
+function bytes(x: Tensor | ArrayBufferView): ArrayBufferView {
+  return x instanceof Tensor ? x.data : x;
 }
 
 function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {

@@ -2,6 +2,7 @@ import { BLOCK_TYPES, DTYPE_BYTES, STORAGE_CTOR, isDType, storageLength, type DT
 import { dequantizeBlocks, quantizeBlocks } from './quant.js';
 import { decodeHalf, encodeHalf } from './half.js';
 import { describe } from './describe.js';
+import { types } from 'node:util';
 
 /** Thrown when a disposed object is used. */
 export class DisposedError extends Error {
@@ -34,6 +35,10 @@ export class Tensor<D extends DType = DType> {
   readonly dtype: D;
   readonly shape: readonly number[];
   #data: StorageOf[D] | null;
+  /** data.length at construction, which the shape fixes: an op compares it to find a detached or shrunk buffer. */
+  readonly storageLength: number;
+  /** Whether data lies over a SharedArrayBuffer (ops refuse it; check.intact), found once here. */
+  readonly sharedMemory: boolean;
 
   constructor(dtype: D, shape: readonly number[], data?: StorageOf[D]) {
     if (!isDType(dtype)) throw new TypeError(`Expected a dtype (f32|f16|bf16|i8|i32|u8) for dtype but received ${describe(dtype)}`);
@@ -50,6 +55,8 @@ export class Tensor<D extends DType = DType> {
     this.dtype = dtype;
     this.shape = Object.freeze([...shape]);
     this.#data = data;
+    this.storageLength = n;
+    this.sharedMemory = !(data.buffer instanceof ArrayBuffer) && types.isSharedArrayBuffer(data.buffer);
   }
 
   /** A tensor from numbers (encoded to f16/bf16 or quantised to q8_0/q4_0 as needed) or its storage typed array (no copy;
