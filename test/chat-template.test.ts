@@ -11,7 +11,7 @@ import { nativeAvailable } from './helpers.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const STORIES = path.join(root, 'models/stories260K/stories260K.gguf');
-const QWEN3 = JSON.parse(readFileSync(path.join(root, '../shared/models/vocab/qwen3/tokenizer_config.json'), 'utf8')).chat_template as string;
+const QWEN3 = JSON.parse(readFileSync(path.join(root, 'test/fixtures/vocab/qwen3-tokenizer_config.json'), 'utf8')).chat_template as string;
 const backend = nativeAvailable ? 'cpu' : 'js';
 const user = [{ role: 'user', content: 'hi' }];
 const nested = (n: number) => `{% for i in range(${n}) %}{% for j in range(${n}) %}{% for k in range(${n}) %}x{% endfor %}{% endfor %}{% endfor %}`;
