@@ -258,6 +258,23 @@ describe('tokenizer.json with a catastrophic pattern', () => {
     expect(() => Tokenizer.fromHuggingFaceJSON(tokenizer(null, evilReplace))).toThrow(/normalizer\.normalizers\[1\]\.pattern\.Regex.*exponential/);
   });
 
+  it('a Sequence is bounded in length, and a repeated pattern is analysed once but compiled fresh each time', () => {
+    const split = { type: 'Split', pattern: { Regex: '(?:ab)+|a|b' }, behavior: 'Isolated' };
+    // A fuzzed file chaining 5,002 pre-tokenizers took seconds to load (each regex analysed) and to encode.
+    const long = { type: 'Sequence', pretokenizers: Array.from({ length: 65 }, () => split) };
+    expect(() => Tokenizer.fromHuggingFaceJSON(tokenizer(long))).toThrow(/^tokenizer\.json: Expected at most 64 steps in pre_tokenizer\.pretokenizers but received 65/);
+    const longNorm = { type: 'Sequence', normalizers: Array.from({ length: 65 }, () => ({ type: 'NFC' })) };
+    expect(() => Tokenizer.fromHuggingFaceJSON(tokenizer(null, longNorm))).toThrow(/at most 64 steps in normalizer\.normalizers but received 65/);
+    const ok = { type: 'Sequence', pretokenizers: Array.from({ length: 64 }, () => split) };
+    expect(Tokenizer.fromHuggingFaceJSON(tokenizer(ok)).encode('ababa')).toEqual([2, 2, 0]);
+    // The memo keeps the verdict, not the RegExp: global regexes carry lastIndex, so each caller gets its own.
+    const a = compileFileRegex('(?:ab)+|a|b', 'x'), b = compileFileRegex('(?:ab)+|a|b', 'y');
+    expect(a).not.toBe(b);
+    expect(a.source).toBe(b.source);
+    expect(() => compileFileRegex('(a+)+$', 'z')).toThrow(/exponential/);
+    expect(() => compileFileRegex('(a+)+$', 'z')).toThrow(/exponential/); // refusals are never remembered as safe
+  });
+
   it('names the file it was read from', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'tessera-redos-'));
     try {

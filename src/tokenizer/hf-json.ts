@@ -242,6 +242,7 @@ function parseNormalizer(n: unknown, where: string, fail: (m: string) => never):
     }
     case 'Sequence': {
       if (!Array.isArray(n.normalizers)) return fail(`Expected an array for ${where}.normalizers but received ${show(n.normalizers)}`);
+      checkSequence(n.normalizers, `${where}.normalizers`, fail);
       const steps = n.normalizers.map((x, i) => parseNormalizer(x, `${where}.normalizers[${i}]`, fail)).filter((x) => x !== null);
       return (s, first) => steps.reduce((acc, f) => f!(acc, first), s);
     }
@@ -302,6 +303,7 @@ function parsePreTokenizer(p: unknown, where: string, fail: (m: string) => never
   switch (p.type) {
     case 'Sequence': {
       if (!Array.isArray(p.pretokenizers)) return fail(`Expected an array for ${where}.pretokenizers but received ${show(p.pretokenizers)}`);
+      checkSequence(p.pretokenizers, `${where}.pretokenizers`, fail);
       const parts = p.pretokenizers.map((x, i) => parsePreTokenizer(x, `${where}.pretokenizers[${i}]`, fail));
       const steps = parts.map((x) => x.step).filter((x): x is Step => x !== undefined);
       return { step: (pieces, first) => steps.reduce((acc, s) => s(acc, first), pieces), byteLevel: parts.some((x) => x.byteLevel) };
@@ -386,6 +388,7 @@ function parseDecoder(d: unknown, where: string, dec: TokenizerSpec['decode'], f
       return;
     case 'Sequence':
       if (!Array.isArray(d.decoders)) return fail(`Expected an array for ${where}.decoders but received ${show(d.decoders)}`);
+      checkSequence(d.decoders, `${where}.decoders`, fail);
       d.decoders.forEach((x, i) => parseDecoder(x, `${where}.decoders[${i}]`, dec, fail));
       return;
     default:
@@ -433,3 +436,11 @@ function parsePostProcessor(p: unknown, vocab: Vocab, fail: (m: string) => never
       return {};
   }
 }
+
+/** Steps a Sequence may chain. Released tokenizers use at most a handful; each step runs over all the text. */
+export const MAX_SEQUENCE_STEPS = 64;
+
+function checkSequence(steps: unknown[], where: string, fail: (msg: string) => never): void {
+  if (steps.length > MAX_SEQUENCE_STEPS) fail(`Expected at most ${MAX_SEQUENCE_STEPS} steps in ${where} but received ${steps.length}`);
+}
+

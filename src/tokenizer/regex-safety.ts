@@ -53,6 +53,9 @@ const MAX_PATTERN_LENGTH = 65_536;
  * exponential or high-polynomial time.
  */
 export function compileFileRegex(pattern: string, where: string): RegExp {
+  // A verdict is the pattern's alone: a file repeating one pattern pays for one analysis.
+  const known = SAFE.get(pattern);
+  if (known !== undefined) return new RegExp(known, 'gu');
   if (pattern.length > MAX_PATTERN_LENGTH)
     throw new RangeError(`Expected a regex of at most ${MAX_PATTERN_LENGTH} characters for ${where} but received one of ${pattern.length}`);
   let parsed: ParsedRegex;
@@ -65,8 +68,13 @@ export function compileFileRegex(pattern: string, where: string): RegExp {
   }
   const why = backtrackingHazard(parsed);
   if (why !== undefined) throw new Error(`Expected a regex that cannot backtrack catastrophically for ${where} but received ${show(pattern)}: ${why}`);
+  if (SAFE.size >= 256) SAFE.clear();
+  SAFE.set(pattern, parsed.js);
   return re;
 }
+
+/** Patterns found safe, with their JS translation. */
+const SAFE = new Map<string, string>();
 
 /** Why matching this regex with a backtracking engine can take exponential or high-polynomial time; undefined when it cannot. */
 export function backtrackingHazard(parsed: ParsedRegex): string | undefined {
