@@ -97,6 +97,24 @@ describe('Engine with a hostile chat template', () => {
     }
   });
 
+  it('text that cannot fit the context is refused before it is encoded (a template can amplify a few messages into megabytes)', async () => {
+    const engine = await Engine.load(STORIES, { backend });
+    try {
+      const ctx = engine.info.config.contextLength;
+      const amplify = `{{ messages | map(attribute='content') | join('${'-'.repeat(3000)}') }}`;
+      const many = Array.from({ length: 1000 }, () => ({ role: 'user', content: 'hi' }));
+      await expect(engine.generate({ messages: many, template: amplify }, { maxTokens: 1 })).rejects.toThrow(
+        new RegExp(`^Expected a prompt of at most the model's context length ${ctx} tokens but received 2999000 characters of text, far more than ${ctx} tokens of at most \\d+ bytes each can hold$`),
+      );
+      await expect(engine.generate('x'.repeat(2_000_000), { maxTokens: 1 })).rejects.toThrow(/received 2000000 characters of text/);
+      // Text under the bound still goes to the encoder, whose token count decides.
+      await expect(engine.generate('Once upon a time '.repeat(700), { maxTokens: 1 })).rejects.toThrow(/Expected a prompt of at most the model's context length \d+ tokens but received \d+$/);
+      expect((await engine.generate('Once upon a time', { temperature: 0, maxTokens: 3 })).completionTokens).toBe(3);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
   it('an abort reaches a render in progress (it ends as aborted, not as a template timeout)', async () => {
     const engine = await Engine.load(STORIES, { backend });
     try {

@@ -33,6 +33,21 @@ function errorMessage(id: number | null, err: unknown): Response {
   return { type: 'error', id, ...serializeError(err) }; // the Engine rebuilds the error's class
 }
 
+/**
+ * Text that can fit the context, or a RangeError before the encoder spends seconds on it (a chat
+ * template can turn a few messages into megabytes). A token stands for at most maxPieceBytes bytes
+ * and a UTF-16 unit for at least one byte, so more than ctx * maxPieceBytes units cannot fit; the
+ * factor 4 leaves room for normalizers that shorten text (NFC composing a letter and its marks).
+ */
+function fits(text: string): string {
+  const { model, tokenizer } = loaded!;
+  const ctx = model.config.contextLength;
+  const limit = 4 * ctx * tokenizer.maxPieceBytes;
+  if (text.length > limit)
+    throw new RangeError(`Expected a prompt of at most the model's context length ${ctx} tokens but received ${text.length} characters of text, far more than ${ctx} tokens of at most ${tokenizer.maxPieceBytes} bytes each can hold`);
+  return text;
+}
+
 /** Tokenizes a request and hands it to the scheduler as a job. */
 function start(req: Extract<Request, { type: 'generate' }>): void {
   const { tokenizer } = loaded!;
@@ -43,7 +58,7 @@ function start(req: Extract<Request, { type: 'generate' }>): void {
     return;
   }
   let prompt: number[];
-  if (typeof req.prompt === 'string') prompt = tokenizer.encode(req.prompt, { addBos: req.options.addBos ?? true, parseSpecial: true });
+  if (typeof req.prompt === 'string') prompt = tokenizer.encode(fits(req.prompt), { addBos: req.options.addBos ?? true, parseSpecial: true });
   else if (Array.isArray(req.prompt)) prompt = req.prompt;
   else {
     let text: string;
@@ -58,7 +73,7 @@ function start(req: Extract<Request, { type: 'generate' }>): void {
     }
     // Templates that write the BOS text themselves must not get a second BOS.
     const bos = tokenizer.bosId === undefined ? '' : tokenizer.piece(tokenizer.bosId);
-    prompt = tokenizer.encode(text, { addBos: req.options.addBos ?? (tokenizer.addBos && !(bos && text.startsWith(bos))), parseSpecial: true });
+    prompt = tokenizer.encode(fits(text), { addBos: req.options.addBos ?? (tokenizer.addBos && !(bos && text.startsWith(bos))), parseSpecial: true });
   }
   const id = req.id;
   // With tokenTexts each token (and each top-logprob alternative) carries its own text (the

@@ -32,6 +32,7 @@ const WORD_CACHE_MAX_LENGTH = 64;
 export class Tokenizer {
   readonly #spec: TokenizerSpec;
   readonly #wordCache = new Map<string, number[]>();
+  #maxPieceBytes = 0;
 
   private constructor(spec: TokenizerSpec) {
     this.#spec = spec;
@@ -123,6 +124,21 @@ export class Tokenizer {
   piece(id: number): string {
     checkId(this.#spec, id, 'id');
     return this.#spec.vocab.tokens[id]!;
+  }
+
+  /** The most bytes of text one token stands for (special tokens as their text); found once. */
+  get maxPieceBytes(): number {
+    if (this.#maxPieceBytes === 0) {
+      const out: number[] = [];
+      let max = 1;
+      for (let id = 0; id < this.#spec.vocab.tokens.length; id++) {
+        out.length = 0;
+        pieceBytes(this.#spec, id, {}, { runStart: false }, out);
+        if (out.length > max) max = out.length;
+      }
+      this.#maxPieceBytes = max;
+    }
+    return this.#maxPieceBytes;
   }
 
   /** The bytes the token stands for in decoded text (special tokens as their text). */
