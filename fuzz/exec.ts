@@ -269,6 +269,8 @@ export function execute(target: string, dir: string): Outcome {
         const text = tok.applyChatTemplate(inp.messages as never, {
           template: inp.template as string, addGenerationPrompt: inp.addGenerationPrompt === true, variables: inp.variables as Record<string, unknown>,
         });
+        // As the Engine does: text that cannot fit a context (here 4096 tokens) is refused unencoded.
+        if (text.length > 4 * 4096 * tok.maxPieceBytes) return { status: 'error', message: `RangeError: ${text.length} characters cannot fit 4096 tokens` };
         const ids = tok.encode(text, { parseSpecial: true });
         checkIds(ids, tok.vocabSize, 'template encode');
         return { status: 'ok', message: '' };
