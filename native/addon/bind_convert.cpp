@@ -30,7 +30,7 @@ static Napi::Value DequantizeBlocks(const Napi::CallbackInfo& info) {
   int64_t n = 0;
   float* out = arg_f32(info, 2, "out", -1, &n);
   if (n % 32) fail("out has " + std::to_string(n) + " elements, not a multiple of 32");
-  const auto* blocks = (const uint8_t*)arg_typed(info, 0, "blocks", dt, (n / 32) * (dt == DType::Q8_0 ? 34 : 18));
+  const auto* blocks = (const uint8_t*)arg_typed(info, 0, "blocks", dt, (n / 32) * quant_block_bytes(dt));
   check_aliasing({"out"});
   if (dt == DType::Q8_0) cpu_dequantize_q8_0(blocks, n, out);
   else cpu_dequantize_q4_0(blocks, n, out);

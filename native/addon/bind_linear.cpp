@@ -24,7 +24,7 @@ static Napi::Value Linear(const Napi::CallbackInfo& info) {
     // N rows of K / 32 blocks of 34 (q8_0) or 18 (q4_0) bytes, in a Uint8Array.
     if (p.K % 32)
       fail(std::string("K = ") + std::to_string(p.K) + " is not a multiple of 32, as " + dtype_name(p.wtype) + " weights need");
-    const int64_t block = p.wtype == DType::Q8_0 ? 34 : 18;
+    const int64_t block = quant_block_bytes(p.wtype);
     p.w = arg_typed(info, 1, "w", p.wtype, mul_checked(mul_checked(p.N, p.K / 32, "w"), block, "w"));
   } else {
     p.w = arg_typed(info, 1, "w", p.wtype, mul_checked(p.N, p.K, "w"));

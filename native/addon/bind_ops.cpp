@@ -95,7 +95,7 @@ static Napi::Value Embedding(const Napi::CallbackInfo& info) {
   if (blocks && dim % 32)
     fail(std::string("dim (") + std::to_string(dim) + ") of a " + dtype_name(dt) + " table must be a multiple of 32");
   // Block tables: vocab * dim / 32 blocks of 34 (Q8_0) or 18 (Q4_0) bytes.
-  const int64_t len = blocks ? mul_checked(mul_checked(vocab, dim / 32, "table"), dt == DType::Q8_0 ? 34 : 18, "table")
+  const int64_t len = blocks ? mul_checked(mul_checked(vocab, dim / 32, "table"), quant_block_bytes(dt), "table")
                              : mul_checked(vocab, dim, "table");
   const void* table = arg_typed(info, 0, "table", dt, len);
   int64_t n = 0;

@@ -9,6 +9,9 @@ namespace tessera {
 // 16 bytes of 4-bit values); their storage unit is the byte, so dtype_size is 1.
 enum class DType : int32_t { F32 = 0, F16 = 1, BF16 = 2, I8 = 3, I32 = 4, U8 = 5, Q8_0 = 6, Q4_0 = 7 };
 
+// Bytes of one 32-value block of a packed type (0 for the others).
+constexpr int64_t quant_block_bytes(DType t) { return t == DType::Q8_0 ? 34 : t == DType::Q4_0 ? 18 : 0; }
+
 inline int64_t dtype_size(DType t) {
   switch (t) {
     case DType::F32: case DType::I32: return 4;

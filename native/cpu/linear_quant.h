@@ -36,7 +36,7 @@ static constexpr int64_t kQK = 32;  // values per block
 
 template <DType WT>
 static constexpr int64_t q_block_bytes() {
-  return WT == DType::Q8_0 ? 34 : 18;
+  return quant_block_bytes(WT);
 }
 
 // Layout of the quantised activations, per weight type and ISA. Rows are padded to whole groups
