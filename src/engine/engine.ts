@@ -8,6 +8,7 @@ import * as check from '../tensor/check.js';
 import { DisposedError } from '../tensor/tensor.js';
 import type { Delta, FinishReason, GenerateOptions, SpeculationStats } from '../runtime/generate.js';
 import type { SchedulerStats } from '../runtime/scheduler.js';
+import { bundledModelPath } from './bundled.js';
 import { reviveError } from './errors.js';
 import type { ChatMessage, ModelInfo, Prompt, Request, Response } from './protocol.js';
 
@@ -96,9 +97,18 @@ export class Engine {
     });
   }
 
-  /** Loads a model (GGUF file, Hugging Face directory or llama2.c .bin) in a new worker. */
-  static load(path: string, options: EngineOptions = {}): Promise<Engine> {
-    if (typeof path !== 'string' || !path) return Promise.reject(new TypeError('Expected a model file path for path'));
+  /**
+   * Loads a model (GGUF file, Hugging Face directory or llama2.c .bin) in a new worker. Without a
+   * path (`Engine.load()`, `Engine.load({ backend: 'js' })`) it loads the bundled stories260K
+   * (`bundledModelPath`), a toy that writes children's stories.
+   */
+  static load(options?: EngineOptions): Promise<Engine>;
+  static load(path?: string, options?: EngineOptions): Promise<Engine>;
+  static load(pathOrOptions?: string | EngineOptions, maybeOptions?: EngineOptions): Promise<Engine> {
+    const onlyOptions = typeof pathOrOptions === 'object' && pathOrOptions !== null && !Array.isArray(pathOrOptions) && maybeOptions === undefined;
+    const path: unknown = pathOrOptions === undefined || onlyOptions ? bundledModelPath : pathOrOptions;
+    const options: EngineOptions = (onlyOptions ? pathOrOptions : maybeOptions) ?? {};
+    if (typeof path !== 'string' || !path) return Promise.reject(new TypeError('Expected a model file path (or nothing, for the bundled model) for path'));
     try {
       const o = check.options<EngineOptions>(options, 'options');
       if (o.backend !== undefined) check.oneOf(o.backend, 'options.backend', ['cpu', 'js', 'auto'] as const);
