@@ -344,9 +344,15 @@ describe('Engine chat', () => {
       expect(r.value.text).toBe(direct.text); // "<s>" from the template is BOS itself, not added twice
       expect(r.value.promptTokens).toBe(direct.promptTokens);
       await expect(engine.generate({ messages: [{ role: 'user' }] } as never)).rejects.toThrow(/Expected a string, an array of token ids or \{ messages/);
-      await expect(engine.generate({ messages: [{ role: 'user', content: 'hi' }] })).rejects.toThrow(/chat template/);
     } finally {
       await engine.dispose();
+    }
+    // The bundled GGUF carries a chat template; the F16 fixture is the published file, without one.
+    const bare = await Engine.load(path.join(FIX, 'stories260K-F16.gguf'), { backend });
+    try {
+      await expect(bare.generate({ messages: [{ role: 'user', content: 'hi' }] })).rejects.toThrow(/chat template/);
+    } finally {
+      await bare.dispose();
     }
   });
 });
