@@ -5,7 +5,8 @@
  */
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
-import type { Backend } from '../backend/backend.js';
+import { Backend } from '../backend/backend.js';
+import { getBackend } from '../backend/index.js';
 import { ModelFileError } from '../formats/errors.js';
 import { GGUF_MAGIC, readGGUF, type GGUFFile } from '../formats/gguf.js';
 import { readLlama2c, readLlama2cHeader } from '../formats/llama2c.js';
@@ -58,7 +59,9 @@ function modelKind(file: string): 'hf' | 'gguf' | 'llama2c' {
   throw new ModelFileError(name, 'not a GGUF file (tessera reads GGUF files, Hugging Face directories and llama2.c .bin checkpoints)');
 }
 
-export function loadModelFile(file: string, backend: Backend, onProgress?: (done: number, total: number) => void): LoadedModel {
+/** Loads a model to run on `backend` (default: getBackend(), the native 'cpu' backend when built, else 'js'). */
+export function loadModelFile(file: string, backend: Backend = getBackend(), onProgress?: (done: number, total: number) => void): LoadedModel {
+  if (!(backend instanceof Backend)) throw new TypeError(`Expected a Backend (from getBackend()) or nothing for backend but received ${backend === null ? 'null' : typeof backend}`);
   const kind = modelKind(file);
   if (kind === 'hf') {
     const config = llamaConfigFromHF(file);
