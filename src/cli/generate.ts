@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { Engine } from '../engine/engine.js';
 import { UsageError } from './errors.js';
-import { backendName, defaultModelPath, MAX_TOKENS, num, parse } from './common.js';
+import { backendName, defaultModelPath, MAX_TOKENS, num, parse, progress } from './common.js';
 
 export const GENERATE_HELP = `Usage: tessera generate [-m FILE] [-p TEXT] [options]
 
@@ -14,14 +14,14 @@ Options:
                             (config.json + safetensors + tokenizer.json) or llama2.c .bin
   -p, --prompt TEXT         Prompt text (default: "Once upon a time")
   -n, --max-tokens N        Tokens to generate (default 128)
-      --temperature T       0 = greedy (default 0.8)
+      --temperature T       0 = greedy (default 0.8); alias --temp
       --top-k K             Keep the K most likely tokens, 0 = off (default 40)
       --top-p P             Nucleus sampling threshold, 1 = off (default 0.95)
       --min-p P             Drop tokens below P x the top probability (default 0.05)
       --repeat-penalty R    Repetition penalty over the last 64 tokens (default 1 = off)
       --presence-penalty X  (default 0)
       --frequency-penalty X (default 0)
-      --seed S              RNG seed for reproducible sampling (default random)
+  -s, --seed S              RNG seed for reproducible sampling (default random)
       --beams B             Beam search with B beams (deterministic; sampling options ignored;
                             the best beam is printed when the search ends)
       --length-penalty X    Beam search length normalisation exponent (default 1)
@@ -32,7 +32,8 @@ Options:
       --ignore-eos          Keep generating past end-of-sequence
       --no-bos              Do not prepend the BOS token
       --backend B           cpu | js | auto (default auto)
-      --threads N           Native threads (default: available cores)
+  -t, --threads N           Native threads (default: available cores)
+  -ngl, --n-gpu-layers N    Accepted for llama.cpp habits and ignored (no per-layer offload)
   -v, --verbose             Print load progress and timing to stderr
   -h, --help                Show this help
 `;
@@ -97,9 +98,9 @@ export async function generateCommand(argv: string[]): Promise<void> {
     draftModel: a['draft-model'],
     lookupNgram,
     draftMax,
-    onProgress: verbose ? (d, t) => process.stderr.write(`\rloading tensors ${d}/${t}`) : undefined,
+    onProgress: verbose ? progress('loading tensors') : undefined,
   });
-  if (verbose) process.stderr.write(`\nloaded ${model} (${engine.info.config.architecture}, ${engine.info.backend} backend) in ${((performance.now() - t0) / 1e3).toFixed(2)} s\n`);
+  if (verbose) process.stderr.write(`loaded ${model} (${engine.info.config.architecture}, ${engine.info.backend} backend) in ${((performance.now() - t0) / 1e3).toFixed(2)} s\n`);
   const ac = new AbortController();
   const onSigint = () => ac.abort();
   process.once('SIGINT', onSigint);

@@ -15,7 +15,8 @@ Options:
   -p, --prompt TEXT  Or a text (tokenized with BOS)
       --out FILE     Output file
       --backend B    cpu | js | auto
-      --threads N    Native threads
+  -t, --threads N    Native threads
+  -ngl N             Accepted for llama.cpp habits and ignored (no per-layer offload)
   -h, --help         Show this help
 `;
 

@@ -3,6 +3,7 @@ import { runtimeInfo } from '../backend/index.js';
 import { cudaStatus } from '../backend/cuda/device.js';
 import { VERSION } from '../version.js';
 import { UsageError } from './errors.js';
+import { didYouMean } from './common.js';
 import { benchCommand } from './bench.js';
 import { chatCommand } from './chat.js';
 import { generateCommand } from './generate.js';
@@ -35,6 +36,12 @@ Commands:
 Options:
   -h, --help      Show this help (or a command's help: tessera <command> --help)
   -v, --version   Print the version and the kernel path in use
+
+llama.cpp spellings, in the commands that have the option:
+  --temp (--temperature)  -t (--threads)  -s (--seed)  -c, --ctx-size (--ctx)
+  -ngl, --n-gpu-layers N  accepted and ignored with a note: tessera has no per-layer GPU
+                          offload; the whole model runs on --backend
+An unknown command or option is refused with exit status 2 and the nearest name.
 
 Environment:
   TESSERA_ISA=scalar|avx2|avx512|avx512vnni
@@ -79,6 +86,12 @@ function info(args: string[]): void {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
+/** The command names, as HELP lists them (so a command added there is suggested too). */
+function commandNames(): string[] {
+  const list = HELP.slice(HELP.indexOf('Commands:'), HELP.indexOf('Options:'));
+  return [...list.matchAll(/^ {2}([a-z][a-z-]*)\s/gm)].map((m) => m[1]!);
+}
+
 export async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   try {
@@ -102,7 +115,8 @@ export async function main(argv: string[]): Promise<void> {
     if (cmd === 'inspect') return inspectCommand(rest);
     if (cmd === 'moe-stats') return moeStatsCommand(rest);
     if (cmd === 'bench') return benchCommand(rest);
-    throw new UsageError(`unknown command '${cmd}' (see tessera --help)`);
+    const near = didYouMean(cmd, commandNames());
+    throw new UsageError(`unknown command '${cmd}'${near ? `; did you mean ${near}?` : ''} (see tessera --help)`);
   } catch (err) {
     if (err instanceof UsageError || (err as Error)?.name === 'ModelFileError') {
       process.stderr.write(`tessera: ${(err as Error).message}\n`);

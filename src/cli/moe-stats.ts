@@ -1,7 +1,7 @@
 /** `tessera moe-stats`: expert load per layer and the load-balancing loss of a MoE model over a text. */
 import { readFileSync } from 'node:fs';
 import { moeStats } from '../runtime/moe-stats.js';
-import { inputFile, MODEL_OPTIONS, num, openModel, parse } from './common.js';
+import { inputFile, MODEL_OPTIONS, num, openModel, parse, progress } from './common.js';
 import { UsageError } from './errors.js';
 
 export const MOE_STATS_HELP = `Usage: tessera moe-stats -m FILE -f TEXTFILE [--ctx N] [--json]
@@ -14,10 +14,11 @@ Hugging Face computes it; k for perfectly uniform routing).
 Options:
   -m, --model FILE   MoE model
   -f, --file FILE    Text file
-      --ctx N        Tokens per forward window (default 512)
+  -c, --ctx N        Tokens per forward window (default 512); alias --ctx-size
       --json         Print JSON
       --backend B    cpu | js | auto
-      --threads N    Native threads
+  -t, --threads N    Native threads
+  -ngl N             Accepted for llama.cpp habits and ignored (no per-layer offload)
   -h, --help         Show this help
 `;
 
@@ -31,8 +32,7 @@ export function moeStatsCommand(argv: string[]): void {
   if (!model.config.experts) throw new UsageError('the model has no mixture-of-experts layers');
   if (ctx !== undefined && ctx > model.config.contextLength) throw new UsageError(`--ctx ${ctx} exceeds the model's context length ${model.config.contextLength}`);
   const tokens = tokenizer.encode(readFileSync(a.file, 'utf8'), { addBos: true });
-  const st = moeStats(model, tokens, { ctx, onProgress: (d, t) => process.stderr.write(`\r[${d}/${t}]`) });
-  process.stderr.write('\n');
+  const st = moeStats(model, tokens, { ctx, onProgress: progress('moe-stats windows') });
   if (a.json) return void process.stdout.write(JSON.stringify(st) + '\n');
   const out = [`${st.tokens} tokens, ${st.experts} experts, top-${st.k}`];
   for (const L of st.layers) {

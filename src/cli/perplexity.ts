@@ -1,12 +1,14 @@
 /** `tessera perplexity`: perplexity of a text file. */
 import { readFileSync } from 'node:fs';
 import { perplexity } from '../runtime/perplexity.js';
-import { inputFile, MAX_TOKENS, MODEL_OPTIONS, num, openModel, parse } from './common.js';
+import { inputFile, MAX_TOKENS, MODEL_OPTIONS, num, openModel, parse, progress } from './common.js';
 import { UsageError } from './errors.js';
 
-export const PERPLEXITY_HELP = `Usage: tessera perplexity [-m FILE] -f TEXTFILE [--ctx N] [--mode chunks|sliding] [--stride S]
+export const PERPLEXITY_HELP = `Usage: tessera perplexity [-m FILE] -f TEXTFILE [-c N] [--mode chunks|sliding] [--stride S]
 
-Prints the perplexity of the text under the model (default model: the bundled stories260K).
+Prints the perplexity of the text under the model (default model: the bundled stories260K) as
+llama-perplexity does: "Final estimate: PPL = X +/- Y", where Y is the standard error of the mean
+per-token negative log-likelihood, sqrt((mean(nll^2) - mean(nll)^2) / (N - 1)), times X.
 
 Modes:
   chunks   (default) llama.cpp's llama-perplexity convention: the tokenized text (BOS first) is
@@ -18,12 +20,13 @@ Modes:
 Options:
   -m, --model FILE   GGUF model
   -f, --file FILE    Text file
-      --ctx N        Context length (default 512, at most the model's)
+  -c, --ctx N        Context length (default 512, at most the model's); alias --ctx-size
       --mode M       chunks | sliding
       --stride S     Sliding-window step, below --ctx (default ctx/2)
-      --json         Print the result as JSON
+      --json         Print the result as JSON (ppl, pplError, nll, nllError, scoredTokens, ...)
       --backend B    cpu | js | auto
-      --threads N    Native threads
+  -t, --threads N    Native threads
+  -ngl N             Accepted for llama.cpp habits and ignored (no per-layer offload)
   -h, --help         Show this help
 `;
 
@@ -50,15 +53,20 @@ export function perplexityCommand(argv: string[]): void {
   if (ctx > model.config.contextLength) throw new UsageError(`--ctx ${ctx} exceeds the model's context length ${model.config.contextLength}`);
   if (stride !== undefined && stride >= ctx) throw new UsageError(`--stride ${stride} must be below --ctx ${ctx} (windows overlap by at least one token)`);
   const t0 = performance.now();
+  const report = progress(`perplexity ${mode === 'chunks' ? 'chunks' : 'windows'}`);
   const r = perplexity(model, tokens, {
     ctx,
     mode,
     stride,
     bosId: tokenizer.bosId ?? null,
-    onProgress: (d, t, ppl) => process.stderr.write(`\r[${d}/${t}] ppl ${ppl.toFixed(4)}`),
+    onProgress: (d, t, ppl) => report(d, t, `ppl ${ppl.toFixed(4)}`),
   });
-  process.stderr.write('\n');
   const secs = (performance.now() - t0) / 1e3;
   if (a.json) process.stdout.write(JSON.stringify({ ...r, ctx, mode, tokens: tokens.length, seconds: secs }) + '\n');
-  else process.stdout.write(`perplexity ${r.ppl.toFixed(4)} (${mode}, ctx ${ctx}, ${r.scoredTokens} tokens scored in ${r.windows} windows, ${secs.toFixed(1)} s)\n`);
+  else {
+    // llama-perplexity's line (it prints none when the spread cannot be estimated, below 2 tokens)
+    const estimate = Number.isFinite(r.pplError) ? ` +/- ${r.pplError.toFixed(5)}` : '';
+    process.stdout.write(`Final estimate: PPL = ${r.ppl.toFixed(4)}${estimate}\n` +
+      `(${mode}, ctx ${ctx}, ${r.scoredTokens} tokens scored in ${r.windows} windows, ${secs.toFixed(1)} s)\n`);
+  }
 }

@@ -31,7 +31,8 @@ Options:
       --draft-max K         Most draft tokens per step (default 8)
       --grace-ms MS         Shutdown grace period (default 10000)
       --backend B           cpu | js | auto (default auto)
-      --threads N           Native threads
+  -t, --threads N           Native threads
+  -ngl, --n-gpu-layers N    Accepted for llama.cpp habits and ignored (no per-layer offload)
   -h, --help                Show this help
 `;
 

@@ -8,6 +8,8 @@
  *    each window scores only the tokens the previous window did not, so every token after the
  *    first is scored exactly once with up to ctx - stride tokens of context.
  * Non-finite logits (a NaN perplexity) throw NonFiniteLogitsError naming the token position.
+ * The uncertainty is llama-perplexity's: the standard error of the mean per-token NLL,
+ * sqrt((E[nll^2] - E[nll]^2) / (N - 1)), carried to the perplexity to first order (ppl x that).
  */
 import type { LlamaModel } from '../model/llama.js';
 import * as check from '../tensor/check.js';
@@ -30,8 +32,12 @@ export interface PerplexityOptions {
 
 export interface PerplexityResult {
   ppl: number;
+  /** Standard error of ppl (ppl x nllError), as llama-perplexity's "PPL = X +/- Y"; NaN below 2 scored tokens. */
+  pplError: number;
   /** Mean negative log-likelihood (nats/token). */
   nll: number;
+  /** Standard error of the mean NLL over the scored tokens; NaN below 2 scored tokens. */
+  nllError: number;
   scoredTokens: number;
   windows: number;
 }
@@ -46,7 +52,7 @@ export function perplexity(model: LlamaModel, tokens: readonly number[], options
   const be = model.backend;
   const c = model.config;
   const cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, numBlocks: Math.ceil(ctx / 16) + 1, blockSize: 16 });
-  let sum = 0, count = 0, windows = 0;
+  let sum = 0, sumSq = 0, count = 0, windows = 0;
   // Scores targets[from..] of window `win` (logits row j predicts win[j+1]).
   const score = (win: number[], from: number, begin: number) => {
     cache.add(0);
@@ -64,6 +70,8 @@ export function perplexity(model: LlamaModel, tokens: readonly number[], options
       }
       sum += r.sum;
       count += r.count;
+      const nll = r.nll.data as Float32Array;
+      for (let j = 0; j < rows; j++) sumSq += nll[j]! * nll[j]!;
     } finally {
       cache.free(0);
     }
@@ -94,5 +102,9 @@ export function perplexity(model: LlamaModel, tokens: readonly number[], options
   } finally {
     cache.dispose();
   }
-  return { ppl: Math.exp(sum / count), nll: sum / count, scoredTokens: count, windows };
+  const mean = sum / count;
+  const ppl = Math.exp(mean);
+  // llama.cpp's one-pass form; a variance that rounds below zero (all NLLs equal) is zero.
+  const nllError = count > 1 ? Math.sqrt(Math.max(0, sumSq / count - mean * mean) / (count - 1)) : NaN;
+  return { ppl, pplError: ppl * nllError, nll: mean, nllError, scoredTokens: count, windows };
 }
