@@ -25,6 +25,7 @@ export type {
 export { VERSION } from './version.js';
 export { Engine, type EngineOptions, type EngineGenerateOptions, type GenerateResult } from './engine/engine.js';
 export { bundledModelPath } from './engine/bundled.js';
+export { ChatSession, type ChatSessionOptions, type ChatTurnResult } from './engine/chat-session.js';
 export type { ChatMessage, ModelInfo, Prompt } from './engine/protocol.js';
 export { readGGUF, writeGGUF, loadTensor, GGUF_VALUE, type GGUFFile, type GGUFTensorInfo, type GGUFMetadataEntry } from './formats/gguf.js';
 export { ModelFileError } from './formats/errors.js';

@@ -9,7 +9,10 @@ import { DisposedError } from '../tensor/tensor.js';
 import type { Delta, FinishReason, GenerateOptions, SpeculationStats } from '../runtime/generate.js';
 import type { SchedulerStats } from '../runtime/scheduler.js';
 import { bundledModelPath } from './bundled.js';
+import { ChatSession, type ChatSessionOptions } from './chat-session.js';
 import { reviveError } from './errors.js';
+import { SESSION_CLOSE, SESSION_TURN } from './internal.js';
+import { CHAT_OPTIONS, checkOptionNames, GENERATE_OPTIONS, LOAD_OPTIONS } from './options.js';
 import type { ChatMessage, ModelInfo, Prompt, Request, Response } from './protocol.js';
 
 export interface EngineOptions {
@@ -54,6 +57,11 @@ export interface GenerateResult {
   completionTokens: number;
   /** With speculative decoding: draft tokens proposed and accepted. */
   speculation?: SpeculationStats;
+}
+
+/** What an aborted request returns, whether its signal was aborted before the call or during it. */
+function abortedResult(): GenerateResult {
+  return { text: '', tokens: [], logprobs: [], finishReason: 'abort', promptTokens: 0, completionTokens: 0 };
 }
 
 type Done = Extract<Response, { type: 'done' }>;
@@ -111,6 +119,7 @@ export class Engine {
     if (typeof path !== 'string' || !path) return Promise.reject(new TypeError('Expected a model file path (or nothing, for the bundled model) for path'));
     try {
       const o = check.options<EngineOptions>(options, 'options');
+      checkOptionNames(o, LOAD_OPTIONS, 'the Engine.load options');
       if (o.backend !== undefined) check.oneOf(o.backend, 'options.backend', ['cpu', 'js', 'auto'] as const);
       if (o.kvCacheBytes !== undefined) check.num(o.kvCacheBytes, 'options.kvCacheBytes', { positive: true });
       if (o.threads !== undefined) check.int(o.threads, 'options.threads', 1, 1024);
@@ -120,6 +129,7 @@ export class Engine {
       if (o.draftModel !== undefined && (typeof o.draftModel !== 'string' || !o.draftModel)) throw new TypeError('Expected a model file path for options.draftModel');
       if (o.lookupNgram !== undefined) check.int(o.lookupNgram, 'options.lookupNgram', 1, 16);
       if (o.draftMax !== undefined) check.int(o.draftMax, 'options.draftMax', 1, 64);
+      if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new TypeError('Expected a function for options.onProgress');
     } catch (err) {
       return Promise.reject(err);
     }
@@ -157,16 +167,16 @@ export class Engine {
 
   #onMessage(m: Response): void {
     if (m.type === 'delta') return void this.#pending.get(m.id)?.onDelta?.(m.delta);
-    if (m.type !== 'done' && m.type !== 'stats' && m.type !== 'tokens' && m.type !== 'error') return;
+    if (m.type !== 'done' && m.type !== 'stats' && m.type !== 'tokens' && m.type !== 'text' && m.type !== 'error') return;
     if (m.id === null) return; // an error not tied to a request
     const p = this.#pending.get(m.id);
     this.#pending.delete(m.id);
     if (m.type === 'error') p?.reject(reviveError(m));
-    else p?.resolve(m.type === 'stats' ? m.stats : m.type === 'tokens' ? m.tokens : m);
+    else p?.resolve(m.type === 'stats' ? m.stats : m.type === 'tokens' ? m.tokens : m.type === 'text' ? m.text : m);
   }
 
   /** Sends a request that the worker answers with one message; resolves with its payload. */
-  #call<T>(req: Extract<Request, { type: 'tokenize' | 'stats' }>): Promise<T> {
+  #call<T>(req: Extract<Request, { type: 'tokenize' | 'detokenize' | 'stats' }>): Promise<T> {
     return new Promise((resolve, reject) => {
       this.#pending.set(req.id, { resolve: resolve as (v: unknown) => void, reject });
       this.#worker.postMessage(req);
@@ -183,11 +193,39 @@ export class Engine {
     if (this.#dead) throw this.#dead;
   }
 
-  /** Token ids of text (BOS prepended by default). */
+  /** Token ids of text (BOS prepended by default; special-token text such as `<s>` becomes its id). */
   tokenize(text: string, options: { addBos?: boolean } = {}): Promise<number[]> {
-    this.#check();
-    if (typeof text !== 'string') return Promise.reject(new TypeError('Expected a string for text'));
-    return this.#call({ type: 'tokenize', id: this.#nextId++, text, addBos: options.addBos ?? true });
+    try {
+      this.#check();
+      if (typeof text !== 'string') throw new TypeError('Expected a string for text');
+      const o = check.options<{ addBos?: boolean }>(options, 'options');
+      checkOptionNames(o, ['addBos'], 'the tokenize options');
+      if (o.addBos !== undefined && typeof o.addBos !== 'boolean') throw new TypeError('Expected a boolean for options.addBos');
+      return this.#call({ type: 'tokenize', id: this.#nextId++, text, addBos: o.addBos ?? true });
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * The text of token ids, exactly as the model's tokenizer decodes them (control tokens such as
+   * BOS are written as their text unless skipSpecial; bytes that are not valid UTF-8 become U+FFFD).
+   */
+  detokenize(ids: readonly number[], options: { skipSpecial?: boolean } = {}): Promise<string> {
+    try {
+      this.#check();
+      const vocab = this.#info.config.vocabSize;
+      if (!Array.isArray(ids)) throw new TypeError('Expected an array of token ids for ids');
+      ids.forEach((t, i) => {
+        if (!Number.isInteger(t) || t < 0 || t >= vocab) throw new RangeError(`Expected token ids in [0, ${vocab}) but received ${String(t)} at index ${i}`);
+      });
+      const o = check.options<{ skipSpecial?: boolean }>(options, 'options');
+      checkOptionNames(o, ['skipSpecial'], 'the detokenize options');
+      if (o.skipSpecial !== undefined && typeof o.skipSpecial !== 'boolean') throw new TypeError('Expected a boolean for options.skipSpecial');
+      return this.#call({ type: 'detokenize', id: this.#nextId++, ids: [...ids], skipSpecial: o.skipSpecial ?? false });
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /**
@@ -199,17 +237,48 @@ export class Engine {
     return this.#call({ type: 'stats', id: this.#nextId++ });
   }
 
-  /** Streams text deltas; ends when generation finishes. Concurrent calls are batched together. */
-  async *stream(prompt: Prompt, options: EngineGenerateOptions = {}): AsyncGenerator<Delta, GenerateResult> {
+  /**
+   * Streams text deltas; ends when generation finishes. Concurrent calls are batched together.
+   *
+   * Abort: a signal aborted before the call or while it runs ends the request the same way: the
+   * stream returns (never throws) a result with finishReason 'abort' holding the text produced so
+   * far (none when aborted before it started). Unknown option names are a TypeError.
+   */
+  stream(prompt: Prompt, options: EngineGenerateOptions = {}): AsyncGenerator<Delta, GenerateResult> {
+    return this.#stream(prompt, options, GENERATE_OPTIONS, 'the generate options');
+  }
+
+  /** A ChatSession on this engine: history and KV cache kept between turns (see ChatSession). */
+  createChatSession(options: ChatSessionOptions = {}): ChatSession {
+    return new ChatSession(this, options);
+  }
+
+  /** A ChatSession's turn: a chat prompt that continues the session's KV sequence in the worker. */
+  [SESSION_TURN](session: number, prompt: { messages: ChatMessage[]; template?: string }, options: EngineGenerateOptions): AsyncGenerator<Delta, GenerateResult & { reusedTokens: number }> {
+    return this.#stream(prompt, options, GENERATE_OPTIONS, 'the prompt options', session) as AsyncGenerator<Delta, GenerateResult & { reusedTokens: number }>;
+  }
+
+  /** Frees a ChatSession's KV sequence in the worker (nothing to do once the engine is gone). */
+  [SESSION_CLOSE](session: number): void {
+    if (!this.#disposed && !this.#dead) this.#worker.postMessage({ type: 'session-close', session } satisfies Request);
+  }
+
+  async *#stream(prompt: Prompt, options: EngineGenerateOptions, known: readonly string[], where: string, session?: number): AsyncGenerator<Delta, GenerateResult> {
     this.#check();
     const isMessages = (p: unknown): p is { messages: ChatMessage[] } =>
       typeof p === 'object' && p !== null && Array.isArray((p as { messages?: unknown }).messages) &&
       (p as { messages: unknown[] }).messages.every((m) => typeof (m as ChatMessage)?.role === 'string' && typeof (m as ChatMessage)?.content === 'string');
     if (typeof prompt !== 'string' && !(Array.isArray(prompt) && prompt.every((t) => Number.isInteger(t))) && !isMessages(prompt))
       throw new TypeError('Expected a string, an array of token ids or { messages: [{ role, content }] } for prompt');
-    const { signal, ...rest } = check.options<EngineGenerateOptions>(options, 'options');
+    if (isMessages(prompt)) {
+      checkOptionNames(prompt, ['messages', 'template'], 'the prompt');
+      if (prompt.template !== undefined && typeof prompt.template !== 'string') throw new TypeError('Expected a string (a Jinja chat template) for prompt.template');
+    }
+    const o = check.options<EngineGenerateOptions>(options, 'options');
+    checkOptionNames(o, known, where);
+    const { signal, ...rest } = o;
     if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('Expected an AbortSignal for options.signal');
-    signal?.throwIfAborted();
+    if (signal?.aborted) return session === undefined ? abortedResult() : Object.assign(abortedResult(), { reusedTokens: 0 });
     const id = this.#nextId++;
     const queue: Delta[] = [];
     let wake: (() => void) | null = null;
@@ -233,13 +302,13 @@ export class Engine {
       this.#worker.postMessage({ type: 'abort', id } satisfies Request);
     };
     try {
-      this.#worker.postMessage({ type: 'generate', id, prompt, options: rest, ...(cancel ? { cancel } : {}) } satisfies Request);
+      this.#worker.postMessage({ type: 'generate', id, prompt, options: rest, ...(cancel ? { cancel } : {}), ...(session !== undefined ? { session } : {}) } satisfies Request);
     } catch (err) {
       this.#pending.delete(id); // e.g. a function in the options cannot be sent to the worker
       throw new TypeError(`Expected plain data in the generate options: ${(err as Error).message}`);
     }
     signal?.addEventListener('abort', onAbort, { once: true });
-    const result: GenerateResult = { text: '', tokens: [], logprobs: [], finishReason: 'length', promptTokens: 0, completionTokens: 0 };
+    const result: GenerateResult & { reusedTokens?: number } = { text: '', tokens: [], logprobs: [], finishReason: 'length', promptTokens: 0, completionTokens: 0 };
     try {
       for (;;) {
         while (queue.length) {
@@ -259,6 +328,7 @@ export class Engine {
           result.promptTokens = f.promptTokens;
           result.completionTokens = f.completionTokens;
           if (f.speculation) result.speculation = f.speculation;
+          if (session !== undefined) result.reusedTokens = f.reusedTokens ?? 0;
           return result;
         }
         await new Promise<void>((r) => (wake = r));
@@ -271,14 +341,16 @@ export class Engine {
   }
 
   /** Chat: renders the messages with the model's chat template (or `template`) and streams the reply. */
-  chat(messages: ChatMessage[], options: EngineGenerateOptions & { template?: string } = {}): AsyncGenerator<Delta, GenerateResult> {
-    const { template, ...rest } = options;
-    return this.stream({ messages, template }, rest);
+  async *chat(messages: ChatMessage[], options: EngineGenerateOptions & { template?: string } = {}): AsyncGenerator<Delta, GenerateResult> {
+    const o = check.options<EngineGenerateOptions & { template?: string }>(options, 'options');
+    checkOptionNames(o, CHAT_OPTIONS, 'the chat options');
+    const { template, ...rest } = o;
+    return yield* this.#stream({ messages, template }, rest, GENERATE_OPTIONS, 'the chat options');
   }
 
-  /** Generates to completion. */
+  /** Generates to completion (an abort ends it as stream() does: finishReason 'abort'). */
   async generate(prompt: Prompt, options: EngineGenerateOptions = {}): Promise<GenerateResult> {
-    const it = this.stream(prompt, options);
+    const it = this.#stream(prompt, options, GENERATE_OPTIONS, 'the generate options');
     for (;;) {
       const r = await it.next();
       if (r.done) return r.value;

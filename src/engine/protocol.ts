@@ -26,10 +26,16 @@ export interface LoadRequest {
 
 export type Request =
   | LoadRequest
-  /** `cancel` (chat prompts): a shared flag the main thread sets on abort, which the worker polls while it renders the template. */
-  | { type: 'generate'; id: number; prompt: Prompt; options: GenerateOptions & { addBos?: boolean; tokenTexts?: boolean; speculative?: boolean }; cancel?: Int32Array }
+  /**
+   * `cancel` (chat prompts): a shared flag the main thread sets on abort, which the worker polls while it renders the template.
+   * `session` (ChatSession turns): continue that session's KV sequence and keep the result's as the session's.
+   */
+  | { type: 'generate'; id: number; prompt: Prompt; options: GenerateOptions & { addBos?: boolean; tokenTexts?: boolean; speculative?: boolean }; cancel?: Int32Array; session?: number }
   | { type: 'abort'; id: number }
   | { type: 'tokenize'; id: number; text: string; addBos: boolean }
+  | { type: 'detokenize'; id: number; ids: number[]; skipSpecial: boolean }
+  /** A ChatSession is reset or disposed: free the KV sequence it keeps. */
+  | { type: 'session-close'; session: number }
   | { type: 'stats'; id: number }
   | { type: 'dispose' };
 
@@ -45,7 +51,9 @@ export type Response =
   | { type: 'progress'; done: number; total: number }
   | ({ type: 'error'; id: number | null } & SerializedError)
   | { type: 'delta'; id: number; delta: Delta }
-  | { type: 'done'; id: number; finishReason: FinishReason; promptTokens: number; completionTokens: number; speculation?: SpeculationStats }
+  /** `reusedTokens` (session turns): prompt tokens the turn found in the session's KV sequence. */
+  | { type: 'done'; id: number; finishReason: FinishReason; promptTokens: number; completionTokens: number; speculation?: SpeculationStats; reusedTokens?: number }
   | { type: 'tokens'; id: number; tokens: number[] }
+  | { type: 'text'; id: number; text: string }
   | { type: 'stats'; id: number; stats: SchedulerStats }
   | { type: 'disposed' };

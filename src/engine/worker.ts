@@ -13,6 +13,7 @@ import { Scheduler } from '../runtime/scheduler.js';
 import { checkDraftVocabulary, makeProposer, type SpeculativeSetup } from '../runtime/speculate.js';
 import { serializeError } from './errors.js';
 import type { Request, Response } from './protocol.js';
+import { SessionKv } from './session-kv.js';
 import { ChatTemplateError } from '../tokenizer/chat-template.js';
 
 const port = parentPort!;
@@ -21,6 +22,7 @@ let loaded: LoadedModel | null = null;
 let cache: PagedKvCache | null = null;
 let sched: Scheduler | null = null;
 let spec: SpeculativeSetup | null = null;
+let sessions: SessionKv | null = null;
 let draftSeq = 0;
 const incoming: Extract<Request, { type: 'generate' }>[] = []; // arrived, not yet tokenized
 const jobs = new Map<number, GenerationJob>();
@@ -83,7 +85,13 @@ function start(req: Extract<Request, { type: 'generate' }>): void {
   const speculation = spec && req.options.speculative !== false
     ? () => ({ proposer: makeProposer(spec!, req.options, () => draftSeq++), draftMax: spec!.draftMax })
     : null;
-  const job = createGenerateJob(sched!, tokenizer, prompt, req.options, {
+  // A ChatSession turn (sampling; a beam search runs on its own sequences) continues the session's
+  // KV: the job's one sequence starts on the session's pinned prefix and is kept when it ends.
+  const session = req.session !== undefined && !((req.options.beams ?? 1) > 1) ? req.session : undefined;
+  let seq: number | undefined;
+  let reused = 0;
+  const ctx = session === undefined ? sched! : { cache: sched!.cache, model: sched!.model, newSeq: () => (seq = sched!.newSeq()) };
+  const job = createGenerateJob(ctx, tokenizer, prompt, req.options, {
     onDelta: (delta) => {
       if (texts && delta.token !== null) {
         if (delta.topLogprobs) delta.topLogprobs = delta.topLogprobs.map((t) => ({ ...t, text: tokenizer.tokenText(t.token, { ...run }) }));
@@ -93,7 +101,11 @@ function start(req: Extract<Request, { type: 'generate' }>): void {
     },
     onDone: (finishReason, u) => {
       jobs.delete(id);
-      send({ type: 'done', id, finishReason, promptTokens: u.promptTokens, completionTokens: u.completionTokens, ...(u.speculation ? { speculation: u.speculation } : {}) });
+      if (session !== undefined && seq !== undefined) sessions!.keep(session, seq);
+      send({
+        type: 'done', id, finishReason, promptTokens: u.promptTokens, completionTokens: u.completionTokens,
+        ...(u.speculation ? { speculation: u.speculation } : {}), ...(req.session !== undefined ? { reusedTokens: reused } : {}),
+      });
     },
     onError: (err) => {
       jobs.delete(id);
@@ -101,6 +113,7 @@ function start(req: Extract<Request, { type: 'generate' }>): void {
     },
   }, speculation);
   if (job.done) return; // e.g. maxTokens 0
+  if (session !== undefined && seq !== undefined) reused = sessions!.start(session, seq, prompt);
   sched!.submit(job);
   jobs.set(id, job);
 }
@@ -136,6 +149,7 @@ function handle(req: Request): void {
       const c = loaded.model.config;
       cache = new PagedKvCache({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, maxBytes: req.kvCacheBytes, prefixCaching: req.prefixCaching });
       sched = new Scheduler(loaded.model, cache, { maxBatchTokens: req.maxBatchTokens, maxSequences: req.maxSequences });
+      sessions = new SessionKv(cache, () => sched!.newSeq());
       if (req.draftModel) {
         const d = loadModelFile(req.draftModel, backend);
         checkDraftVocabulary(loaded.tokenizer, d.tokenizer, `the draft model ${req.draftModel}`);
@@ -148,6 +162,12 @@ function handle(req: Request): void {
     }
     case 'tokenize':
       send({ type: 'tokens', id: req.id, tokens: loaded!.tokenizer.encode(req.text, { addBos: req.addBos, parseSpecial: true }) });
+      return;
+    case 'detokenize':
+      send({ type: 'text', id: req.id, text: loaded!.tokenizer.decode(req.ids, { skipSpecial: req.skipSpecial }) });
+      return;
+    case 'session-close':
+      sessions?.close(req.session);
       return;
     case 'generate':
       incoming.push(req);

@@ -86,6 +86,8 @@ export interface SchedulerStats {
   /** Tokens sampled per second over the last few seconds. */
   tokensPerSecond: number;
   preemptions: number;
+  /** Tokens run through the model so far (prompt chunks, decoded and draft tokens); tokens found in the KV cache are not counted. */
+  tokensComputed: number;
 }
 
 type PlannedStep = Planned & { tokens: number; blocks: number };
@@ -104,6 +106,7 @@ export class Scheduler implements JobContext {
   readonly #waiting: Job[] = [];
   #nextSeq = 0;
   #preemptions = 0;
+  #computed = 0;
   readonly #recent: [number, number][] = []; // (time ms, sampled tokens) per step
 
   constructor(
@@ -147,6 +150,7 @@ export class Scheduler implements JobContext {
       prefixHitRate: b.queriedTokens ? b.hitTokens / b.queriedTokens : 0,
       tokensPerSecond: span > 0 ? toks / span : 0,
       preemptions: this.#preemptions,
+      tokensComputed: this.#computed,
     };
   }
 
@@ -328,6 +332,7 @@ export class Scheduler implements JobContext {
       this.sweep();
       return true;
     }
+    for (const p of plan) for (const e of p.entries) this.#computed += e.tokens.length;
     let r = 0, sampled = 0;
     for (const p of plan) {
       const logits = new Map<number, Float32Array>();
