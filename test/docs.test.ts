@@ -20,11 +20,10 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Engine, createServer, cudaStatus } from '../src/index.js';
+import { bundledModelPath, Engine, createServer, cudaStatus } from '../src/index.js';
 import { nativeAvailable } from './helpers.js';
 
 const root = path.resolve(import.meta.dirname, '..');
-const STORIES = path.join(root, 'models/stories260K/stories260K.gguf');
 
 interface Block {
   /** Path relative to the repository root. */
@@ -177,7 +176,7 @@ describe('code blocks run', () => {
   beforeAll(async () => {
     if (!existsSync(path.join(root, 'dist/index.js'))) throw new Error('dist/index.js is missing: run `npm run build` (the blocks import tessera as users do, from dist/)');
     if (!code.some((b) => b.directive?.kind === 'serve')) return;
-    engine = await Engine.load(STORIES, { backend: nativeAvailable ? 'cpu' : 'js', kvCacheBytes: 4 * 2 ** 20 });
+    engine = await Engine.load(bundledModelPath, { backend: nativeAvailable ? 'cpu' : 'js', kvCacheBytes: 4 * 2 ** 20 });
     app = createServer(engine);
     await app.listen({ host: '127.0.0.1', port: 0 });
     serveUrl = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
