@@ -54,3 +54,4 @@ export { quantizeModel, type QuantizeModelOptions, type QuantizedModel, type Lin
 export type { LinearWeight, LinearRole } from './model/llama.js';
 export { CudaDevice, CudaUnavailableError, DeviceTensor, cudaStatus, type CudaStatus, type DeviceGptq, type DeviceDType } from './backend/cuda/device.js';
 export { createServer, ApiError, type ServerOptions } from './server/server.js';
+export { pullModel, parseHfUri, HubError, defaultCacheDir as hubCacheDir, type PullOptions, type PullProgress, type PullResult, type HfUri, type HubErrorKind } from './hub/index.js';

@@ -12,6 +12,7 @@ import { inspectCommand } from './inspect.js';
 import { logitsCommand } from './logits.js';
 import { moeStatsCommand } from './moe-stats.js';
 import { perplexityCommand } from './perplexity.js';
+import { pullCommand, resolveHubArgs } from './pull.js';
 import { quantizeCommand } from './quantize.js';
 import { tokenizeCommand } from './tokenize.js';
 
@@ -30,6 +31,8 @@ Commands:
   inspect         Print a GGUF file's metadata and tensors
   moe-stats       Expert load and load-balancing loss of a MoE model over a text
   bench           Prefill and decode speed of a model
+  pull            Download a model from the Hugging Face hub into its cache;
+                  every -m also takes hf:OWNER/REPO/FILE.gguf
   info            Show the native addon status, the CPU kernel path (ISA) in use,
                   the supported paths, thread count and CPU features.
 
@@ -48,6 +51,8 @@ Environment:
                                    Force a CPU kernel path (default: the best supported)
   TESSERA_THREADS=N                Native thread pool size (default: available cores)
   TESSERA_DISABLE_NATIVE=1         Use the pure-TypeScript 'js' backend
+  HF_TOKEN, HF_ENDPOINT, HF_HUB_CACHE, HF_HOME, HF_HUB_OFFLINE
+                                   Hugging Face hub access for pull and -m hf:... (see tessera pull --help)
 `;
 
 const INFO_HELP = `Usage: tessera info [--json]
@@ -93,8 +98,9 @@ function commandNames(): string[] {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const [cmd, ...rest] = argv;
+  const [cmd, ...given] = argv;
   try {
+    const rest = await resolveHubArgs(cmd ?? '', given); // -m hf:... -> its path in the Hugging Face cache
     if (cmd === undefined || cmd === '-h' || cmd === '--help' || cmd === 'help') {
       process.stdout.write(HELP);
       return;
@@ -115,10 +121,11 @@ export async function main(argv: string[]): Promise<void> {
     if (cmd === 'inspect') return inspectCommand(rest);
     if (cmd === 'moe-stats') return moeStatsCommand(rest);
     if (cmd === 'bench') return benchCommand(rest);
+    if (cmd === 'pull') return await pullCommand(rest);
     const near = didYouMean(cmd, commandNames());
     throw new UsageError(`unknown command '${cmd}'${near ? `; did you mean ${near}?` : ''} (see tessera --help)`);
   } catch (err) {
-    if (err instanceof UsageError || (err as Error)?.name === 'ModelFileError') {
+    if (err instanceof UsageError || (err as Error)?.name === 'ModelFileError' || (err as Error)?.name === 'HubError') {
       process.stderr.write(`tessera: ${(err as Error).message}\n`);
       process.exitCode = err instanceof UsageError ? 2 : 1;
       return;
