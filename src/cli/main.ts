@@ -1,6 +1,8 @@
 /** The `tessera` command line. Subcommands: info (and, as later work lands, generate, serve, ...). */
 import { runtimeInfo } from '../backend/index.js';
-import { cudaStatus } from '../backend/cuda/device.js';
+import { cudaAddonSource, cudaStatus } from '../backend/cuda/device.js';
+import { nativeAddonSource } from '../backend/cpu/native.js';
+import type { AddonOrigin } from '../backend/addon-files.js';
 import { VERSION } from '../version.js';
 import { UsageError } from './errors.js';
 import { didYouMean } from './common.js';
@@ -65,19 +67,26 @@ Options:
 `;
 
 
+/** Where an addon came from, in words. */
+const origin = (o: AddonOrigin, envVar: string) => (o === 'env' ? `named by ${envVar}` : o === 'build' ? 'local build' : 'prebuilt');
+
 function info(args: string[]): void {
   if (args.includes('-h') || args.includes('--help')) return void process.stdout.write(INFO_HELP);
   const unknown = args.filter((a) => a !== '--json');
   if (unknown.length) throw new UsageError(`unknown option for info: ${unknown[0]} (see tessera info --help)`);
   const i = runtimeInfo();
   const cuda = cudaStatus();
-  if (args.includes('--json')) return void process.stdout.write(JSON.stringify({ version: VERSION, ...i, cuda }, null, 2) + '\n');
+  const nativeAddon = nativeAddonSource();
+  const cudaAddon = cudaAddonSource();
+  if (args.includes('--json')) {
+    return void process.stdout.write(JSON.stringify({ version: VERSION, ...i, nativeAddon, cuda: { ...cuda, addon: cudaAddon } }, null, 2) + '\n');
+  }
   const lines = [`tessera ${VERSION}`, `node ${process.version} (${process.platform}-${process.arch})`];
   if (!i.native) {
     lines.push(`native addon: unavailable — ${i.nativeError}`, `backend: js (pure TypeScript)`);
   } else {
     lines.push(
-      `native addon: loaded`,
+      `native addon: loaded, ${origin(nativeAddon!.origin, 'TESSERA_ADDON')} (${nativeAddon!.file})`,
       `backend: cpu`,
       `kernel path (ISA): ${i.isa}`,
       `supported paths: ${i.isas.join(', ')}`,
@@ -85,6 +94,7 @@ function info(args: string[]): void {
       `cpu features: ${Object.entries(i.features).filter(([, v]) => v).map(([k]) => k).join(' ') || '(none)'}`,
     );
   }
+  if (cudaAddon) lines.push(`cuda addon: ${origin(cudaAddon.origin, 'TESSERA_CUDA_ADDON')} (${cudaAddon.file})`);
   lines.push(cuda.available
     ? `cuda: ${cuda.device!.name} (sm ${cuda.device!.computeCapability}, ${(cuda.device!.memoryBytes / 2 ** 30).toFixed(0)} GiB)`
     : `cuda: unavailable — ${cuda.reason}`);

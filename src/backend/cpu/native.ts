@@ -1,12 +1,10 @@
 /**
- * The raw native module (build/Release/tessera.node), typed in one place. Loading never throws:
- * when the addon is missing or broken, `loadNative()` returns null and `nativeLoadError()` says
- * why, and tessera runs on the `js` backend.
+ * The raw native module, typed in one place. It is TESSERA_ADDON's file when set, else a local
+ * build (build/Release/tessera.node), else the package's prebuilt binary (see ../addon-files.ts).
+ * Loading never throws: when no addon works, `loadNative()` returns null, `nativeLoadError()` says
+ * why and what to run, and tessera runs on the `js` backend.
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { explainFailure, isSourceCheckout, loadAddon, type AddonOrigin } from '../addon-files.js';
 
 type F32 = Float32Array;
 type I32 = Int32Array;
@@ -64,16 +62,15 @@ export interface NativeAddon {
 }
 
 let loaded: NativeAddon | null | undefined;
+let source: { file: string; origin: AddonOrigin } | null = null;
 let loadError = '';
 let warned = false;
 
-function candidates(): string[] {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  // TESSERA_ADDON names the one addon file to load (for custom builds).
-  if (process.env.TESSERA_ADDON) return [path.resolve(process.env.TESSERA_ADDON)];
-  // src/backend/cpu or dist/backend/cpu -> package root
-  const root = path.resolve(here, '..', '..', '..');
-  return [path.join(root, 'build', 'Release', 'tessera.node'), path.join(root, 'build', 'Debug', 'tessera.node')];
+/** The command that builds the addon here: the repository's script, or npm's rebuild of the dependency. */
+function buildHint(): string {
+  return isSourceCheckout()
+    ? 'Run `npm run build:native` to build it.'
+    : 'Run `npm rebuild tessera --foreground-scripts` to compile it (needs python3, make and a C++17 compiler; a few minutes).';
 }
 
 /** The native addon, or null (see nativeLoadError()). */
@@ -83,24 +80,26 @@ export function loadNative(): NativeAddon | null {
     loadError = 'disabled by TESSERA_DISABLE_NATIVE=1';
     return (loaded = null);
   }
-  const require = createRequire(import.meta.url);
-  const tried: string[] = [];
-  for (const file of candidates()) {
-    if (!existsSync(file)) {
-      tried.push(`${file} (not found)`);
-      continue;
-    }
-    try {
-      loaded = require(file) as NativeAddon;
-      const warning = loaded.info().isaWarning;
-      if (warning) process.emitWarning(`tessera: ${warning}`);
-      return loaded;
-    } catch (err) {
-      tried.push(`${file} (${(err as Error).message.split('\n')[0]})`);
-    }
+  const r = loadAddon<NativeAddon>({
+    name: 'tessera',
+    envVar: 'TESSERA_ADDON',
+    builds: ['build/Release/tessera.node', 'build/Debug/tessera.node'],
+    check: (a) => void a.info(),
+  });
+  if (r.addon) {
+    source = { file: r.file!, origin: r.origin! };
+    const warning = r.addon.info().isaWarning;
+    if (warning) process.emitWarning(`tessera: ${warning}`);
+    return (loaded = r.addon);
   }
-  loadError = `native addon unavailable: ${tried.join('; ')}. Run \`npm run build:native\` to build it.`;
+  loadError = `native addon unavailable: ${explainFailure(r)}. ${r.failed[0]?.origin === 'env' ? 'Unset TESSERA_ADDON to use the package\'s own addon.' : buildHint()}`;
   return (loaded = null);
+}
+
+/** The addon file in use and where it came from (TESSERA_ADDON, a local build or the prebuild); null without one. */
+export function nativeAddonSource(): { file: string; origin: AddonOrigin } | null {
+  loadNative();
+  return source;
 }
 
 export function nativeLoadError(): string {

@@ -1,6 +1,7 @@
 /**
- * The `cuda` backend: device tensors and the GPU ops of the CUDA addon (build/cuda/Release/
- * tessera_cuda.node, see CMakeLists.txt). Tensors live on the device between ops; copies happen
+ * The `cuda` backend: device tensors and the GPU ops of the CUDA addon (TESSERA_CUDA_ADDON's file,
+ * else a local build build/cuda/Release/tessera_cuda.node, see CMakeLists.txt, else the package's
+ * prebuilt binary: ../addon-files.ts). Tensors live on the device between ops; copies happen
  * only at the edges (`upload` of weights once, `download` of logits per step). Memory is explicit:
  * `DeviceTensor.dispose()` frees one buffer, `CudaDevice.dispose()` every buffer still live.
  *
@@ -9,10 +10,7 @@
  * Without a usable GPU, `cudaStatus()` says why and `CudaDevice.open()` throws
  * CudaUnavailableError: everything else keeps running on `cpu`.
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { explainFailure, isSourceCheckout, loadAddon, type AddonOrigin } from '../addon-files.js';
 import { DisposedError, Tensor } from '../../tensor/tensor.js';
 import { gptqGroupIndex, validateGptq, zeroWords, type GptqLinear } from '../../tensor/gptq.js';
 
@@ -54,26 +52,31 @@ export class CudaUnavailableError extends Error {
 }
 
 let loaded: CudaAddon | null | undefined;
+let source: { file: string; origin: AddonOrigin } | null = null;
 let loadError = '';
 
 /** The CUDA addon, or null (with the reason in cudaStatus()). TESSERA_CUDA_ADDON names another file. */
 export function loadCudaAddon(): CudaAddon | null {
   if (loaded !== undefined) return loaded;
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  const file = process.env.TESSERA_CUDA_ADDON
-    ? path.resolve(process.env.TESSERA_CUDA_ADDON)
-    : path.resolve(here, '../../../build/cuda/Release/tessera_cuda.node');
-  if (!existsSync(file)) {
-    loadError = `the CUDA addon is not built (${file}); it builds when nvcc and cmake are present (npm run build:cuda)`;
-    return (loaded = null);
+  const r = loadAddon<CudaAddon>({ name: 'tessera_cuda', envVar: 'TESSERA_CUDA_ADDON', builds: ['build/cuda/Release/tessera_cuda.node'] });
+  if (r.addon) {
+    source = { file: r.file!, origin: r.origin! };
+    return (loaded = r.addon);
   }
-  try {
-    loaded = createRequire(import.meta.url)(file) as CudaAddon;
-  } catch (err) {
-    loadError = `the CUDA addon failed to load: ${(err as Error).message}`;
-    loaded = null;
-  }
-  return loaded;
+  // The build needs nvcc, cmake and cmake-js (a devDependency), so only a clone of the repository builds it.
+  const hint = r.failed[0]?.origin === 'env'
+    ? 'unset TESSERA_CUDA_ADDON to use the package\'s own addon'
+    : isSourceCheckout()
+      ? '`npm run build:cuda` builds it where nvcc and cmake exist'
+      : 'a clone of the repository builds it (`npm run build:cuda`, with nvcc and cmake), and TESSERA_CUDA_ADDON can name that file';
+  loadError = `no CUDA addon: ${explainFailure(r)}; ${hint}`;
+  return (loaded = null);
+}
+
+/** The CUDA addon file in use and where it came from; null without one. */
+export function cudaAddonSource(): { file: string; origin: AddonOrigin } | null {
+  loadCudaAddon();
+  return source;
 }
 
 export interface CudaStatus {
@@ -86,7 +89,7 @@ export interface CudaStatus {
 export function cudaStatus(addon: CudaAddon | null = loadCudaAddon()): CudaStatus {
   if (!addon) return { available: false, reason: loadError, device: null };
   const i = addon.info();
-  if (i.devices < 1) return { available: false, reason: i.error ?? 'no CUDA device', device: null };
+  if (i.devices < 1) return { available: false, reason: `the CUDA addon loaded but found no device: ${i.error ?? 'no CUDA device'}`, device: null };
   return { available: true, reason: null, device: { name: i.name!, computeCapability: i.computeCapability!, memoryBytes: i.memoryBytes!, multiprocessors: i.multiprocessors! } };
 }
 
