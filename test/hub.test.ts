@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HubError, parseHfUri, pullModel, type PullOptions } from '../src/hub/index.js';
 import { loadModelFile } from '../src/model/load.js';
 import { getBackend } from '../src/backend/index.js';
+import { downloadProgress, resolveHubArgs } from '../src/cli/pull.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const STORIES = readFileSync(path.join(root, 'models/stories260K/stories260K.gguf'));
@@ -605,6 +606,49 @@ function cli(args: string[], env: Record<string, string>): Promise<{ status: num
     });
   });
 }
+
+describe('the CLI pieces', () => {
+  const event = (bytes: number) => ({ file: 'm.gguf', bytes, total: 1000, resumedFrom: 0, fileIndex: 0, fileCount: 1 });
+
+  it('progress: a redrawn bar with bytes/total on a terminal, plain lines every 10% in a log', () => {
+    const tty: string[] = [], log: string[] = [];
+    const a = downloadProgress({ isTTY: true, write: (x: string) => tty.push(x) });
+    const b = downloadProgress({ isTTY: false, write: (x: string) => log.push(x) });
+    for (const n of [0, 50, 120, 150, 340, 1000]) {
+      a(event(n));
+      b(event(n));
+    }
+    expect(tty).toHaveLength(6);
+    expect(tty.every((x) => x.startsWith('\rm.gguf ['))).toBe(true);
+    expect(tty[4]).toMatch(/^\rm\.gguf \[#{8}\.{16}\] 340 B\/1000 B 34%/);
+    expect(tty[5]).toMatch(/\[#{24}\] 1000 B\/1000 B 100%.*\n$/);
+    // The start, each new tenth (0 is the start line's), the end; no line for 150 (same tenth as 120).
+    expect(log.map((x) => x.replace(/ [\d.]+ MiB\/s/, ''))).toEqual([
+      'downloading m.gguf (1000 B)\n', 'm.gguf: 120 B/1000 B 12%\n', 'm.gguf: 340 B/1000 B 34%\n', 'm.gguf: 1000 B/1000 B 100%\n',
+    ]);
+  });
+
+  it('resolveHubArgs replaces the models given as hf: URIs and nothing else', async () => {
+    hub.reset();
+    const saved = { ...process.env };
+    Object.assign(process.env, { HF_ENDPOINT: hub.hubUrl, HF_HUB_CACHE: newCache(), HF_TOKEN: '', HF_HUB_OFFLINE: '', HF_HOME: path.join(work, 'hf-home') });
+    try {
+      const args = ['-p', 'hf:not/a-model', '-m', 'hf:tessera-test/stories260K/stories260K.gguf', '--draft-model=hf:tessera-test/stories260K-GGUF:Q4_0', '-n', '4'];
+      const out = await resolveHubArgs('generate', args);
+      expect(out[0]).toBe('-p');
+      expect(out[1]).toBe('hf:not/a-model');
+      expect(sha256(readFileSync(out[3]!))).toBe(sha256(STORIES));
+      expect(out[4]!.startsWith('--draft-model=')).toBe(true);
+      expect(sha256(readFileSync(out[4]!.slice('--draft-model='.length)))).toBe(sha256(Q4));
+      expect(out.slice(5)).toEqual(['-n', '4']);
+      expect(await resolveHubArgs('generate', ['-m', 'hf:tessera-test/nothing-here/x.gguf', '--help'])).toEqual(['-m', 'hf:tessera-test/nothing-here/x.gguf', '--help']);
+      expect(hub.requests({ url: '/tessera-test/nothing-here/resolve/main/x.gguf' })).toEqual([]);
+    } finally {
+      for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+      Object.assign(process.env, saved);
+    }
+  });
+});
 
 describe('tessera pull and -m hf:', () => {
   const cache = newCache();
