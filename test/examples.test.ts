@@ -40,7 +40,7 @@ describe('examples/server-sse.ts', () => {
     reference = await Engine.load(bundledModelPath, { backend: 'js' });
     base = await new Promise<string>((resolve, reject) => {
       let out = '';
-      const timer = setTimeout(() => reject(new Error(`server-sse did not start in 30 s: ${stderr}`)), 30_000);
+      const timer = setTimeout(() => reject(new Error(`server-sse did not start in 90 s: ${stderr}`)), 90_000);
       child.stdout!.on('data', (d: Buffer) => {
         out += d.toString();
         const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
@@ -54,7 +54,7 @@ describe('examples/server-sse.ts', () => {
         reject(new Error(`server-sse exited with ${code}: ${stderr}`));
       });
     });
-  }, 60_000);
+  }, 120_000);
 
   afterAll(async () => {
     child?.kill('SIGTERM');
