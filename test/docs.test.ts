@@ -1,9 +1,9 @@
 // The documentation's code is true: every ```ts / ```typescript / ```js block of README.md,
-// docs/*.md and examples/README.md type-checks against the package's published types and runs on
-// its own in a fresh Node process whose `import ... from 'tessera'` resolves through package.json's
-// `exports` (self-reference from the package directory, as in a user's project: dist/, so `npm run
-// build` first, as for the CLI tests). A block that cannot run that way carries a directive on the
-// line before its fence:
+// docs/*.md and examples/README.md type-checks against the package's published types (`tessera`
+// resolved by Node's package self-reference through package.json `exports`, as a user's project
+// resolves it) and runs on its own in a fresh Node process, its `tessera` being the file that
+// `exports` names (dist/, so `npm run build` first, as for the CLI tests). A block that cannot run
+// that way carries a directive on the line before its fence:
 //   <!-- doctest: skip (reason) -->  not run (type-checked still); the reason is required
 //   <!-- doctest: serve -->          runs against an OpenAI-compatible server on the bundled model
 //                                    that this test starts; `http://127.0.0.1:8080` in the block
