@@ -31,9 +31,9 @@ if (process.env.TESSERA_SKIP_CUDA === '1') {
 }
 const nvcc = process.env.CUDACXX || which('nvcc') || (existsSync('/usr/local/cuda/bin/nvcc') ? '/usr/local/cuda/bin/nvcc' : null);
 
-if (install && !fromSource && !(existsSync(built) && nvcc)) {
+if (install && !fromSource && !(existsSync(built) && nvcc && process.env.npm_command !== 'exec')) {
   if (existsSync(built)) {
-    say(`tessera: keeping the local CUDA build ${path.relative(root, built)} (nvcc not found to update it)`);
+    say(`tessera: keeping the local CUDA build ${path.relative(root, built)} (${nvcc ? 'npx: as it is' : 'nvcc not found to update it'})`);
     process.exit(0);
   }
   const pre = prebuildPath('tessera_cuda');

@@ -42,7 +42,15 @@ function nodeGypCommand() {
 async function decide() {
   if (!install) return { build: true, why: null };
   if (fromSource) return { build: true, why: 'building from source as asked' };
-  if (existsSync(built) && existsSync(path.join(root, 'build', 'Makefile'))) return { build: true, why: 'bringing the local build up to date' };
+  if (existsSync(built) && existsSync(path.join(root, 'build', 'Makefile'))) {
+    // `npx tessera` in a checkout runs this install script on the checkout itself (see prepare.mjs):
+    // the developer's build stays as it is.
+    if (process.env.npm_command === 'exec') {
+      say('tessera: npx: using the local build build/Release/tessera.node as it is');
+      return { build: false, why: null };
+    }
+    return { build: true, why: 'bringing the local build up to date' };
+  }
   const pre = prebuildPath('tessera');
   const rel = path.relative(root, pre);
   if (!existsSync(pre)) return { build: true, why: `no prebuilt CPU addon for ${platformTag()} (${rel}); compiling it from source` };
