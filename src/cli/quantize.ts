@@ -1,11 +1,12 @@
 /** `tessera quantize`: GPTQ or RTN quantisation of a Llama model's projections. */
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { gptqConfigJson, gptqTensors, readGptqConfig } from '../formats/gptq-checkpoint.js';
-import { GGUF_VALUE, ggufMetadataEntries, loadTensor, readGGUF, writeGGUF } from '../formats/gguf.js';
+import { GGUF_MAGIC, GGUF_VALUE, ggufMetadataEntries, loadTensor, readGGUF, writeGGUF } from '../formats/gguf.js';
 import { loadSafetensor, openSafetensorsDir, writeSafetensors } from '../formats/safetensors.js';
 import type { LinearRole } from '../model/llama.js';
 import { quantizeModel, type LinearReport } from '../quant/quantize-model.js';
+import { HF_PROJECTIONS, hfArchitecture, hfConfigJson, hfExportProblem, hfGenerationConfig, hfLayout, hfTensors, hfTokenizerFiles } from '../quant/hf-checkpoint.js';
 import { Rng } from '../sampling/rng.js';
 import { perplexity } from '../runtime/perplexity.js';
 import type { GptqBits } from '../tensor/gptq.js';
@@ -18,8 +19,20 @@ export const QUANTIZE_HELP = `Usage: tessera quantize -m IN --method gptq|rtn --
 
 Quantises the attention and MLP projections of a Llama-family model and writes a GPTQ checkpoint
 (AutoGPTQ / GPTQModel layout: qweight, qzeros, scales, g_idx + quantize_config.json) for tessera and
-the GPTQ tools. Embeddings, norms and the output head are copied. (Other loaders expect every
-projection quantised and N a multiple of 32 / bits; the report says when that is not the case.)
+the GPTQ tools. Embeddings, norms and the output head are kept as the source stores them. (Other
+loaders expect every projection quantised and N a multiple of 32 / bits; the report says when
+that is not the case.)
+
+The input is any dense model tessera loads: a Hugging Face directory (its config and tokenizer
+files are copied), a GGUF file with F32 / F16 / BF16 weights, or a llama2.c checkpoint (.bin with
+tokenizer.bin or tok<vocab>.bin beside it). From a GGUF or llama2.c input the output is a complete
+Hugging Face directory: config.json (LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM, with
+every hyper-parameter and the quantization_config), generation_config.json, tokenizer.json built
+from the vocabulary (SentencePiece "llama" vocabularies as byte-fallback BPE, as transformers'
+GGUF converter writes them; "gpt2" byte-level BPE with its merges and the pre-tokenizer regexes of
+tokenizer.ggml.pre), tokenizer_config.json (chat template, BOS/EOS/UNK, add_bos_token) and
+special_tokens_map.json. A llama GGUF's Q/K rows are un-permuted to Hugging Face's RoPE layout.
+Quantised GGUFs (Q8_0, Q4_0) and mixtures of experts are refused.
 
 Methods:
   gptq   Frantar et al. 2022: layer by layer, the calibration text runs through the model (earlier
@@ -33,8 +46,7 @@ A projection whose shape cannot be packed (e.g. K = 172 at 4 bits) stays unquant
 report says which and why.
 
 Options:
-  -m, --model IN          Hugging Face directory (config.json + safetensors), or a GGUF file with
-                          --format gguf
+  -m, --model IN          Hugging Face directory, GGUF file (F32 / F16 / BF16) or llama2.c .bin
       --method M          gptq (default) | rtn
       --bits B            2 | 3 | 4 (default) | 8
       --group-size G      Inputs per group: 32, 64, 128 (default), ... or -1 (per output channel)
@@ -55,11 +67,6 @@ Options:
       --threads N         Native threads
   -h, --help              Show this help
 `;
-
-const HF_NAMES: Record<LinearRole, string> = {
-  wq: 'self_attn.q_proj', wk: 'self_attn.k_proj', wv: 'self_attn.v_proj', wo: 'self_attn.o_proj',
-  wGate: 'mlp.gate_proj', wUp: 'mlp.up_proj', wDown: 'mlp.down_proj',
-};
 
 /** Calibration windows: `samples` windows of `len` tokens at seeded random offsets (BOS first). */
 export function calibrationWindows(tokens: readonly number[], samples: number, len: number, seed: number, bos: number | null): Int32Array[] {
@@ -119,11 +126,20 @@ export function quantizeCommand(argv: string[]): void {
   if (format === 'gguf') return ggufRtn(a.model, a.out, bits);
   if (method === 'gptq' && !a.calib) throw new UsageError('--method gptq needs --calib TEXTFILE (calibration text)');
   if (a['act-order'] && method === 'rtn') throw new UsageError('--act-order applies to --method gptq only');
-  const isDir = existsSync(path.join(a.model, 'config.json'));
-  if (!isDir) throw new UsageError('GPTQ checkpoints are written from a Hugging Face directory (config.json + safetensors); for a GGUF input use --format gguf');
+  const isDir = statSync(a.model).isDirectory();
+  if (isDir && !existsSync(path.join(a.model, 'config.json'))) throw new UsageError(`${a.model} is a directory without config.json (a Hugging Face model directory has one)`);
+  if (isDir && readGptqConfig(a.model)) throw new UsageError(`${a.model} is already GPTQ-quantised; quantise its original weights`);
+  if (!isDir) refuseQuantizedGGUF(a.model);
 
-  if (readGptqConfig(a.model)) throw new UsageError(`${a.model} is already GPTQ-quantised; quantise its original weights`);
-  const { model, tokenizer } = openModel(a, true);
+  const loaded = openModel(a, true);
+  const { tokenizer } = loaded;
+  let model = loaded.model;
+  if (!isDir) {
+    // GGUF / llama2.c: the checkpoint is written in Hugging Face's layout, so calibrate on it.
+    const problem = hfExportProblem(model);
+    if (problem) throw new UsageError(`cannot write a Hugging Face GPTQ checkpoint from ${path.basename(a.model)}: ${problem}`);
+    model = hfLayout(model);
+  }
   const c = model.config;
   const seqLen = num(a['seq-len'], 'seq-len', true, 2, c.contextLength) ?? Math.min(256, c.contextLength);
   const bos = tokenizer.bosId ?? null;
@@ -142,34 +158,52 @@ export function quantizeCommand(argv: string[]): void {
   const secs = (performance.now() - t0) / 1e3;
   const after = ppl();
 
-  // The checkpoint: quantised projections as GPTQ tensors, everything else copied from the input.
   mkdirSync(a.out, { recursive: true });
-  const src = openSafetensorsDir(a.model);
-  const replaced = new Set<string>();
-  const tensors: { name: string; tensor: Tensor }[] = [];
-  for (const [key, l] of q.layers) {
-    const [layer, role] = key.split('.') as [string, LinearRole];
-    const prefix = `model.layers.${layer}.${HF_NAMES[role]}`;
-    replaced.add(prefix + '.weight');
-    tensors.push(...gptqTensors(prefix, l));
-  }
-  for (const [name, e] of src) if (!replaced.has(name)) tensors.push({ name, tensor: loadSafetensor(e) });
-  tensors.sort((x, y) => (x.name < y.name ? -1 : 1));
-  writeSafetensors(path.join(a.out, 'model.safetensors'), tensors, { format: 'pt' });
   const qcfg = gptqConfigJson({ bits, groupSize, descAct: !!a['act-order'], sym: !!a.sym, zeroFormat: ckfmt === 'gptq_v2' ? 'v2' : 'v1', damp });
-  const config = JSON.parse(readFileSync(path.join(a.model, 'config.json'), 'utf8')) as Record<string, unknown>;
-  config.quantization_config = qcfg;
-  writeFileSync(path.join(a.out, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-  writeFileSync(path.join(a.out, 'quantize_config.json'), JSON.stringify(qcfg, null, 2) + '\n');
-  for (const f of ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'])
-    if (existsSync(path.join(a.model, f))) writeFileSync(path.join(a.out, f), readFileSync(path.join(a.model, f)));
+  const json = (f: string, v: unknown, indent = 2) => writeFileSync(path.join(a.out!, f), JSON.stringify(v, null, indent) + '\n');
+  process.stderr.write(`writing ${path.join(a.out, 'model.safetensors')}\n`);
+  let source: string;
+  if (isDir) {
+    // Quantised projections as GPTQ tensors, everything else copied from the input.
+    const src = openSafetensorsDir(a.model);
+    const replaced = new Set<string>();
+    const tensors: { name: string; tensor: Tensor }[] = [];
+    for (const [key, l] of q.layers) {
+      const [layer, role] = key.split('.') as [string, LinearRole];
+      const prefix = `model.layers.${layer}.${HF_PROJECTIONS[role]}`;
+      replaced.add(prefix + '.weight');
+      tensors.push(...gptqTensors(prefix, l));
+    }
+    for (const [name, e] of src) if (!replaced.has(name)) tensors.push({ name, tensor: loadSafetensor(e) });
+    tensors.sort((x, y) => (x.name < y.name ? -1 : 1));
+    writeSafetensors(path.join(a.out, 'model.safetensors'), tensors, { format: 'pt' });
+    const config = JSON.parse(readFileSync(path.join(a.model, 'config.json'), 'utf8')) as Record<string, unknown>;
+    config.quantization_config = qcfg;
+    json('config.json', config);
+    for (const f of ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'])
+      if (existsSync(path.join(a.model, f))) writeFileSync(path.join(a.out, f), readFileSync(path.join(a.model, f)));
+    source = 'Hugging Face directory';
+  } else {
+    // A whole Hugging Face directory: config, tokenizer and the unquantised tensors from the model.
+    const tied = model.weights.output === model.weights.tokEmbd;
+    const tok = hfTokenizerFiles(loaded.gguf ? { gguf: loaded.gguf } : { llama2c: a.model, vocabSize: c.vocabSize }, c.contextLength);
+    const s = tok.spec.special;
+    writeSafetensors(path.join(a.out, 'model.safetensors'), hfTensors(model, q.layers, tied), { format: 'pt' });
+    json('config.json', hfConfigJson(c, { tied, bos: s.bos, eos: s.eos, pad: s.pad, dtype: model.weights.tokEmbd.dtype, float32Source: loaded.gguf !== null, quantizationConfig: qcfg }));
+    json('generation_config.json', hfGenerationConfig(tok));
+    writeFileSync(path.join(a.out, 'tokenizer.json'), JSON.stringify(tok['tokenizer.json']) + '\n');
+    json('tokenizer_config.json', tok['tokenizer_config.json']);
+    json('special_tokens_map.json', tok['special_tokens_map.json']);
+    source = `${loaded.gguf ? 'GGUF' : 'llama2.c'} ${loaded.model.config.architecture}${loaded.model.config.ropeStyle === 'interleaved' ? ', Q/K rows un-permuted to Hugging Face\'s RoPE layout' : ''}; ${hfArchitecture(c)}, ${tok.spec.kind === 'spm' ? 'SentencePiece' : 'byte-level BPE'} tokenizer.json`;
+  }
+  json('quantize_config.json', qcfg);
 
   const skipped = q.report.filter((r) => r.status === 'skipped');
   const simulated = q.report.filter((r) => r.status === 'simulated');
   if (a.json) {
     process.stdout.write(JSON.stringify({ method, bits, groupSize, actOrder: !!a['act-order'], sym: !!a.sym, seconds: secs, pplBefore: before, pplAfter: after, simulated: simulated.length > 0, layers: q.report }, null, 1) + '\n');
   } else {
-    process.stdout.write(`wrote ${a.out} (${label}, checkpoint_format ${ckfmt}) in ${secs.toFixed(1)} s: ` +
+    process.stdout.write(`wrote ${a.out} (${label}, checkpoint_format ${ckfmt}; from ${source}) in ${secs.toFixed(1)} s: ` +
       `${q.report.length - skipped.length}/${q.report.length} projections quantised\n`);
     for (const r of skipped) process.stdout.write(`  unquantised: layer ${r.layer} ${r.role} [${r.N}x${r.K}]: ${r.reason}\n`);
     const padded = q.report.filter((r) => r.status !== 'skipped' && (r.N * bits) % 32 !== 0);
@@ -187,6 +221,23 @@ export function describeReport(r: LinearReport): string {
   const loss = r.loss !== undefined ? ` loss ${r.loss.toExponential(3)}` : '';
   const dead = r.deadColumns ? `, ${r.deadColumns} dead inputs` : '';
   return `${what}:${loss}${dead} ${r.status === 'simulated' ? '(simulated: no packed kernel)' : '(packed)'} ${r.seconds.toFixed(2)} s`;
+}
+
+/** A GGUF whose weights are already quantised (Q8_0, Q4_0, ...): GPTQ from them would quantise twice. */
+function refuseQuantizedGGUF(file: string): void {
+  let magic = 0;
+  const fd = openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(4);
+    if (readSync(fd, b, 0, 4, 0) === 4) magic = b.readUInt32LE(0);
+  } finally {
+    closeSync(fd);
+  }
+  if (magic !== GGUF_MAGIC) return; // llama2.c, or an error the loader names
+  const t = readGGUF(file).tensors.find((x) => !['F32', 'F16', 'BF16'].includes(x.type));
+  if (t)
+    throw new UsageError(`${path.basename(file)} is already quantised (tensor '${t.name}' is ${t.type}): GPTQ / RTN from it would quantise twice; ` +
+      'quantise the F32 / F16 / BF16 GGUF (or the Hugging Face original), or requantise it with --format gguf');
 }
 
 /** RTN to GGUF Q4_0 / Q8_0 (llama-quantize's pure types): every 2-D projection whose K is a multiple of 32 is requantised; embeddings, norms and all metadata are copied. */

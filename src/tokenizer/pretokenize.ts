@@ -93,6 +93,8 @@ export const PRE_TOKENIZER_PATTERNS: readonly string[] = [...new Set(Object.valu
 
 export interface PreTokenizerSpec {
   family: string;
+  /** The patterns as written (Oniguruma / Rust syntax), e.g. for a tokenizer.json Split. */
+  patterns: readonly string[];
   regexes: RegExp[];
   ignoreMerges: boolean;
   addBos: boolean;
@@ -103,7 +105,7 @@ export function ggufPreTokenizer(pre: string): PreTokenizerSpec | undefined {
   const family = PRE_ALIASES[pre];
   if (family === undefined) return undefined;
   const t = PRE_TYPES[family]!;
-  return { family, regexes: t.regexes.map(compileRegex), ignoreMerges: !!t.ignoreMerges, addBos: !!t.addBos };
+  return { family, patterns: t.regexes, regexes: t.regexes.map(compileRegex), ignoreMerges: !!t.ignoreMerges, addBos: !!t.addBos };
 }
 
 /** Translates an Oniguruma / Rust-regex pattern (Hugging Face, llama.cpp) into a JS `gu` regex (regex.ts). */
