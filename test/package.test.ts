@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { prebuildFile } from '../src/backend/addon-files.js';
 import { cudaStatus } from '../src/backend/cuda/device.js';
 import { forwardTokens, getBackend, loadModelFile, PagedKvCache, type LlamaModel } from '../src/index.js';
 import { relL2 } from './helpers.js';
@@ -18,6 +19,10 @@ const built = existsSync(path.join(root, 'build/Release/tessera.node'));
 const cudaBuilt = existsSync(path.join(root, 'build/cuda/Release/tessera_cuda.node'));
 const distBuilt = existsSync(path.join(root, 'dist/index.js'));
 if (!built) console.log('package test skipped: the native addon is not built here (build/Release/tessera.node; npm run build:native)');
+
+// This machine's prebuild names, relative to the package root (prebuilds/linux-x64/tessera.napi.glibc.node here).
+const CPU_PREBUILD = path.relative(root, prebuildFile('tessera'));
+const CUDA_PREBUILD = path.relative(root, prebuildFile('tessera_cuda'));
 
 const PROMPT = [1, 403, 407, 261, 378, 432, 269]; // BOS + a few stories260K tokens
 const STEPS = 12;
@@ -99,10 +104,10 @@ describe.runIf(built)('the packed tarball installed with --ignore-scripts', () =
   it('carries the prebuilt addons, the licences and the compiled API, and nothing of the repository\'s development', () => {
     for (const f of ['LICENSE', 'README.md', 'package.json', 'bin/tessera.js', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js',
       'binding.gyp', 'native/addon/addon.cpp', 'scripts/build-native.mjs', 'scripts/build-cuda.mjs', 'scripts/native-common.mjs',
-      'models/stories260K/stories260K.gguf', 'models/stories260K/LICENSE.md', 'prebuilds/linux-x64/tessera.napi.glibc.node']) {
+      'models/stories260K/stories260K.gguf', 'models/stories260K/LICENSE.md', CPU_PREBUILD]) {
       expect(files, f).toContain(f);
     }
-    if (cudaBuilt) expect(files).toContain('prebuilds/linux-x64/tessera_cuda.napi.glibc.node');
+    if (cudaBuilt) expect(files).toContain(CUDA_PREBUILD);
     const stray = files.filter((f) => /^(src|test|bench|fuzz|build|build-asan|node_modules|\.ci)\//.test(f) || /\.(map|o|a|tgz|ts)$/.test(f) && !f.endsWith('.d.ts'));
     expect(stray).toEqual([]);
     // Every compiled file has its source (no leftovers of removed modules).
@@ -134,12 +139,12 @@ describe.runIf(built)('the packed tarball installed with --ignore-scripts', () =
 
   it('`tessera info` there names the prebuilt addons and the real reason CUDA is unavailable', () => {
     const text = tessera(['info']);
-    const pre = path.join(app, 'node_modules/tessera/prebuilds/linux-x64');
-    expect(text).toContain(`native addon: loaded, prebuilt (${path.join(pre, 'tessera.napi.glibc.node')})`);
+    const pkg = path.join(app, 'node_modules/tessera');
+    expect(text).toContain(`native addon: loaded, prebuilt (${path.join(pkg, CPU_PREBUILD)})`);
     expect(text).toContain('backend: cpu');
     const here = cudaStatus();
     if (cudaBuilt) {
-      expect(text).toContain(`cuda addon: prebuilt (${path.join(pre, 'tessera_cuda.napi.glibc.node')})`);
+      expect(text).toContain(`cuda addon: prebuilt (${path.join(pkg, CUDA_PREBUILD)})`);
       // The same device, or the same reason for none, as the repository's own build reports.
       expect(text).toContain(here.available ? `cuda: ${here.device!.name}` : `cuda: unavailable — ${here.reason}`);
     } else {
@@ -148,7 +153,7 @@ describe.runIf(built)('the packed tarball installed with --ignore-scripts', () =
   });
 
   it('without a usable prebuild, says to run `npm rebuild tessera`, and falls back to js', () => {
-    const file = path.join(app, 'node_modules/tessera/prebuilds/linux-x64/tessera.napi.glibc.node');
+    const file = path.join(app, 'node_modules/tessera', CPU_PREBUILD);
     renameSync(file, `${file}.off`);
     try {
       const text = tessera(['info']);
