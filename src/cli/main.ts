@@ -59,8 +59,11 @@ Environment:
 
 const INFO_HELP = `Usage: tessera info [--json]
 
-Prints whether the native addon loaded (and why not), the kernel path in use,
-every path this CPU supports, the thread pool size and the detected CPU features.
+Prints whether the native addon loaded and from which file (the package's prebuilt
+binary, a local build, or TESSERA_ADDON's), or why not and what to run; the kernel
+path in use, every path this CPU supports, the thread pool size and the detected CPU
+features; then the CUDA addon and the GPU, or why the cuda backend is unavailable
+(no addon for this platform, a file missing or failing to load, no device).
 
 Options:
   --json   Print the same as JSON
