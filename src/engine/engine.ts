@@ -245,7 +245,7 @@ export class Engine {
    * far (none when aborted before it started). Unknown option names are a TypeError.
    */
   stream(prompt: Prompt, options: EngineGenerateOptions = {}): AsyncGenerator<Delta, GenerateResult> {
-    return this.#stream(prompt, options, GENERATE_OPTIONS, 'the generate options');
+    return this.#stream(prompt, options, 'the generate options');
   }
 
   /** A ChatSession on this engine: history and KV cache kept between turns (see ChatSession). */
@@ -255,7 +255,7 @@ export class Engine {
 
   /** A ChatSession's turn: a chat prompt that continues the session's KV sequence in the worker. */
   [SESSION_TURN](session: number, prompt: { messages: ChatMessage[]; template?: string }, options: EngineGenerateOptions): AsyncGenerator<Delta, GenerateResult & { reusedTokens: number }> {
-    return this.#stream(prompt, options, GENERATE_OPTIONS, 'the prompt options', session) as AsyncGenerator<Delta, GenerateResult & { reusedTokens: number }>;
+    return this.#stream(prompt, options, 'the prompt options', session) as AsyncGenerator<Delta, GenerateResult & { reusedTokens: number }>;
   }
 
   /** Frees a ChatSession's KV sequence in the worker (nothing to do once the engine is gone). */
@@ -263,7 +263,7 @@ export class Engine {
     if (!this.#disposed && !this.#dead) this.#worker.postMessage({ type: 'session-close', session } satisfies Request);
   }
 
-  async *#stream(prompt: Prompt, options: EngineGenerateOptions, known: readonly string[], where: string, session?: number): AsyncGenerator<Delta, GenerateResult> {
+  async *#stream(prompt: Prompt, options: EngineGenerateOptions, where: string, session?: number): AsyncGenerator<Delta, GenerateResult> {
     this.#check();
     const isMessages = (p: unknown): p is { messages: ChatMessage[] } =>
       typeof p === 'object' && p !== null && Array.isArray((p as { messages?: unknown }).messages) &&
@@ -275,7 +275,7 @@ export class Engine {
       if (prompt.template !== undefined && typeof prompt.template !== 'string') throw new TypeError('Expected a string (a Jinja chat template) for prompt.template');
     }
     const o = check.options<EngineGenerateOptions>(options, 'options');
-    checkOptionNames(o, known, where);
+    checkOptionNames(o, GENERATE_OPTIONS, where);
     const { signal, ...rest } = o;
     if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('Expected an AbortSignal for options.signal');
     if (signal?.aborted) return session === undefined ? abortedResult() : Object.assign(abortedResult(), { reusedTokens: 0 });
@@ -345,12 +345,12 @@ export class Engine {
     const o = check.options<EngineGenerateOptions & { template?: string }>(options, 'options');
     checkOptionNames(o, CHAT_OPTIONS, 'the chat options');
     const { template, ...rest } = o;
-    return yield* this.#stream({ messages, template }, rest, GENERATE_OPTIONS, 'the chat options');
+    return yield* this.#stream({ messages, template }, rest, 'the chat options');
   }
 
   /** Generates to completion (an abort ends it as stream() does: finishReason 'abort'). */
   async generate(prompt: Prompt, options: EngineGenerateOptions = {}): Promise<GenerateResult> {
-    const it = this.#stream(prompt, options, GENERATE_OPTIONS, 'the generate options');
+    const it = this.#stream(prompt, options, 'the generate options');
     for (;;) {
       const r = await it.next();
       if (r.done) return r.value;
