@@ -1,8 +1,8 @@
 /**
  * End-to-end: a TinyLlama-1.1B-shaped random-weight GGUF (dim 2048, 22 layers, 32 heads, 4 KV
  * heads, ffn 5632, vocab 32000) written by tessera's GGUF writer in F16, Q8_0 and Q4_0, run by
- * tessera and by llama.cpp (node-llama-cpp 3.21.1, 2 threads; run this with UV_THREADPOOL_SIZE=1,
- * which `npm run bench:e2e` sets) in the same process: prefill tok/s (512 tokens) and decode tok/s
+ * tessera and by llama.cpp (node-llama-cpp 3.21.1 from the peer package, `npm run peer:install`;
+ * 2 threads; run this with UV_THREADPOOL_SIZE=1, which `npm run bench:e2e` sets) in the same process: prefill tok/s (512 tokens) and decode tok/s
  * (128 tokens), median of 3, side by side, plus the decode roofline (measured read bandwidth /
  * bytes of weights read per token).
  *
@@ -23,6 +23,7 @@ import { getBackend, runtimeInfo } from '../src/index.js';
 import { loadNative } from '../src/backend/cpu/native.js';
 import { readGGUF } from '../src/formats/gguf.js';
 import { TINYLLAMA, writeRandomModel } from './random-model.js';
+import { getLlamaCpp, requireLlamaCppPeer } from './peer/node-llama-cpp.js';
 import { llamaConfigFromGGUF, llamaWeightsFromGGUF } from '../src/model/load-gguf.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { PagedKvCache } from '../src/runtime/kv/cache.js';
@@ -104,19 +105,18 @@ async function benchTessera(file: string, gptq = false) {
 }
 
 async function benchLlamaCpp(file: string) {
-  const { getLlama } = await import('node-llama-cpp');
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+  const llama = await getLlamaCpp();
   const model = await llama.loadModel({ modelPath: file });
   const pre: number[] = [], dec: number[] = [];
   for (let r = 0; r < runs; r++) {
-    const ctx = await model.createContext({ contextSize: PREFILL + DECODE + 16, batchSize: PREFILL, threads: { ideal: 2, min: 2 } } as never);
+    const ctx = await model.createContext({ contextSize: PREFILL + DECODE + 16, batchSize: PREFILL, threads: { ideal: 2, min: 2 } });
     const seq = ctx.getSequence();
     let t0 = performance.now();
-    await seq.evaluateWithoutGeneratingNewTokens(promptTokens as never);
+    await seq.evaluateWithoutGeneratingNewTokens(promptTokens);
     pre.push(PREFILL / ((performance.now() - t0) / 1e3));
     t0 = performance.now();
     let n = 0;
-    for await (const _t of seq.evaluate([promptTokens[PREFILL - 1]!] as never, { temperature: 0 } as never)) {
+    for await (const _t of seq.evaluate([promptTokens[PREFILL - 1]!], { temperature: 0 })) {
       if (++n >= DECODE) break;
     }
     dec.push(DECODE / ((performance.now() - t0) / 1e3));
@@ -129,6 +129,7 @@ async function benchLlamaCpp(file: string) {
 
 async function main() {
   if (!loadNative()) throw new Error('native addon not built');
+  requireLlamaCppPeer('bench:e2e');
   const info = runtimeInfo();
   console.log(`tessera e2e bench — ${new Date().toISOString().slice(0, 10)} — ${os.cpus()[0]?.model} x${os.cpus().length} — ${info.isa}, ${info.threads} threads — ${SHAPE.name}-shaped, ${SHAPE.layers} layers${small ? ' (--small)' : ''}`);
   const big = new Float32Array(64 << 20).fill(1);

@@ -1,6 +1,7 @@
 /**
  * Model load: time to load, time to the first token and peak RSS, tessera's `Engine.load` side by
- * side with llama.cpp (node-llama-cpp 3.21.1, which mmaps the file; run this with
+ * side with llama.cpp (node-llama-cpp 3.21.1 from the peer package, `npm run peer:install`; it
+ * mmaps the file; run this with
  * UV_THREADPOOL_SIZE=1, which `npm run bench:load` sets) on the same TinyLlama-1.1B-shaped
  * random-weight GGUF files (F16 and Q4_0, written by bench/random-model.ts and cached in
  * os.tmpdir()/tessera-e2e, shared with bench:e2e). Every run is a fresh child process (peak RSS is
@@ -24,6 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureRandomModel, TINYLLAMA } from './random-model.js';
+import { getLlamaCpp, requireLlamaCppPeer } from './peer/node-llama-cpp.js';
 
 const CTX = 2048; // KV cache: tokens per sequence, both runtimes
 const PROMPT = [1, 450, 4996, 17354, 1701, 432, 17204, 975]; // 8 tokens
@@ -72,17 +74,16 @@ async function childTessera(file: string): Promise<ChildResult> {
 }
 
 async function childLlamaCpp(file: string): Promise<ChildResult> {
-  const { getLlama } = await import('node-llama-cpp');
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+  const llama = await getLlamaCpp();
   const baselineRss = status('VmRSS');
   const t0 = performance.now();
   const model = await llama.loadModel({ modelPath: file });
   const modelOnlyMs = performance.now() - t0;
-  const ctx = await model.createContext({ contextSize: CTX, batchSize: 512, threads: { ideal: 2, min: 2 } } as never);
+  const ctx = await model.createContext({ contextSize: CTX, batchSize: 512, threads: { ideal: 2, min: 2 } });
   const loadMs = performance.now() - t0;
   const seq = ctx.getSequence();
   let firstTokenMs = 0;
-  for await (const _t of seq.evaluate(PROMPT as never, { temperature: 0 } as never)) {
+  for await (const _t of seq.evaluate(PROMPT, { temperature: 0 })) {
     firstTokenMs = performance.now() - t0;
     break;
   }
@@ -108,6 +109,7 @@ const dir = arg('--dir') ?? path.join(os.tmpdir(), 'tessera-e2e');
 const withRead = args.includes('--read');
 const jsonOut = arg('--json');
 const self = fileURLToPath(import.meta.url);
+requireLlamaCppPeer('bench:load');
 
 if (process.env.UV_THREADPOOL_SIZE !== '1') console.warn('note: run with UV_THREADPOOL_SIZE=1 as the other benches do (npm run bench:load does)');
 

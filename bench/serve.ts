@@ -4,7 +4,7 @@
  * 1, 4, 16 and 64 concurrent streams:
  *   - tessera: an Engine (worker thread, continuous batching), every stream a concurrent
  *     engine.stream() call;
- *   - llama.cpp: node-llama-cpp 3.21.1, one context with `sequences: N`, one sequence per stream,
+ *   - llama.cpp: node-llama-cpp 3.21.1 (the peer package: `npm run peer:install`), one context with `sequences: N`, one sequence per stream,
  *     all evaluated concurrently (it batches their tokens into one decode per step), 2 threads.
  * Reports aggregate decode tok/s (completion tokens / wall time), time to first token and
  * inter-token latency p50/p99, the main thread's event-loop delay p99 (tessera), and with a
@@ -29,6 +29,7 @@ import type { AddressInfo } from 'node:net';
 import { Engine } from '../src/index.js';
 import { createServer } from '../src/server/server.js';
 import { ensureRandomModel, TINYLLAMA } from './random-model.js';
+import { getLlamaCpp, requireLlamaCppPeer } from './peer/node-llama-cpp.js';
 
 const args = process.argv.slice(2);
 const arg = (n: string) => {
@@ -188,16 +189,15 @@ async function benchTessera(file: string) {
 }
 
 async function benchLlamaCpp(file: string) {
-  const { getLlama } = await import('node-llama-cpp');
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+  const llama = await getLlamaCpp();
   const model = await llama.loadModel({ modelPath: file });
   const rows: Record<number, Awaited<ReturnType<typeof runStreams>>> = {};
   const run = async (n: number) => {
-    const ctx = await model.createContext({ sequences: n, contextSize: n * (PROMPT + GEN + 16), batchSize: 512, threads: { ideal: 2, min: 2 } } as never);
+    const ctx = await model.createContext({ sequences: n, contextSize: n * (PROMPT + GEN + 16), batchSize: 512, threads: { ideal: 2, min: 2 } });
     try {
       return await runStreams(n, async (i, base, s) => {
         const seq = ctx.getSequence();
-        for await (const _t of seq.evaluate(prompt(i, PROMPT, base) as never, { temperature: 0 } as never)) {
+        for await (const _t of seq.evaluate(prompt(i, PROMPT, base), { temperature: 0 })) {
           s.tokens.push(performance.now());
           if (s.tokens.length >= GEN) break;
         }
@@ -221,6 +221,7 @@ async function benchLlamaCpp(file: string) {
 }
 
 async function main() {
+  if (withLlama) requireLlamaCppPeer('bench:serve', '--no-llamacpp');
   console.log(`tessera serve bench — ${new Date().toISOString().slice(0, 10)} — ${os.cpus()[0]?.model} x${os.cpus().length} — ${SHAPE.name}-shaped, ${SHAPE.layers} layers, ${PROMPT}-token prompts, ${GEN}-token generations`);
   mkdirSync(dir, { recursive: true });
   const out: Record<string, unknown> = {};

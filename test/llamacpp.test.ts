@@ -1,9 +1,11 @@
 // Logits vs llama.cpp (node-llama-cpp 3.21.1, its bundled CPU build) on stories260K in F32, F16,
 // Q8_0 and Q4_0, and on random-weight Llama GGUFs written by our GGUF writer (GQA, several shapes).
 // Compared in log space with each row's mean removed (llama.cpp only exposes probabilities).
-// node-llama-cpp brings its own llama.cpp build, so these run on tessera's js backend when its
-// native addon is missing (and on cpu when it is built).
-import { mkdtempSync } from 'node:fs';
+// Always against llama.cpp's outputs recorded in test/fixtures/llamacpp/llamacpp.* (four positions
+// per case, for the exact file bytes: a changed model writer fails on the hash); also against
+// llama.cpp itself, every position, when the peer is installed (npm run peer:install).
+// These run on tessera's js backend when its native addon is missing (and on cpu when it is built).
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -15,15 +17,15 @@ import { LlamaModel } from '../src/model/llama.js';
 import { PagedKvCache } from '../src/runtime/kv/cache.js';
 import { nativeAvailable, randn, relL2, rng } from './helpers.js';
 import { forwardTokens } from '../src/runtime/runner.js';
-import { useLlamaCpp } from './llamacpp-peer.js';
+import { LlamaCppReference, needsLlamaCpp, recording, useLlamaCpp } from './llamacpp-peer.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const STORIES = path.join(root, 'models/stories260K/stories260K.gguf');
 const FIX = path.join(root, 'test/fixtures/stories260K');
 const backend = nativeAvailable ? 'cpu' : 'js';
 
-/** llama.cpp's log-probabilities at every position of `tokens`. */
-const llamaCppLogProbs = useLlamaCpp();
+const llamaCpp = useLlamaCpp();
+const reference = new LlamaCppReference('llamacpp');
 
 function ourLogits(file: string, tokens: number[], be: 'cpu' | 'js' = backend): Float32Array[] {
   const g = readGGUF(file);
@@ -72,44 +74,78 @@ function checkAgainstLlamaCpp(err: number, argmaxEqual: boolean, tol: number) {
 
 const TOKENS = [1, 403, 407, 261, 378, 432, 269, 281, 333, 261, 368, 300, 284, 327, 46, 402, 405, 269, 288, 388, 296, 266, 431, 46];
 
-describe(`logits match llama.cpp (tessera on ${backend})`, () => {
-  it.each([
-    ['F32', STORIES, 1e-4],
-    ['F16', path.join(FIX, 'stories260K-F16.gguf'), 1e-3],
-    ['Q8_0', path.join(FIX, 'stories260K-Q8_0.gguf'), 1e-2],
-    ['Q4_0', path.join(FIX, 'stories260K-Q4_0.gguf'), 1e-2],
-  ])('stories260K %s', async (_t, file, tol) => {
-    const ref = await llamaCppLogProbs(file, TOKENS, 512);
-    const { err, argmaxEqual } = compare(ourLogits(file, TOKENS), ref);
-    checkAgainstLlamaCpp(err, argmaxEqual, tol);
-  }, 60_000);
+type Shape = { dim: number; layers: number; heads: number; kvHeads: number; ffn: number };
+type WeightType = 'F32' | 'F16' | 'Q8_0' | 'Q4_0';
+const TOL: Record<WeightType, number> = { F32: 1e-4, F16: 1e-3, Q8_0: 1e-2, Q4_0: 1e-2 };
 
-  const shapes = [
-    { dim: 128, layers: 2, heads: 4, kvHeads: 2, ffn: 256 },
-    { dim: 192, layers: 3, heads: 6, kvHeads: 1, ffn: 320 },
-    { dim: 256, layers: 2, heads: 8, kvHeads: 8, ffn: 512 },
-  ];
-  const dir = mkdtempSync(path.join(tmpdir(), 'tessera-llama-'));
-  it.each(shapes.flatMap((s) => (['F32', 'F16', 'Q8_0', 'Q4_0'] as const).map((t) => [t, s] as const)))(
-    'random-weight Llama %s %o',
-    async (type, s) => {
-      const file = path.join(dir, `rand-${s.dim}-${s.layers}-${s.heads}-${s.kvHeads}-${type}.gguf`);
-      writeRandomLlama(file, s, type);
-      const ref = await llamaCppLogProbs(file, TOKENS, 512);
-      const { err, argmaxEqual } = compare(ourLogits(file, TOKENS), ref);
-      checkAgainstLlamaCpp(err, argmaxEqual, type === 'F32' ? 1e-4 : type === 'F16' ? 1e-3 : 1e-2);
-    },
-    60_000,
-  );
+/** A case: its name (the recorded outputs' key), its GGUF (written on first use) and tolerance. */
+interface Case { name: string; file: () => string; tol: number }
+const dir = mkdtempSync(path.join(tmpdir(), 'tessera-llama-'));
+/** A random-weight GGUF, written once per test file run. */
+function randomFile(name: string, s: Shape, type: WeightType, arch: 'llama' | 'qwen2' = 'llama'): () => string {
+  const file = path.join(dir, `${name}.gguf`);
+  return () => {
+    if (!existsSync(file)) writeRandomLlama(file, s, type, arch);
+    return file;
+  };
+}
 
-  it('Qwen2 (QKV biases, NeoX RoPE) random-weight GGUF within 1e-4', async () => {
-    const file = path.join(dir, 'qwen2.gguf');
-    writeRandomLlama(file, { dim: 128, layers: 2, heads: 4, kvHeads: 2, ffn: 256 }, 'F32', 'qwen2');
-    const ref = await llamaCppLogProbs(file, TOKENS, 512);
-    const { err, argmaxEqual } = compare(ourLogits(file, TOKENS), ref);
-    checkAgainstLlamaCpp(err, argmaxEqual, 1e-4);
-  }, 60_000);
+const shapes: Shape[] = [
+  { dim: 128, layers: 2, heads: 4, kvHeads: 2, ffn: 256 },
+  { dim: 192, layers: 3, heads: 6, kvHeads: 1, ffn: 320 },
+  { dim: 256, layers: 2, heads: 8, kvHeads: 8, ffn: 512 },
+];
+const cases: Case[] = [
+  { name: 'stories260K F32', file: () => STORIES, tol: TOL.F32 },
+  ...(['F16', 'Q8_0', 'Q4_0'] as const).map((t) => ({ name: `stories260K ${t}`, file: () => path.join(FIX, `stories260K-${t}.gguf`), tol: TOL[t] })),
+  ...shapes.flatMap((s) => (['F32', 'F16', 'Q8_0', 'Q4_0'] as const).map((t) => {
+    const name = `random-weight Llama ${t} dim ${s.dim} layers ${s.layers} heads ${s.heads} kvHeads ${s.kvHeads} ffn ${s.ffn}`;
+    return { name, file: randomFile(`rand-${s.dim}-${s.layers}-${s.heads}-${s.kvHeads}-${t}`, s, t), tol: TOL[t] };
+  })),
+  // Qwen2: QKV biases, NeoX RoPE
+  { name: 'Qwen2 random-weight F32', file: randomFile('qwen2', shapes[0]!, 'F32', 'qwen2'), tol: TOL.F32 },
+];
 
+const ours = new Map<string, Float32Array[]>();
+/** Our logits at every position of TOKENS for a case (computed once). */
+function oursFor(c: Case): Float32Array[] {
+  if (!ours.has(c.name)) ours.set(c.name, ourLogits(c.file(), TOKENS));
+  return ours.get(c.name)!;
+}
+
+// Live first: while recording (npm run peer:fixtures) these write what the next block reads.
+describe(`logits match llama.cpp at every position (live, tessera on ${backend})`, () => {
+  it.for(cases.map((c) => [c.name, c] as const))('%s', async ([, c], ctx) => {
+    needsLlamaCpp(ctx);
+    const file = c.file();
+    const live = await llamaCpp.logProbs(file, TOKENS, 512, 512);
+    const { err, argmaxEqual } = compare(oursFor(c), live);
+    checkAgainstLlamaCpp(err, argmaxEqual, c.tol);
+    reference.recordLogProbs(c.name, file, TOKENS, live);
+    // The recorded outputs are still llama.cpp's (ten times closer to it than tessera must be).
+    if (!recording) {
+      const rec = reference.logProbs(c.name, file, TOKENS);
+      expect(compare(rec.rows.map((r) => Float32Array.from(r)), rec.positions.map((p) => live[p]!)).err).toBeLessThan(c.tol / 10);
+    }
+  });
+});
+
+describe(`logits match llama.cpp's recorded outputs (tessera on ${backend})`, () => {
+  it.for(cases.map((c) => [c.name, c] as const))('%s', ([, c]) => {
+    const { positions, rows } = reference.logProbs(c.name, c.file(), TOKENS);
+    const o = oursFor(c);
+    const { err, argmaxEqual } = compare(positions.map((p) => o[p]!), rows);
+    checkAgainstLlamaCpp(err, argmaxEqual, c.tol);
+  });
+
+  it('a model file that is not the one recorded is refused, naming the command that records it again', () => {
+    expect(() => reference.logProbs('stories260K F32', path.join(FIX, 'stories260K-F16.gguf'), TOKENS)).toThrow(
+      /stories260K-F16.gguf is not the file llama.cpp's outputs for 'stories260K F32' were recorded from .*npm run peer:fixtures/,
+    );
+  });
+});
+
+describe('backends', () => {
   it.runIf(nativeAvailable)('js and cpu backends agree within 1e-4', () => {
     const a = ourLogits(STORIES, TOKENS, 'cpu'), b = ourLogits(STORIES, TOKENS, 'js');
     a.forEach((row, i) => expect(relL2(row, b[i]!)).toBeLessThan(1e-4));
@@ -117,7 +153,7 @@ describe(`logits match llama.cpp (tessera on ${backend})`, () => {
 });
 
 /** A Llama GGUF with random weights (scaled so activations stay O(1)) and stories260K's vocab. */
-function writeRandomLlama(file: string, s: { dim: number; layers: number; heads: number; kvHeads: number; ffn: number }, type: 'F32' | 'F16' | 'Q8_0' | 'Q4_0', arch: 'llama' | 'qwen2' = 'llama') {
+function writeRandomLlama(file: string, s: Shape, type: WeightType, arch: 'llama' | 'qwen2' = 'llama') {
   const vocab = readGGUF(STORIES);
   const r = rng(s.dim * 31 + s.layers * 7 + s.kvHeads);
   const hd = s.dim / s.heads;

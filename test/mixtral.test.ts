@@ -1,9 +1,11 @@
 // Mixtral-style MoE models: logits vs llama.cpp on random-weight GGUFs written here (several E/k,
 // GQA), merged 3-D expert tensors vs per-expert tensors, js vs cpu, and routing statistics.
+// llama.cpp's outputs are recorded in test/fixtures/llamacpp/mixtral.* (for the exact file bytes);
+// llama.cpp itself runs too when the peer is installed (npm run peer:install).
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { getBackend } from '../src/index.js';
 import { loadTensor, readGGUF, writeGGUF } from '../src/formats/gguf.js';
 import { llamaConfigFromHF, llamaWeightsFromHF } from '../src/model/load-hf.js';
@@ -14,6 +16,7 @@ import { PagedKvCache } from '../src/runtime/kv/cache.js';
 import { moeStats } from '../src/runtime/moe-stats.js';
 import { nativeAvailable, randn, relL2, rng, writeSafetensors } from './helpers.js';
 import { forwardTokens } from '../src/runtime/runner.js';
+import { LlamaCppReference, needsLlamaCpp, recording, recordedPositions, useLlamaCpp } from './llamacpp-peer.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const STORIES = path.join(root, 'models/stories260K/stories260K.gguf');
@@ -60,35 +63,17 @@ function logits(file: string, backend: 'cpu' | 'js' = nativeAvailable ? 'cpu' : 
   return forwardTokens(m, cache, 0, Int32Array.from(TOKENS), { allLogits: true }).data;
 }
 
-type Llama = Awaited<ReturnType<typeof import('node-llama-cpp').getLlama>>;
-let llama: Llama | null = null;
-beforeAll(async () => {
-  if (!nativeAvailable) return;
-  const { getLlama } = await import('node-llama-cpp');
-  llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
-}, 120_000);
-afterAll(async () => {
-  await llama?.dispose();
-});
+const llamaCpp = useLlamaCpp();
+const reference = new LlamaCppReference('mixtral');
 
-async function llamaCppLogits(file: string): Promise<Float64Array[]> {
-  const model = await llama!.loadModel({ modelPath: file });
-  const ctx = await model.createContext({ contextSize: 64, flashAttention: false, threads: { ideal: 2, min: 1 }, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' } as never);
-  const res = await ctx.getSequence().controlledEvaluate(TOKENS.map((t) => [t, { generateNext: { probabilities: true } }]) as never);
-  await ctx.dispose();
-  await model.dispose();
-  return res.map((x) => {
-    const row = new Float64Array(512).fill(Number.NaN);
-    for (const [k, p] of (x as { next: { probabilities: Map<number, number> } }).next.probabilities) row[k] = Math.log(p);
-    return row;
-  });
-}
+/** Rows of a flat (positions x 512) logits array. */
+const rowsOf = (flat: Float32Array, positions: number[]) => positions.map((p) => flat.subarray(p * 512, (p + 1) * 512));
 
-/** Mean-centred log-probabilities, ours vs llama.cpp, over tokens llama.cpp reported. */
-function centredError(ours: Float32Array, ref: Float64Array[]): number {
+/** Mean-centred log-probabilities, ours vs llama.cpp, row by row, over tokens llama.cpp reported. */
+function centredError(ours: Float32Array[], ref: Float64Array[]): number {
   let num = 0, den = 0;
   ref.forEach((r, i) => {
-    const o = ours.subarray(i * 512, (i + 1) * 512);
+    const o = ours[i]!;
     const idx = [...r.keys()].filter((j) => Number.isFinite(r[j]!));
     const mo = idx.reduce((a, j) => a + o[j]!, 0) / idx.length, mr = idx.reduce((a, j) => a + r[j]!, 0) / idx.length;
     for (const j of idx) {
@@ -99,6 +84,20 @@ function centredError(ours: Float32Array, ref: Float64Array[]): number {
   return Math.sqrt(num / den);
 }
 
+/** Quantised experts: within 1e-2, and the same argmax at most rows, wherever llama.cpp has a clear winner. */
+function checkQuantised(ours: Float32Array[], ref: Float64Array[]) {
+  expect(centredError(ours, ref)).toBeLessThan(1e-2);
+  let clear = 0;
+  ref.forEach((r, i) => {
+    const o = ours[i]!;
+    const sorted = r.filter(Number.isFinite).sort((a, b) => b - a);
+    if (sorted[0]! - sorted[1]! < 0.05) return; // a near tie: either order is within the noise
+    clear++;
+    expect(o.indexOf(Math.max(...o))).toBe(r.indexOf(sorted[0]!));
+  });
+  expect(clear).toBeGreaterThan(ref.length / 2);
+}
+
 const SHAPES: Shape[] = [
   { dim: 128, layers: 2, heads: 4, kvHeads: 2, ffn: 192, E: 4, k: 2 },
   { dim: 128, layers: 2, heads: 4, kvHeads: 1, ffn: 128, E: 8, k: 2 },
@@ -106,12 +105,51 @@ const SHAPES: Shape[] = [
   { dim: 64, layers: 1, heads: 2, kvHeads: 1, ffn: 96, E: 6, k: 3 },
 ];
 
-describe.runIf(nativeAvailable)('Mixtral vs llama.cpp', () => {
-  it.each(SHAPES)('F32 logits within 1e-4 (E=$E k=$k kvHeads=$kvHeads)', async (s) => {
-    const file = path.join(dir, `mix-${s.E}-${s.k}-${s.kvHeads}.gguf`);
-    writeRandomMixtral(file, s);
-    expect(centredError(logits(file), await llamaCppLogits(file))).toBeLessThan(1e-4);
-  }, 60_000);
+/** The comparison cases: [name, shape, weight type]; each GGUF is written once. */
+const CASES: [string, Shape, 'F32' | 'Q8_0' | 'Q4_0'][] = [
+  ...SHAPES.map((s): [string, Shape, 'F32'] => [`F32 E=${s.E} k=${s.k} kvHeads=${s.kvHeads}`, s, 'F32']),
+  ...(['Q8_0', 'Q4_0'] as const).map((t): [string, Shape, 'Q8_0' | 'Q4_0'] => [`${t} experts`, SHAPES[0]!, t]),
+];
+const caseFile = (name: string) => path.join(dir, `mix-${name.replace(/[^a-z0-9]+/gi, '_')}.gguf`);
+const ours = new Map<string, Float32Array>();
+/** Our logits on a case's GGUF (written on first use). */
+function oursFor([name, s, type]: [string, Shape, 'F32' | 'Q8_0' | 'Q4_0']): Float32Array {
+  if (!ours.has(name)) {
+    writeRandomMixtral(caseFile(name), s, type);
+    ours.set(name, logits(caseFile(name)));
+  }
+  return ours.get(name)!;
+}
+/** F32 within 1e-4; quantised experts see checkQuantised. */
+function check(type: 'F32' | 'Q8_0' | 'Q4_0', o: Float32Array[], ref: Float64Array[]) {
+  if (type === 'F32') expect(centredError(o, ref)).toBeLessThan(1e-4);
+  else checkQuantised(o, ref);
+}
+
+// Live first: while recording (npm run peer:fixtures) these write what the next block reads.
+describe('Mixtral vs llama.cpp (live, every position)', () => {
+  it.for(CASES)('%s', async (c, ctx) => {
+    needsLlamaCpp(ctx);
+    const [name, , type] = c;
+    const o = oursFor(c);
+    const live = await llamaCpp.logProbs(caseFile(name), TOKENS, 512, 64);
+    check(type, rowsOf(o, TOKENS.map((_, i) => i)), live);
+    reference.recordLogProbs(name, caseFile(name), TOKENS, live);
+    if (!recording) {
+      // The recorded outputs are still llama.cpp's.
+      const rec = reference.logProbs(name, caseFile(name), TOKENS);
+      expect(centredError(rec.rows.map((r) => Float32Array.from(r)), rec.positions.map((p) => live[p]!))).toBeLessThan(type === 'F32' ? 1e-5 : 1e-3);
+    }
+  });
+});
+
+describe(`Mixtral vs llama.cpp's recorded outputs (positions ${recordedPositions(TOKENS.length).join(', ')})`, () => {
+  it.for(CASES)('%s', (c) => {
+    const [name, , type] = c;
+    const o = oursFor(c);
+    const { positions, rows } = reference.logProbs(name, caseFile(name), TOKENS);
+    check(type, rowsOf(o, positions), rows);
+  });
 });
 
 describe('Mixtral layouts and backends', () => {
@@ -226,23 +264,4 @@ describe('Mixtral from Hugging Face safetensors', () => {
     const ours = forwardTokens(m, cache, 0, Int32Array.from(TOKENS), { allLogits: true }).data;
     expect(relL2(ours, logits(gf))).toBeLessThan(1e-5);
   });
-});
-
-describe.runIf(nativeAvailable)('quantised Mixtral vs llama.cpp', () => {
-  it.each(['Q8_0', 'Q4_0'] as const)('%s experts: logits within 1e-2 and the same argmax wherever llama.cpp has a clear winner', async (type) => {
-    const f = path.join(dir, `mix-${type}.gguf`);
-    writeRandomMixtral(f, SHAPES[0]!, type);
-    const ours = logits(f);
-    const ref = await llamaCppLogits(f);
-    expect(centredError(ours, ref)).toBeLessThan(1e-2);
-    let clear = 0;
-    ref.forEach((r, i) => {
-      const o = ours.subarray(i * 512, (i + 1) * 512);
-      const sorted = r.filter(Number.isFinite).sort((a, b) => b - a);
-      if (sorted[0]! - sorted[1]! < 0.05) return; // a near tie: either order is within the noise
-      clear++;
-      expect(o.indexOf(Math.max(...o))).toBe(r.indexOf(sorted[0]!));
-    });
-    expect(clear).toBeGreaterThan(TOKENS.length / 2);
-  }, 60_000);
 });

@@ -1,10 +1,11 @@
 // The hyper-parameters real checkpoints set away from the defaults reach the forward pass: RoPE
 // base (GGUF rope.freq_base, HF rope_theta), linear RoPE scaling (GGUF rope.scaling.*, HF
 // rope_scaling / rope_parameters), the RMSNorm epsilon, Qwen2's q/k/v biases, Mistral's and Qwen2's
-// sliding window, and f16 / bf16 safetensors. Small random models are compared with llama.cpp
-// (GGUF, through node-llama-cpp) and with the float64 reference forward in reference.ts; every
-// case also checks that the reference with the key ignored is far outside the tolerance, so a
-// loader that dropped the key would fail.
+// sliding window, and f16 / bf16 safetensors. Small random models are compared with the float64
+// reference forward in reference.ts and with llama.cpp (GGUF): its outputs recorded in
+// test/fixtures/llamacpp/rope-config.* always, and llama.cpp itself through the peer
+// (npm run peer:install) when it is installed. Every case also checks that the reference with the
+// key ignored is far outside the tolerance, so a loader that dropped the key would fail.
 import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -20,7 +21,7 @@ import { PagedKvCache } from '../src/runtime/kv/cache.js';
 import { forwardTokens } from '../src/runtime/runner.js';
 import { nativeAvailable, randn, relL2, rng, writeSafetensors } from './helpers.js';
 import { llamaForwardRef, type LlamaRefConfig, type LlamaRefWeights } from './reference.js';
-import { useLlamaCpp } from './llamacpp-peer.js';
+import { LlamaCppReference, needsLlamaCpp, recording, useLlamaCpp } from './llamacpp-peer.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const STORIES = path.join(root, 'models/stories260K/stories260K.gguf');
@@ -96,19 +97,30 @@ function ggufModel(file: string): LlamaModel {
 }
 
 const llamaCpp = useLlamaCpp();
+const reference = new LlamaCppReference('rope-config');
 
 /** llama.cpp's log-probabilities at every position of TOKENS, one flat (positions x vocab) array. */
 async function llamaCppLogProbs(file: string): Promise<Float64Array> {
-  const rows = await llamaCpp(file, TOKENS, S.vocab, 64);
+  const rows = await llamaCpp.logProbs(file, TOKENS, S.vocab, 64);
   const out = new Float64Array(TOKENS.length * S.vocab);
   rows.forEach((r, i) => out.set(r, i * S.vocab));
   return out;
 }
 
+/** Rows at the recorded positions of a flat (positions x vocab) array, and the recorded rows, flat. */
+function atPositions(all: ArrayLike<number>, positions: number[], rows: Float64Array[]): { ours: Float64Array; ref: Float64Array } {
+  const ours = new Float64Array(positions.length * S.vocab), ref = new Float64Array(positions.length * S.vocab);
+  positions.forEach((p, i) => {
+    for (let j = 0; j < S.vocab; j++) ours[i * S.vocab + j] = all[p * S.vocab + j]!;
+    ref.set(rows[i]!, i * S.vocab);
+  });
+  return { ours, ref };
+}
+
 /** Relative L2 between rows with each row's mean removed (log-probs and logits differ by a per-row constant). */
 function centredError(ours: ArrayLike<number>, ref: ArrayLike<number>): number {
   let num = 0, den = 0;
-  for (let r = 0; r < TOKENS.length; r++) {
+  for (let r = 0; r < ref.length / S.vocab; r++) {
     const idx = Array.from({ length: S.vocab }, (_, i) => r * S.vocab + i).filter((i) => Number.isFinite(ref[i]!));
     expect(idx.length).toBeGreaterThan(S.vocab * 0.9);
     const mo = idx.reduce((a, i) => a + ours[i]!, 0) / idx.length, mr = idx.reduce((a, i) => a + ref[i]!, 0) / idx.length;
@@ -136,15 +148,42 @@ describe('GGUF RoPE base, linear scaling and norm epsilon match llama.cpp and th
     ['scaling type none ignores the factor', 'llama', { extra: [strKey('llama.rope.scaling.type', 'none'), f32Key('llama.rope.scaling.factor', 4)] }, {}, { factor: 4 }],
     ['qwen2 (NeoX, q/k/v biases) with base 1e6, factor 2, eps 1e-3', 'qwen2', { freqBase: 1e6, factor: 2, eps: 1e-3 }, { theta: 1e6, factor: 2, eps: f32(1e-3) }, { eps: f32(1e-3) }],
   ];
-  it.each(cases)('%s', async (name, arch, keys, want, ignored) => {
-    const w = randomWeights(name.length * 7 + 1, arch === 'qwen2');
-    const file = path.join(dir, `${name.replace(/[^a-z0-9]+/gi, '_')}.gguf`);
-    writeGGUFModel(file, w, arch, keys);
-    const ours = ourLogits(ggufModel(file));
+  const file = (name: string) => path.join(dir, `${name.replace(/[^a-z0-9]+/gi, '_')}.gguf`);
+  const weights = (name: string, arch: 'llama' | 'qwen2') => randomWeights(name.length * 7 + 1, arch === 'qwen2');
+  const ours = new Map<string, Float32Array>();
+  /** The case's GGUF, written once, and our logits on it. */
+  function oursFor(name: string, arch: 'llama' | 'qwen2', keys: GGUFKeys): Float32Array {
+    if (!ours.has(name)) {
+      writeGGUFModel(file(name), weights(name, arch), arch, keys);
+      ours.set(name, ourLogits(ggufModel(file(name))));
+    }
+    return ours.get(name)!;
+  }
+
+  // Live first: while recording (npm run peer:fixtures) these write what the next test reads.
+  it.for(cases)('%s: llama.cpp (live) at every position within 1e-4', async ([name, arch, keys], ctx) => {
+    needsLlamaCpp(ctx);
+    const o = oursFor(name, arch, keys);
+    const live = await llamaCppLogProbs(file(name));
+    expect(centredError(o, live)).toBeLessThan(1e-4);
+    const rows = Array.from({ length: TOKENS.length }, (_, i) => live.subarray(i * S.vocab, (i + 1) * S.vocab));
+    reference.recordLogProbs(name, file(name), TOKENS, rows);
+    if (!recording) {
+      // The recorded outputs are still llama.cpp's.
+      const rec = reference.logProbs(name, file(name), TOKENS);
+      const { ours: liveAt, ref } = atPositions(live, rec.positions, rec.rows);
+      expect(centredError(liveAt, ref)).toBeLessThan(1e-5);
+    }
+  });
+
+  it.for(cases)('%s: the reference within 1e-5 and llama.cpp (recorded) within 1e-4', ([name, arch, keys, want, ignored]) => {
+    const o = oursFor(name, arch, keys);
     const neox = arch === 'qwen2';
-    expectRef(ours, refConfig({ neox, ...want }), refConfig({ neox, ...ignored }), w, 1e-5);
-    expect(centredError(ours, await llamaCppLogProbs(file))).toBeLessThan(1e-4);
-  }, 60_000);
+    expectRef(o, refConfig({ neox, ...want }), refConfig({ neox, ...ignored }), weights(name, arch), 1e-5);
+    const rec = reference.logProbs(name, file(name), TOKENS);
+    const { ours: oAt, ref } = atPositions(o, rec.positions, rec.rows);
+    expect(centredError(oAt, ref)).toBeLessThan(1e-4);
+  });
 
   it.each([
     ['yarn', /rope-yarn.gguf: llama.rope.scaling.type = 'yarn' is not supported \(tessera applies RoPE scaling types none and linear\)/],
