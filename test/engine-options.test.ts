@@ -173,3 +173,21 @@ describe('loadModelFile', () => {
     b.model.dispose();
   });
 });
+
+describe('the Engine from a script piped to `node --input-type=module`', () => {
+  it('starts its worker (the parent\'s --input-type is not passed on) and generates what the API generates in-process', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const script = `import { Engine } from 'tessera';
+const e = await Engine.load({ backend: 'js' });
+const r = await e.generate('Once upon a time', { temperature: 0, maxTokens: 8 });
+await e.dispose();
+process.stdout.write(JSON.stringify(r.text));`;
+    // Runs dist/ (what `import 'tessera'` resolves to inside the package), built by `npm test` before vitest.
+    const out = spawnSync(process.execPath, ['--input-type=module'], { cwd: root, input: script, encoding: 'utf8', timeout: 60_000 });
+    expect(out.stderr).not.toContain('--input-type can only be used');
+    expect(out.status).toBe(0);
+    const e = await Engine.load({ backend: 'js' });
+    const want = await e.generate('Once upon a time', { temperature: 0, maxTokens: 8 }).finally(() => e.dispose());
+    expect(JSON.parse(out.stdout)).toBe(want.text);
+  });
+});

@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HubError, parseHfUri, pullModel, type PullOptions } from '../src/hub/index.js';
 import { loadModelFile } from '../src/model/load.js';
 import { getBackend } from '../src/backend/index.js';
+import { Engine } from '../src/engine/engine.js';
 import { downloadProgress, resolveHubArgs } from '../src/cli/pull.js';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -643,6 +644,27 @@ describe('the CLI pieces', () => {
       expect(out.slice(5)).toEqual(['-n', '4']);
       expect(await resolveHubArgs('generate', ['-m', 'hf:tessera-test/nothing-here/x.gguf', '--help'])).toEqual(['-m', 'hf:tessera-test/nothing-here/x.gguf', '--help']);
       expect(hub.requests({ url: '/tessera-test/nothing-here/resolve/main/x.gguf' })).toEqual([]);
+    } finally {
+      for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+      Object.assign(process.env, saved);
+    }
+  });
+});
+
+describe('Engine.load with hf: URIs', () => {
+  it('pulls the model (and an hf: draft model) and generates what the local file generates', async () => {
+    hub.reset();
+    const saved = { ...process.env };
+    Object.assign(process.env, { HF_ENDPOINT: hub.hubUrl, HF_HUB_CACHE: newCache(), HF_TOKEN: '', HF_HUB_OFFLINE: '', HF_HOME: path.join(work, 'hf-home') });
+    const opts = { maxTokens: 12, temperature: 0 };
+    try {
+      const remote = await Engine.load('hf:tessera-test/stories260K/stories260K.gguf', { backend: 'js', draftModel: 'hf:tessera-test/stories260K-GGUF:Q4_0' });
+      const fromHub = await remote.generate('Once upon a time', opts).finally(() => remote.dispose());
+      const local = await Engine.load(path.join(root, 'models/stories260K/stories260K.gguf'), { backend: 'js' });
+      const fromFile = await local.generate('Once upon a time', opts).finally(() => local.dispose());
+      expect(fromHub.text).toBe(fromFile.text);
+      expect(fromHub.speculation?.proposed ?? 0).toBeGreaterThan(0); // the pulled draft model was used
+      expect(hub.requests({ url: '/tessera-test/stories260K/resolve/main/stories260K.gguf' }).length).toBeGreaterThan(0);
     } finally {
       for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
       Object.assign(process.env, saved);

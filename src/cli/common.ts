@@ -1,13 +1,14 @@
 /** Pieces shared by the CLI commands: option parsing (llama.cpp aliases, "did you mean"), number checks, progress, opening a model. */
 import { existsSync, statSync, writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { getBackend, setThreads } from '../backend/index.js';
 import { loadModelFile, type LoadedModel } from '../model/load.js';
 import { UsageError } from './errors.js';
+import { bundledModelPath } from '../engine/bundled.js';
 
+/** The bundled stories260K, the model every command uses without -m. */
 export function defaultModelPath(): string {
-  return fileURLToPath(new URL('../../models/stories260K/stories260K.gguf', import.meta.url));
+  return bundledModelPath;
 }
 
 export const MODEL_OPTIONS = {

@@ -9,6 +9,7 @@ import { DisposedError } from '../tensor/tensor.js';
 import type { Delta, FinishReason, GenerateOptions, SpeculationStats } from '../runtime/generate.js';
 import type { SchedulerStats } from '../runtime/scheduler.js';
 import { bundledModelPath } from './bundled.js';
+import { isHfUri, pullModel } from '../hub/index.js';
 import { ChatSession, type ChatSessionOptions } from './chat-session.js';
 import { reviveError } from './errors.js';
 import { SESSION_CLOSE, SESSION_TURN } from './internal.js';
@@ -74,9 +75,23 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
+/**
+ * The parent's execArgv without `--input-type`: a script piped to `node --input-type=module` would
+ * otherwise start a worker that fails with "--input-type can only be used with string input".
+ */
+function workerExecArgv(): string[] {
+  const out: string[] = [];
+  const argv = process.execArgv;
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--input-type') i++;
+    else if (!argv[i].startsWith('--input-type=')) out.push(argv[i]);
+  }
+  return out;
+}
+
 function spawnWorker(): Worker {
   const self = new URL(import.meta.url);
-  if (!self.pathname.endsWith('.ts')) return new Worker(new URL('./worker.js', self));
+  if (!self.pathname.endsWith('.ts')) return new Worker(new URL('./worker.js', self), { execArgv: workerExecArgv() });
   // Running from TypeScript sources (tests, tsx): the worker registers tsx's loader itself.
   const src = new URL('./worker.ts', self).href;
   return new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(src)}); });`, { eval: true });
@@ -132,6 +147,15 @@ export class Engine {
       if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new TypeError('Expected a function for options.onProgress');
     } catch (err) {
       return Promise.reject(err);
+    }
+    if (isHfUri(path) || (options.draftModel !== undefined && isHfUri(options.draftModel))) {
+      // Hugging Face URIs are downloaded (or found in the cache) first, then loaded as files.
+      const pull = async (p: string) => (isHfUri(p) ? (await pullModel(p)).path : p);
+      return (async () => {
+        const file = await pull(path);
+        const draftModel = options.draftModel === undefined ? undefined : await pull(options.draftModel);
+        return Engine.load(file, { ...options, draftModel });
+      })();
     }
     const worker = spawnWorker();
     return new Promise((resolve, reject) => {
