@@ -55,3 +55,7 @@ export type { LinearWeight, LinearRole } from './model/llama.js';
 export { CudaDevice, CudaUnavailableError, DeviceTensor, cudaStatus, type CudaStatus, type DeviceGptq, type DeviceDType } from './backend/cuda/device.js';
 export { createServer, ApiError, type ServerOptions } from './server/server.js';
 export { pullModel, parseHfUri, HubError, defaultCacheDir as hubCacheDir, type PullOptions, type PullProgress, type PullResult, type HfUri, type HubErrorKind } from './hub/index.js';
+export {
+  corpusBleu, sentenceBleu, tokenize13a, corpusRougeL, rougeL, rougeTokenize,
+  type BleuOptions, type BleuScore, type BleuSmooth, type BleuTokenize, type RougeScore,
+} from './eval/index.js';

@@ -1,0 +1,63 @@
+/**
+ * ROUGE-L (Lin, 2004): precision, recall and F-measure of the longest common subsequence of
+ * tokens, as Google's rouge-score package (`RougeScorer(['rougeL'])`, no stemmer) computes it:
+ * its default tokenizer lowercases, turns every run of characters other than a-z and 0-9 into a
+ * space and splits on whitespace; an empty side scores 0. The corpus figure is the plain mean of
+ * the per-pair scores (rouge-score's BootstrapAggregator reports the median of resampled means,
+ * which only approaches it). Porter stemming (use_stemmer=True) is not implemented. Pure: imports
+ * nothing.
+ */
+
+export interface RougeScore {
+  precision: number;
+  recall: number;
+  fmeasure: number;
+}
+
+/** rouge-score's default tokenizer (tokenize.tokenize without a stemmer). */
+export function rougeTokenize(text: string): string[] {
+  if (typeof text !== 'string') throw new TypeError('Expected a string for text');
+  // Python's str.lower() and String#toLowerCase both apply Unicode's full default case mapping;
+  // what is left of non-ASCII letters afterwards is a separator either way.
+  return text.toLowerCase().replace(/[^a-z0-9]+/g, ' ').split(' ').filter((t) => t.length > 0);
+}
+
+/** Length of the longest common subsequence (the last cell of rouge-score's _lcs_table), in O(min) memory. */
+export function lcsLength(a: readonly string[], b: readonly string[]): number {
+  const [long, short] = a.length >= b.length ? [a, b] : [b, a];
+  let prev = new Int32Array(short.length + 1), cur = new Int32Array(short.length + 1);
+  for (let i = 1; i <= long.length; i++) {
+    const x = long[i - 1];
+    for (let j = 1; j <= short.length; j++) cur[j] = x === short[j - 1] ? prev[j - 1]! + 1 : Math.max(prev[j]!, cur[j - 1]!);
+    [prev, cur] = [cur, prev];
+  }
+  return prev[short.length]!;
+}
+
+const fmeasure = (p: number, r: number) => (p + r > 0 ? (2 * p * r) / (p + r) : 0);
+
+/** ROUGE-L of one prediction against its target (rouge-score's `score(target, prediction)['rougeL']`). */
+export function rougeL(target: string, prediction: string): RougeScore {
+  if (typeof target !== 'string') throw new TypeError('Expected a string for target');
+  if (typeof prediction !== 'string') throw new TypeError('Expected a string for prediction');
+  const t = rougeTokenize(target), p = rougeTokenize(prediction);
+  if (t.length === 0 || p.length === 0) return { precision: 0, recall: 0, fmeasure: 0 };
+  const lcs = lcsLength(t, p);
+  const precision = lcs / p.length, recall = lcs / t.length;
+  return { precision, recall, fmeasure: fmeasure(precision, recall) };
+}
+
+/** Mean ROUGE-L over pairs (targets[i], predictions[i]); also every pair's score. */
+export function corpusRougeL(targets: readonly string[], predictions: readonly string[]): RougeScore & { scores: RougeScore[] } {
+  if (!Array.isArray(targets)) throw new TypeError('Expected an array of strings for targets');
+  if (!Array.isArray(predictions)) throw new TypeError('Expected an array of strings for predictions');
+  if (targets.length !== predictions.length) throw new RangeError(`Expected as many predictions as targets (${targets.length}) but received ${predictions.length}`);
+  if (targets.length === 0) throw new RangeError('Expected at least one pair for targets and predictions');
+  const scores = targets.map((t, i) => {
+    if (typeof t !== 'string') throw new TypeError(`Expected a string for targets[${i}]`);
+    if (typeof predictions[i] !== 'string') throw new TypeError(`Expected a string for predictions[${i}]`);
+    return rougeL(t, predictions[i]!);
+  });
+  const mean = (k: keyof RougeScore) => scores.reduce((s, x) => s + x[k], 0) / scores.length;
+  return { precision: mean('precision'), recall: mean('recall'), fmeasure: mean('fmeasure'), scores };
+}

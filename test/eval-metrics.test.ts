@@ -1,0 +1,123 @@
+// BLEU and ROUGE-L against the reference implementations: sacreBLEU 2.6.0 and Google's
+// rouge-score numbers on a committed set of sentences (test/fixtures/eval/reference.json, made by
+// make-reference.py there), plus sacreBLEU's own published test cases (its test/test_bleu.py).
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { corpusBleu, sentenceBleu, tokenize13a, type BleuOptions } from '../src/eval/bleu.js';
+import { corpusRougeL, lcsLength, rougeL, rougeTokenize } from '../src/eval/rouge.js';
+
+interface Ref {
+  bleu: { name: string; hypotheses: string[]; references: string[][]; options: Record<string, unknown>; score: number; counts: number[]; totals: number[]; precisions: number[]; bp: number; sysLen: number; refLen: number; signature: string }[];
+  sentenceBleu: { hypothesis: string; references: string[]; score: number; bp: number; precisions: number[] }[];
+  tokenize13a: { line: string; tokens: string }[];
+  rougeL: { target: string; prediction: string; precision: number; recall: number; fmeasure: number }[];
+}
+const ref = JSON.parse(readFileSync(new URL('./fixtures/eval/reference.json', import.meta.url), 'utf8')) as Ref;
+
+/** sacreBLEU's keyword arguments as BleuOptions. */
+function options(kw: Record<string, unknown>): BleuOptions {
+  const names: Record<string, keyof BleuOptions> = { tokenize: 'tokenize', smooth_method: 'smoothMethod', smooth_value: 'smoothValue', lowercase: 'lowercase', effective_order: 'effectiveOrder' };
+  return Object.fromEntries(Object.entries(kw).map(([k, v]) => [names[k] ?? k, v])) as BleuOptions;
+}
+
+describe('tokenize13a', () => {
+  it.each(ref.tokenize13a.map((c, i) => [i, c] as const))("matches sacreBLEU's 13a tokeniser (line %i)", (_, c) => {
+    expect(tokenize13a(c.line.trimEnd())).toBe(c.tokens);
+  });
+});
+
+describe('corpusBleu', () => {
+  it.each(ref.bleu.map((c) => [c.name, c] as const))('matches sacreBLEU: %s', (_, c) => {
+    const s = corpusBleu(c.hypotheses, c.references, options(c.options));
+    expect(Math.abs(s.score - c.score)).toBeLessThan(1e-9);
+    expect(s.counts).toEqual(c.counts);
+    expect(s.totals).toEqual(c.totals);
+    s.precisions.forEach((p, i) => expect(Math.abs(p - c.precisions[i]!)).toBeLessThan(1e-9));
+    expect(Math.abs(s.bp - c.bp)).toBeLessThan(1e-12);
+    expect([s.sysLen, s.refLen]).toEqual([c.sysLen, c.refLen]);
+    expect(s.signature).toBe(c.signature.replace(/\|version:.*$/, ''));
+  });
+
+  // sacreBLEU's own test cases (test/test_bleu.py: the README example, raw_corpus_bleu, effective order).
+  const refs = [
+    ['The dog bit the man.', 'It was not unexpected.', 'The man bit him first.'],
+    ['The dog had bit the man.', 'No one was surprised.', 'The man had bitten the dog.'],
+  ];
+  const hyps = ['The dog bit the man.', "It wasn't surprising.", 'The man had just bitten him.'];
+  it.each([
+    [hyps, {}, 48.530827],
+    [['', '', ''], {}, 0],
+    [hyps, { tokenize: 'none' }, 49.1919566],
+    [hyps, { smoothMethod: 'none' }, 48.530827],
+  ] as const)("matches sacreBLEU's README example %#", (h, o, expected) => {
+    expect(Math.abs(corpusBleu(h, refs, o as BleuOptions).score - expected)).toBeLessThan(1e-6);
+  });
+  const raw: BleuOptions = { smoothMethod: 'floor', smoothValue: 0.01, tokenize: 'none', effectiveOrder: true };
+  it.each([
+    [['this is a test'], ['this is a test'], 1.0],
+    [['this is a fest'], ['this is a test'], 0.223606797749979],
+    [['test'], ['a test'], 0.3678794411714425],
+    [['a little test'], ['a test'], 0.03218297948685433],
+  ])("matches sacreBLEU's raw_corpus_bleu cases %#", (h, r, expected) => {
+    expect(Math.abs(corpusBleu(h, [r], raw).score / 100 - expected)).toBeLessThan(1e-8);
+  });
+  it('counts n-grams as sacreBLEU test_statistics', () => {
+    const s = corpusBleu(['am I am a character sequence'], [['I am a symbol string sequence a a']], raw);
+    expect([s.counts, s.totals]).toEqual([[4, 2, 1, 0], [6, 5, 4, 3]]);
+  });
+
+  it('refuses bad input by name', () => {
+    expect(() => corpusBleu(['a'], [['a', 'b']])).toThrow(/Expected 1 references \(one per hypothesis\) in references\[0\] but received 2/);
+    expect(() => corpusBleu(['a'], [])).toThrow(/at least one reference stream/);
+    expect(() => corpusBleu([1 as unknown as string], [['a']])).toThrow(/Expected a string for hypotheses\[0\]/);
+    expect(() => corpusBleu(['a'], [['a']], { smooth: 'exp' } as BleuOptions)).toThrow(/Unknown option 'smooth'/);
+    expect(() => corpusBleu(['a'], [['a']], { tokenize: 'intl' as '13a' })).toThrow(/options.tokenize/);
+  });
+});
+
+describe('sentenceBleu', () => {
+  it.each(ref.sentenceBleu.map((c, i) => [i, c] as const))('matches sacreBLEU sentence_bleu (%i)', (_, c) => {
+    const s = sentenceBleu(c.hypothesis, c.references);
+    expect(Math.abs(s.score - c.score)).toBeLessThan(1e-9);
+    expect(Math.abs(s.bp - c.bp)).toBeLessThan(1e-12);
+  });
+});
+
+describe('ROUGE-L', () => {
+  it.each(ref.rougeL.map((c, i) => [i, c] as const))("matches rouge-score's rougeL (pair %i)", (_, c) => {
+    const s = rougeL(c.target, c.prediction);
+    expect(Math.abs(s.precision - c.precision)).toBeLessThan(1e-12);
+    expect(Math.abs(s.recall - c.recall)).toBeLessThan(1e-12);
+    expect(Math.abs(s.fmeasure - c.fmeasure)).toBeLessThan(1e-12);
+  });
+
+  it('corpusRougeL is the mean of the pair scores', () => {
+    const c = ref.rougeL.slice(0, 12);
+    const r = corpusRougeL(c.map((x) => x.target), c.map((x) => x.prediction));
+    const mean = c.reduce((s, x) => s + x.fmeasure, 0) / c.length;
+    expect(Math.abs(r.fmeasure - mean)).toBeLessThan(1e-12);
+    expect(() => corpusRougeL(['a'], [])).toThrow(/as many predictions as targets \(1\) but received 0/);
+  });
+
+  it('LCS length against a brute-force search on small random token lists', () => {
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    // Longest common subsequence by trying every subsequence of a (a has at most 10 tokens).
+    const brute = (a: string[], b: string[]) => {
+      let best = 0;
+      for (let mask = 0; mask < 1 << a.length; mask++) {
+        const sub = a.filter((_, i) => mask & (1 << i));
+        let j = 0;
+        for (const t of b) if (j < sub.length && sub[j] === t) j++;
+        if (j === sub.length) best = Math.max(best, sub.length);
+      }
+      return best;
+    };
+    for (let k = 0; k < 50; k++) {
+      const a = Array.from({ length: rand(10) }, () => 'abc'[rand(3)]!);
+      const b = Array.from({ length: rand(12) }, () => 'abc'[rand(3)]!);
+      expect(lcsLength(a, b)).toBe(brute(a, b));
+    }
+    expect(rougeTokenize("It's 3.5-times BIGGER!")).toEqual(['it', 's', '3', '5', 'times', 'bigger']);
+  });
+});
