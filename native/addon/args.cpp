@@ -13,8 +13,7 @@ static Napi::Value at(const Napi::CallbackInfo& info, size_t i, const char* name
   return info[i];
 }
 
-int64_t arg_int(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t lo, int64_t hi) {
-  Napi::Value v = at(info, i, name);
+static int64_t value_int(const Napi::Value& v, const char* name, int64_t lo, int64_t hi) {
   if (!v.IsNumber()) fail(std::string("expected an integer for '") + name + "'");
   double d = v.As<Napi::Number>().DoubleValue();
   if (!(d == (double)(int64_t)d)) fail(std::string("expected an integer for '") + name + "' but received " + std::to_string(d));
@@ -24,17 +23,23 @@ int64_t arg_int(const Napi::CallbackInfo& info, size_t i, const char* name, int6
   return x;
 }
 
-double arg_num(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  Napi::Value v = at(info, i, name);
+static double value_num(const Napi::Value& v, const char* name) {
   if (!v.IsNumber()) fail(std::string("expected a number for '") + name + "'");
   return v.As<Napi::Number>().DoubleValue();
 }
 
-bool arg_bool(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  Napi::Value v = at(info, i, name);
+static bool value_bool(const Napi::Value& v, const char* name) {
   if (!v.IsBoolean()) fail(std::string("expected a boolean for '") + name + "'");
   return v.As<Napi::Boolean>().Value();
 }
+
+int64_t arg_int(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t lo, int64_t hi) {
+  return value_int(at(info, i, name), name, lo, hi);
+}
+
+double arg_num(const Napi::CallbackInfo& info, size_t i, const char* name) { return value_num(at(info, i, name), name); }
+
+bool arg_bool(const Napi::CallbackInfo& info, size_t i, const char* name) { return value_bool(at(info, i, name), name); }
 
 bool arg_is_null(const Napi::CallbackInfo& info, size_t i) {
   return i >= info.Length() || info[i].IsNull() || info[i].IsUndefined();
@@ -64,11 +69,9 @@ struct Range {
 thread_local std::vector<Range> g_ranges;
 }  // namespace
 
-static void* typed_data(const Napi::CallbackInfo& info, size_t i, const char* name, napi_typedarray_type want,
-                        const char* want_name, int64_t len, int64_t* len_out) {
-  Napi::Value v = at(info, i, name);
+static void* typed_value(napi_env env, const Napi::Value& v, const char* name, napi_typedarray_type want,
+                         const char* want_name, int64_t len, int64_t* len_out) {
   if (!v.IsTypedArray()) fail(std::string("expected a ") + want_name + " for '" + name + "'");
-  napi_env env = info.Env();
   napi_typedarray_type type;
   size_t n = 0, offset = 0;
   void* data = nullptr;
@@ -92,6 +95,11 @@ static void* typed_data(const Napi::CallbackInfo& info, size_t i, const char* na
     g_ranges.push_back({name, b, b + n * element_bytes(type)});
   }
   return data;
+}
+
+static void* typed_data(const Napi::CallbackInfo& info, size_t i, const char* name, napi_typedarray_type want,
+                        const char* want_name, int64_t len, int64_t* len_out) {
+  return typed_value(info.Env(), at(info, i, name), name, want, want_name, len, len_out);
 }
 
 float* arg_f32(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t len, int64_t* len_out) {
@@ -122,6 +130,37 @@ void* arg_typed(const Napi::CallbackInfo& info, size_t i, const char* name, DTyp
     case DType::Q4_0: return typed_data(info, i, name, napi_uint8_array, "Uint8Array", len, nullptr);
   }
   fail("bad dtype");
+}
+
+Napi::Object arg_plan(const Napi::CallbackInfo& info, size_t i) {
+  Napi::Value v = at(info, i, "plan");
+  if (!v.IsObject()) fail("expected a plan object");
+  return v.As<Napi::Object>();
+}
+
+static Napi::Value field(const Napi::Object& plan, const char* name) {
+  if (!plan.Has(name)) fail(std::string("missing plan field '") + name + "'");
+  return plan.Get(name);
+}
+
+int64_t plan_int(const Napi::Object& plan, const char* name, int64_t lo, int64_t hi) { return value_int(field(plan, name), name, lo, hi); }
+
+double plan_num(const Napi::Object& plan, const char* name) { return value_num(field(plan, name), name); }
+
+bool plan_bool(const Napi::Object& plan, const char* name) { return value_bool(field(plan, name), name); }
+
+float* plan_f32(const Napi::Object& plan, const char* name, int64_t len) {
+  return (float*)typed_value(plan.Env(), field(plan, name), name, napi_float32_array, "Float32Array", len, nullptr);
+}
+
+float* plan_f32_opt(const Napi::Object& plan, const char* name, int64_t len) {
+  Napi::Value v = field(plan, name);
+  if (v.IsNull() || v.IsUndefined()) return nullptr;
+  return (float*)typed_value(plan.Env(), v, name, napi_float32_array, "Float32Array", len, nullptr);
+}
+
+int32_t* plan_i32(const Napi::Object& plan, const char* name, int64_t len) {
+  return (int32_t*)typed_value(plan.Env(), field(plan, name), name, napi_int32_array, "Int32Array", len, nullptr);
 }
 
 int64_t mul_checked(int64_t a, int64_t b, const char* what) {

@@ -26,6 +26,16 @@ float* arg_f32_opt(const Napi::CallbackInfo& info, size_t i, const char* name, i
 void* arg_typed(const Napi::CallbackInfo& info, size_t i, const char* name, DType dt, int64_t len);
 DType arg_dtype(const Napi::CallbackInfo& info, size_t i, const char* name);
 
+// Named plan fields (ARCHITECTURE rule 11): the op's one argument is the TS plan object and each
+// field is read by name with the same checks as the positional readers above.
+Napi::Object arg_plan(const Napi::CallbackInfo& info, size_t i);
+int64_t plan_int(const Napi::Object& plan, const char* name, int64_t lo, int64_t hi);
+double plan_num(const Napi::Object& plan, const char* name);
+bool plan_bool(const Napi::Object& plan, const char* name);
+float* plan_f32(const Napi::Object& plan, const char* name, int64_t len);
+float* plan_f32_opt(const Napi::Object& plan, const char* name, int64_t len);  // null/undefined: nullptr
+int32_t* plan_i32(const Napi::Object& plan, const char* name, int64_t len);
+
 // Checked products for shape arithmetic.
 int64_t mul_checked(int64_t a, int64_t b, const char* what);
 

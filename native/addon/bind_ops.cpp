@@ -106,21 +106,27 @@ static Napi::Value Embedding(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// rope(x, y, pos, T, H, D, rotDim, theta, freqScale, neox)
+// rope(plan): the RopePlan of src/backend/kernels.ts, read by field name.
 static Napi::Value Rope(const Napi::CallbackInfo& info) {
+  Napi::Object plan = arg_plan(info, 0);
   RopeParams p{};
-  p.T = arg_int(info, 3, "T", 0, kMax);
-  p.H = arg_int(info, 4, "H", 1, kMax);
-  p.D = arg_int(info, 5, "D", 2, kMax);
-  p.rot_dim = arg_int(info, 6, "rotDim", 2, p.D);
+  p.T = plan_int(plan, "T", 0, kMax);
+  p.H = plan_int(plan, "H", 1, kMax);
+  p.D = plan_int(plan, "D", 2, kMax);
+  p.rot_dim = plan_int(plan, "rotDim", 2, p.D);
   if (p.rot_dim % 2) fail("rotDim must be even");
   int64_t n = mul_checked(mul_checked(p.T, p.H, "x"), p.D, "x");
-  p.x = arg_f32(info, 0, "x", n);
-  p.y = arg_f32(info, 1, "y", n);
-  p.pos = arg_i32(info, 2, "positions", p.T);
-  p.theta = arg_num(info, 7, "theta");
-  p.freq_scale = arg_num(info, 8, "freqScale");
-  p.neox = arg_bool(info, 9, "neox");
+  p.x = plan_f32(plan, "x", n);
+  p.y = plan_f32(plan, "y", n);
+  p.pos = plan_i32(plan, "positions", p.T);
+  p.theta = plan_num(plan, "theta");
+  p.freq_scale = plan_num(plan, "freqScale");
+  p.neox = plan_bool(plan, "neox");
+  p.freq_factors = plan_f32_opt(plan, "freqFactors", p.rot_dim / 2);
+  p.ext_factor = plan_num(plan, "extFactor");
+  p.corr_low = plan_num(plan, "corrLow");
+  p.corr_high = plan_num(plan, "corrHigh");
+  p.attn_factor = plan_num(plan, "attnFactor");
   check_aliasing({"y"}, {{"y", "x"}});
   cpu_rope(p);
   return info.Env().Undefined();

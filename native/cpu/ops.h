@@ -21,8 +21,13 @@ struct RopeParams {
   int64_t T, H, D;
   int64_t rot_dim;     // even, <= D: dims [0, rot_dim) rotate, the rest pass through
   double theta;        // base: frequency i = theta^(-2i / rot_dim)
-  double freq_scale;   // positions are multiplied by this (linear scaling: 1 / factor)
+  double freq_scale;   // interpolated frequencies are multiplied by this (1 / linear or YaRN factor)
   bool neox;           // true: pairs (i, i + rot_dim/2) (NeoX / HF); false: (2i, 2i+1) (GPT-J / llama.cpp)
+  const float* freq_factors;  // (rot_dim/2) or null: pair i's frequency is divided by freq_factors[i] (ggml)
+  double ext_factor;   // YaRN: 0 = off; else the extrapolated frequency is mixed in by ramp(i) * ext_factor
+  double corr_low;     // YaRN ramp: pair indices [corr_low, corr_high], ramp(i) = 1 - clamp((i - low) / max(0.001, high - low))
+  double corr_high;
+  double attn_factor;  // cos and sin are multiplied by this (YaRN mscale, LongRoPE attention factor)
 };
 void cpu_rope(const RopeParams& p);
 

@@ -26,6 +26,17 @@ export interface RopeOptions {
   rotaryDim?: number;
   /** Frequency scaling. 'linear' divides positions by `factor` (position interpolation). */
   scaling?: { type: 'linear'; factor: number } | null;
+  /** (rotaryDim/2) f32, each > 0: pair i's frequency is divided by freqFactors[i] (ggml's freq_factors:
+   *  Llama 3's rope_freqs, LongRoPE's short or long factors). */
+  freqFactors?: Tensor | null;
+  /** YaRN (Peng et al. 2023; ggml's rope_yarn): frequencies are interpolated by 1/factor, except
+   *  that pairs below the correction range keep their extrapolated frequency (mixed by extFactor,
+   *  default 1) and a linear ramp joins the two. The range is corrDims [low, high] (pair indices) or
+   *  comes from origContext and betaFast / betaSlow (default 32 / 1) as ggml_rope_yarn_corr_dims.
+   *  Excludes `scaling`. The attention factor is not implied: pass attnFactor. */
+  yarn?: { factor: number; extFactor?: number; corrDims?: readonly [number, number]; origContext?: number; betaFast?: number; betaSlow?: number } | null;
+  /** cos and sin are multiplied by this (YaRN's mscale, LongRoPE's attention factor). Default 1. */
+  attnFactor?: number;
   /** Write the result here (x itself for in place). */
   out?: Tensor | null;
 }
@@ -297,10 +308,44 @@ export class Backend {
       check.oneOf(o.scaling.type, 'options.scaling.type', ['linear'] as const);
       freqScale = 1 / check.num(o.scaling.factor, 'options.scaling.factor', { positive: true });
     }
+    let freqFactors: Float32Array | null = null;
+    if (o.freqFactors) {
+      check.tensor(o.freqFactors, 'options.freqFactors', F32);
+      check.shape(o.freqFactors, 'options.freqFactors', [rotDim / 2]);
+      freqFactors = o.freqFactors.data as Float32Array;
+      for (let i = 0; i < freqFactors.length; i++)
+        if (!(freqFactors[i]! > 0 && freqFactors[i]! < Infinity))
+          throw new RangeError(`Expected finite options.freqFactors > 0 but element ${i} is ${freqFactors[i]}`);
+    }
+    let extFactor = 0, corrLow = 0, corrHigh = 0;
+    if (o.yarn) {
+      if (o.scaling) throw new TypeError('Expected options.scaling or options.yarn but received both');
+      const yn = check.options<NonNullable<RopeOptions['yarn']>>(o.yarn, 'options.yarn');
+      freqScale = 1 / check.num(yn.factor, 'options.yarn.factor', { positive: true });
+      extFactor = check.num(yn.extFactor ?? 1, 'options.yarn.extFactor', { min: 0, max: 1 });
+      if (yn.corrDims !== undefined) {
+        if (yn.origContext !== undefined || yn.betaFast !== undefined || yn.betaSlow !== undefined)
+          throw new TypeError('Expected options.yarn.corrDims or options.yarn.origContext/betaFast/betaSlow but received both');
+        if (!Array.isArray(yn.corrDims) || yn.corrDims.length !== 2) throw new TypeError('Expected options.yarn.corrDims as [low, high]');
+        corrLow = check.num(yn.corrDims[0], 'options.yarn.corrDims[0]', { min: 0 });
+        corrHigh = check.num(yn.corrDims[1], 'options.yarn.corrDims[1]', { min: 0 });
+      } else {
+        const orig = check.int(yn.origContext, 'options.yarn.origContext', 1, 1 << 30);
+        const fast = check.num(yn.betaFast ?? 32, 'options.yarn.betaFast', { positive: true });
+        const slow = check.num(yn.betaSlow ?? 1, 'options.yarn.betaSlow', { positive: true });
+        [corrLow, corrHigh] = yarnCorrDims(rotDim, orig, theta, fast, slow);
+      }
+    }
+    const attnFactor = check.num(o.attnFactor ?? 1, 'options.attnFactor', { positive: true });
     if (H < 1 || D < 2) throw new RangeError(`Expected x of shape [T, H >= 1, D >= 2] but received [${x.shape.join(', ')}]`);
     const y = output(o.out, x.shape, 'options.out');
-    check.disjoint('rope', [['options.out', y]], [['x', x], ['positions', positions]], [['options.out', 'x']]);
-    this.#k.rope({ x: x.data as Float32Array, y: y.data, positions: positions.data as Int32Array, T, H, D, rotDim, theta, freqScale, neox: style === 'neox' });
+    const reads: [string, Tensor][] = [['x', x], ['positions', positions]];
+    if (o.freqFactors) reads.push(['options.freqFactors', o.freqFactors]);
+    check.disjoint('rope', [['options.out', y]], reads, [['options.out', 'x']]);
+    this.#k.rope({
+      x: x.data as Float32Array, y: y.data, positions: positions.data as Int32Array, T, H, D, rotDim, theta, freqScale, neox: style === 'neox',
+      freqFactors, extFactor, corrLow, corrHigh, attnFactor,
+    });
     return y;
   }
 
@@ -575,4 +620,15 @@ function routingParts(routing: MoeRouting, T: number): { order: Tensor; weights:
   check.shape(order, 'routing.order', [T * k]);
   check.idsInRange(order, 'routing.order', 0, T * k);
   return { order, weights, k };
+}
+
+/**
+ * YaRN's correction range in pair indices, as ggml_rope_yarn_corr_dims (and transformers'
+ * find_correction_range with truncate): the dims whose wavelength turns betaFast times, and
+ * betaSlow times, in origContext positions, floored / ceiled and clamped to [0, rotDim - 1].
+ */
+export function yarnCorrDims(rotDim: number, origContext: number, theta: number, betaFast: number, betaSlow: number, truncate = true): [number, number] {
+  const dim = (rot: number) => (rotDim * Math.log(origContext / (rot * 2 * Math.PI))) / (2 * Math.log(theta));
+  const lo = truncate ? Math.floor(dim(betaFast)) : dim(betaFast), hi = truncate ? Math.ceil(dim(betaSlow)) : dim(betaSlow);
+  return [Math.max(0, lo), Math.min(rotDim - 1, hi)];
 }

@@ -91,8 +91,17 @@ export interface RopePlan {
   D: number;
   rotDim: number; // even, <= D
   theta: number;
-  freqScale: number; // positions are multiplied by this (1 / linear factor)
+  freqScale: number; // interpolated frequencies are multiplied by this (1 / linear or YaRN factor)
   neox: boolean; // rotate (i, i + rotDim/2) pairs; else (2i, 2i+1)
+  // Pair i's frequency is theta^(-2i/rotDim) / freqFactors[i] (ggml's freq_factors: Llama 3's
+  // rope_freqs, LongRoPE's short/long factors); null = all 1.
+  freqFactors: Float32Array | null; // (rotDim/2)
+  // YaRN (ggml rope_yarn): with extFactor != 0 pair i mixes the extrapolated frequency back in by
+  // ramp(i) * extFactor, ramp(i) = 1 - clamp((i - corrLow) / max(0.001, corrHigh - corrLow), 0, 1).
+  extFactor: number; // 0 = plain interpolation
+  corrLow: number; // first pair index of the ramp
+  corrHigh: number; // last pair index of the ramp
+  attnFactor: number; // cos and sin are multiplied by this (YaRN / LongRoPE attention scaling; 1 = none)
 }
 
 export interface AlibiPlan {

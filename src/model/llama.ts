@@ -10,6 +10,7 @@ import { IntWeight } from '../tensor/int-weight.js';
 import { DisposedError, Tensor } from '../tensor/tensor.js';
 import { linearCalls, type ForwardBatch, type ForwardObserver, type KvStorage, type LinearRole } from './batch.js';
 import type { LlamaConfig } from './config.js';
+import { RopeSetup, type RopeCall } from './rope-scaling.js';
 
 export type { LinearRole, RoutingRecord, ForwardObserver } from './batch.js';
 
@@ -55,12 +56,16 @@ export class LlamaModel {
   // Activation buffers reused across layers and calls (one per role), so a forward pass does not
   // allocate (and page-fault in) fresh memory for every op. Never returned to callers.
   readonly #ws = new Map<string, Tensor<'f32'>>();
+  // RoPE options and frequency factors, computed once per model.
+  readonly #rope: RopeSetup;
 
   constructor(
     readonly config: LlamaConfig,
     readonly weights: LlamaWeights,
     readonly backend: Backend,
-  ) {}
+  ) {
+    this.#rope = new RopeSetup(config);
+  }
 
   /**
    * One step over a batch: writes every new token's K/V into `kv` at the batch's slots and returns
@@ -75,7 +80,7 @@ export class LlamaModel {
     if (T < 1) throw new RangeError('Expected at least one token in the batch');
     if (kv.k.length !== c.layers || kv.v.length !== c.layers)
       throw new RangeError(`Expected KV storage for ${c.layers} layers but received ${kv.k.length}`);
-    const rope = { style: c.ropeStyle, theta: c.ropeTheta, rotaryDim: c.ropeDim, scaling: c.ropeScale !== 1 ? { type: 'linear' as const, factor: c.ropeScale } : null };
+    const ropeCalls = this.#ropeCalls(batch);
     const paged = { blockTables: batch.blockTables, contextLens: batch.contextLens, queryStart: batch.queryStart };
     const attnOpts = { window: c.slidingWindow };
     const plans = new Map<number, Calls>(); // linear calls per kernel switch point
@@ -98,8 +103,11 @@ export class LlamaModel {
       const q = lin(h, L.wq, L.bq, 'q', qd).reshape([T, c.heads, c.headDim]);
       const k = lin(h, L.wk, L.bk, 'k', kvd).reshape([T, c.kvHeads, c.headDim]);
       const v = lin(h, L.wv, L.bv, 'v', kvd).reshape([T, c.kvHeads, c.headDim]);
-      be.rope(q, batch.positions, { ...rope, out: q });
-      be.rope(k, batch.positions, { ...rope, out: k });
+      for (const [r0, n, rope] of ropeCalls) {
+        const [qs, ks, ps] = n === T ? [q, k, batch.positions] : [q.rows(r0, n), k.rows(r0, n), batch.positions.rows(r0, n)];
+        be.rope(qs, ps, { ...rope, out: qs });
+        be.rope(ks, ps, { ...rope, out: ks });
+      }
       be.pagedKvWrite(kv.k[l]!, kv.v[l]!, k, v, batch.slots);
       const att = be.pagedAttention(q, kv.k[l]!, kv.v[l]!, paged, { ...attnOpts, out: ws('att', [T, c.heads, c.headDim]) });
       observer.onLinearInput?.(l, ['wo'], att.reshape([T, qd]));
@@ -123,6 +131,28 @@ export class LlamaModel {
     const starts = new Int32Array(batch.logitCountsHost.length + 1);
     batch.logitCountsHost.forEach((n, i) => (starts[i + 1] = starts[i]! + n));
     return this.#linear(normed, w.output, null, new Tensor('f32', [R, c.vocabSize]), linearCalls(starts, be.linearGemvRows(w.output))); // (R, vocab)
+  }
+
+  /**
+   * [firstRow, rows, options] RoPE calls: one for the whole batch, or with dynamic NTK and LongRoPE
+   * by position one per segment, whose options follow its last position (transformers decides from
+   * max(position_ids) + 1 per forward; per segment here so that a sequence's rotation does not
+   * depend on its batch). K rows already cached keep the rotation they were written with, as in
+   * transformers' KV cache.
+   */
+  #ropeCalls(batch: ForwardBatch): [number, number, RopeCall][] {
+    const T = batch.tokens.shape[0]!;
+    if (this.#rope.fixed) return [[0, T, this.#rope.fixed]];
+    const pos = batch.positions.data, qs = batch.queryStartHost;
+    const out: [number, number, RopeCall][] = [];
+    for (let s = 0; s + 1 < qs.length; s++) {
+      const r0 = qs[s]!, n = qs[s + 1]! - r0;
+      if (n === 0) continue;
+      let max = 0;
+      for (let t = r0; t < r0 + n; t++) max = Math.max(max, pos[t]!);
+      out.push([r0, n, this.#rope.forSequence(max)]);
+    }
+    return out;
   }
 
   /** y = x @ w^T (+ bias), one backend call per planned row range (batch invariance). */

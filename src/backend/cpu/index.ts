@@ -23,7 +23,7 @@ export function cpuKernels(n: NativeAddon): Kernels {
     swiglu: (p) => n.swiglu(p.gate, p.up, p.y),
     binary: (p) => n.binary(p.a, p.b, p.y, p.op === 'add' ? 0 : 1),
     embedding: (p) => n.embedding(p.table, WTYPE[p.dtype], p.vocab, p.dim, p.ids, p.out),
-    rope: (p) => n.rope(p.x, p.y, p.positions, p.T, p.H, p.D, p.rotDim, p.theta, p.freqScale, p.neox),
+    rope: (p) => n.rope(p),
     alibiSlopes: (p) => n.alibiSlopes(p.nHeads, p.maxBias, p.out),
     flashAttention: (p) =>
       n.flashAttention(p.q, p.k, p.v, p.o, p.T, p.S, p.Hq, p.Hkv, p.D, p.scale, p.causal, p.qOffset, p.alibi, p.window, p.sinks, p.mask),

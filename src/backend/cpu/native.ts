@@ -5,6 +5,7 @@
  * why and what to run, and tessera runs on the `js` backend.
  */
 import { explainFailure, isSourceCheckout, loadAddon, type AddonOrigin } from '../addon-files.js';
+import type { RopePlan } from '../kernels.js';
 
 type F32 = Float32Array;
 type I32 = Int32Array;
@@ -41,7 +42,8 @@ export interface NativeAddon {
   swiglu(gate: F32, up: F32, y: F32): void;
   binary(a: F32, b: F32, y: F32, op: number): void;
   embedding(table: F32 | Uint16Array | Uint8Array, dtype: number, vocab: number, dim: number, ids: I32, out: F32): void;
-  rope(x: F32, y: F32, pos: I32, T: number, H: number, D: number, rotDim: number, theta: number, freqScale: number, neox: boolean): void;
+  /** Reads the RopePlan by field name (ARCHITECTURE rule 11). */
+  rope(plan: RopePlan): void;
   alibiSlopes(nHeads: number, maxBias: number, out: F32): void;
   moeRoute(logits: F32, T: number, E: number, k: number, renormalize: boolean, weights: F32, experts: I32, offsets: I32, order: I32): void;
   moeGather(x: F32, T: number, D: number, order: I32, k: number, out: F32): void;

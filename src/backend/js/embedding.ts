@@ -18,17 +18,17 @@ function embeddingBlocks(table: Uint8Array, dtype: 'q8_0' | 'q4_0', dim: number,
   for (let i = 0; i < ids.length; i++) out.set(dequantizeBlocks(dtype, table.subarray(ids[i]! * rowBytes, (ids[i]! + 1) * rowBytes), dim), i * dim);
 }
 
+/** RoPE with ggml's extensions (freq_factors, YaRN ramp, attention factor); angles in float64. */
 export function rope(p: RopePlan): void {
-  const { x, y, positions, T, H, D, rotDim, theta, freqScale, neox } = p;
+  const { x, y, positions, T, H, D, rotDim, neox, attnFactor } = p;
   const half = rotDim / 2;
-  const invFreq = new Float64Array(half);
-  for (let i = 0; i < half; i++) invFreq[i] = Math.pow(theta, (-2 * i) / rotDim);
+  const freq = ropeFrequencies(p);
   const cos = new Float64Array(half), sin = new Float64Array(half);
   for (let t = 0; t < T; t++) {
-    const pos = positions[t]! * freqScale;
+    const pos = positions[t]!;
     for (let i = 0; i < half; i++) {
-      cos[i] = Math.cos(pos * invFreq[i]!);
-      sin[i] = Math.sin(pos * invFreq[i]!);
+      cos[i] = Math.cos(pos * freq[i]!) * attnFactor;
+      sin[i] = Math.sin(pos * freq[i]!) * attnFactor;
     }
     for (let h = 0; h < H; h++) {
       const o = (t * H + h) * D;
@@ -41,6 +41,23 @@ export function rope(p: RopePlan): void {
       for (let d = rotDim; d < D; d++) y[o + d] = x[o + d]!;
     }
   }
+}
+
+/** Angle per position of each rotated pair (rotDim/2): ggml's rope_yarn with freq_factors, the mscale left to attnFactor. */
+export function ropeFrequencies(p: Pick<RopePlan, 'rotDim' | 'theta' | 'freqScale' | 'freqFactors' | 'extFactor' | 'corrLow' | 'corrHigh'>): Float64Array {
+  const { rotDim, theta, freqScale, freqFactors, extFactor, corrLow, corrHigh } = p;
+  const half = rotDim / 2;
+  const out = new Float64Array(half);
+  for (let i = 0; i < half; i++) {
+    const extrap = Math.pow(theta, (-2 * i) / rotDim) / (freqFactors ? freqFactors[i]! : 1);
+    const interp = freqScale * extrap;
+    if (extFactor === 0) out[i] = interp;
+    else {
+      const mix = (1 - Math.min(1, Math.max(0, (i - corrLow) / Math.max(0.001, corrHigh - corrLow)))) * extFactor;
+      out[i] = interp * (1 - mix) + extrap * mix;
+    }
+  }
+  return out;
 }
 
 /** ALiBi slopes: powers of 2^(-maxBias/m) for the first m = 2^floor(log2 n) heads, then odd
