@@ -185,13 +185,15 @@ describe('GGUF RoPE base, linear scaling and norm epsilon match llama.cpp and th
     expect(centredError(oAt, ref)).toBeLessThan(1e-4);
   });
 
+  // yarn and longrope load now: test/rope-scaling.test.ts compares them with llama.cpp.
   it.each([
-    ['yarn', /rope-yarn.gguf: llama.rope.scaling.type = 'yarn' is not supported \(tessera applies RoPE scaling types none and linear\)/],
-    ['longrope', /llama.rope.scaling.type = 'longrope' is not supported/],
-    ['sideways', /llama.rope.scaling.type = 'sideways' is not supported/],
-  ])('scaling type %s is a load error naming the key', (type, msg) => {
+    ['sideways', [], /rope-sideways.gguf: llama.rope.scaling.type = 'sideways' is not supported \(llama.cpp's types: none, linear, yarn, longrope\)/],
+    ['longrope', [], /llama.rope.scaling.type = 'longrope' needs tensors 'rope_factors_short.weight' and 'rope_factors_long.weight'/],
+    ['linear', [f32Key('llama.rope.scaling.yarn_beta_fast', 16)], /llama.rope.scaling.yarn_beta_fast applies to yarn scaling only, but the type is 'linear'/],
+    ['none', [f32Key('llama.rope.scaling.attn_factor', 2)], /llama.rope.scaling.attn_factor = 2 applies to yarn and longrope scaling only, but the type is 'none'/],
+  ] as const)('scaling type %s with %j is a load error naming the key', (type, extra, msg) => {
     const file = path.join(dir, `rope-${type}.gguf`);
-    writeGGUFModel(file, randomWeights(3, false), 'llama', { extra: [strKey('llama.rope.scaling.type', type), f32Key('llama.rope.scaling.factor', 4)] });
+    writeGGUFModel(file, randomWeights(3, false), 'llama', { extra: [strKey('llama.rope.scaling.type', type), f32Key('llama.rope.scaling.factor', 4), ...extra] });
     expect(() => llamaConfigFromGGUF(readGGUF(file))).toThrow(msg);
   });
 });

@@ -47,8 +47,6 @@ export function llamaConfigFromGGUF(g: GGUFFile): LlamaConfig {
   const headDim = int('attention.key_length', dim / heads);
   const valueDim = int('attention.value_length', headDim);
   if (valueDim !== headDim) fail(`${k('attention.value_length')} = ${valueDim} differs from ${k('attention.key_length')} = ${headDim}, which tessera does not support`);
-  if (g.tensors.some((t) => t.name === 'rope_freqs.weight'))
-    fail("tensor 'rope_freqs.weight' (Llama 3.1-style per-dimension RoPE frequencies) is not supported yet");
   const layers = int('block_count');
   checkBlockCount(g, layers, k('block_count'), fail);
   const vocab = vocabSize(g, arch as string, fail);
@@ -67,7 +65,7 @@ export function llamaConfigFromGGUF(g: GGUFFile): LlamaConfig {
     ropeDim: int('rope.dimension_count', headDim),
     // llama.cpp: LLM_ARCH_LLAMA uses normal (adjacent-pair) RoPE on Q/K permuted at conversion; qwen2 uses NeoX.
     ropeStyle: arch === 'qwen2' ? 'neox' : 'interleaved',
-    ropeScale: ropeScale(arch as string, num, str, fail),
+    ...ropeScaling(g, arch as string, int('context_length', 2048), num, str, fail),
     slidingWindow: int('attention.sliding_window', 0),
     ...moeConfig(g, arch as string, int, fail),
   };
@@ -75,24 +73,72 @@ export function llamaConfigFromGGUF(g: GGUFFile): LlamaConfig {
     dim: k('embedding_length'), layers: k('block_count'), heads: k('attention.head_count'), kvHeads: k('attention.head_count_kv'),
     headDim: k('attention.key_length'), ffnDim: k('feed_forward_length'), vocabSize: "token_embd.weight's rows", contextLength: k('context_length'),
     normEps: k('attention.layer_norm_rms_epsilon'), ropeTheta: k('rope.freq_base'), ropeDim: k('rope.dimension_count'),
-    ropeScale: k('rope.scaling.factor'),
+    ropeScale: k('rope.scaling.factor'), ropeScaling: k('rope.scaling'), ropeFreqFactors: "tensor 'rope_freqs.weight'",
+    ropeScalingFields: {
+      factor: k('rope.scaling.factor'), origContext: k('rope.scaling.original_context_length'), betaFast: k('rope.scaling.yarn_beta_fast'),
+      betaSlow: k('rope.scaling.yarn_beta_slow'), extFactor: k('rope.scaling.yarn_ext_factor'), attnFactor: k('rope.scaling.attn_factor'),
+      shortFactor: "tensor 'rope_factors_short.weight'", longFactor: "tensor 'rope_factors_long.weight'",
+    },
     slidingWindow: k('attention.sliding_window'), experts: k('expert_count'), expertsUsed: k('expert_used_count'),
   });
 }
 
+/** The GGUF tensors of per-pair RoPE frequency factors; the config reads them (rotDim/2 floats each). */
+const ROPE_TENSORS = ['rope_freqs.weight', 'rope_factors_long.weight', 'rope_factors_short.weight'];
+
 /**
- * The linear RoPE factor as llama.cpp reads it: rope.scaling.type defaults to linear, the factor
- * comes from rope.scaling.factor or the older rope.scale_linear, 0 or absent means none, and type
- * none ignores the factor. Other types (yarn, longrope, ...) are refused, not ignored.
+ * RoPE scaling as llama.cpp reads it (llama-model.cpp load_hparams, llama-context.cpp): rope.scaling.type
+ * none | linear (default) | yarn | longrope; the factor from rope.scaling.factor or the older
+ * rope.scale_linear (0 or absent: 1; type none ignores it); original_context_length defaults to
+ * context_length. YaRN's cos/sin factor is get_mscale(factor) (divided by get_mscale(factor,
+ * yarn_log_multiplier) where that is given) times rope.scaling.attn_factor when yarn_ext_factor
+ * != 0, else yarn_attn_factor times attn_factor; beta_fast / beta_slow default 32 / 1.
+ * rope_freqs.weight (Llama 3) divides the frequencies whatever the type; LongRoPE takes
+ * rope_factors_short/long.weight, long when context_length exceeds the original context.
  */
-function ropeScale(arch: string, num: (key: string, def?: number) => number, str: (key: string) => string | undefined, fail: (m: string) => never): number {
+function ropeScaling(
+  g: GGUFFile, arch: string, contextLength: number, num: (key: string, def?: number) => number, str: (key: string) => string | undefined,
+  fail: (m: string) => never,
+): Pick<LlamaConfig, 'ropeScale' | 'ropeScaling' | 'ropeFreqFactors'> {
   const type = str('rope.scaling.type') ?? 'linear';
-  if (type === 'none') return 1;
-  if (type !== 'linear')
-    fail(`${arch}.rope.scaling.type = '${type}' is not supported (tessera applies RoPE scaling types none and linear)`);
-  const factor = num('rope.scaling.factor', num('rope.scale_linear', 0));
+  if (!['none', 'linear', 'yarn', 'longrope'].includes(type))
+    fail(`${arch}.rope.scaling.type = '${type}' is not supported (llama.cpp's types: none, linear, yarn, longrope)`);
+  let factor = num('rope.scaling.factor', num('rope.scale_linear', 0));
   if (factor < 0) fail(`${arch}.rope.scaling.factor = ${factor} must be a finite number > 0`);
-  return factor === 0 ? 1 : factor;
+  if (factor === 0 || type === 'none') factor = 1;
+  const factors = (name: string): number[] | undefined => {
+    const t = g.tensors.find((x) => x.name === name);
+    if (!t) return undefined;
+    if (t.shape.length !== 1) fail(`tensor '${name}' has shape [${t.shape.join(', ')}], expected [rope.dimension_count / 2]`);
+    return Array.from(loadTensor(g, t, 'f32').toFloat32());
+  };
+  const ropeFreqFactors = factors('rope_freqs.weight');
+  const origContext = num('rope.scaling.original_context_length', contextLength);
+  const attn = num('rope.scaling.attn_factor', 1);
+  if (type === 'yarn') {
+    const extFactor = num('rope.scaling.yarn_ext_factor', 1);
+    const logMul = num('rope.scaling.yarn_log_multiplier', 0);
+    const mscale = (m: number) => (factor <= 1 ? 1 : 0.1 * m * Math.log(factor) + 1);
+    const yarnAttn = extFactor !== 0 ? (logMul !== 0 ? mscale(1) / mscale(logMul) : mscale(1)) : num('rope.scaling.yarn_attn_factor', 1);
+    return {
+      ropeScale: 1, ropeFreqFactors,
+      ropeScaling: {
+        type: 'yarn', factor, origContext, extFactor, attnFactor: yarnAttn * attn, truncate: true,
+        betaFast: num('rope.scaling.yarn_beta_fast', 32), betaSlow: num('rope.scaling.yarn_beta_slow', 1),
+      },
+    };
+  }
+  const short = factors('rope_factors_short.weight'), long = factors('rope_factors_long.weight');
+  if (type === 'longrope') {
+    if (!short || !long) fail(`${arch}.rope.scaling.type = 'longrope' needs tensors 'rope_factors_short.weight' and 'rope_factors_long.weight'`);
+    if (ropeFreqFactors) fail("tensor 'rope_freqs.weight' and LongRoPE factors are exclusive (llama.cpp would use rope_freqs only)");
+    return { ropeScale: factor, ropeScaling: { type: 'longrope', shortFactor: short!, longFactor: long!, origContext, attnFactor: attn, choose: 'context' } };
+  }
+  for (const key of ['yarn_ext_factor', 'yarn_attn_factor', 'yarn_beta_fast', 'yarn_beta_slow', 'yarn_log_multiplier'])
+    if (!Number.isNaN(num(`rope.scaling.${key}`, NaN))) fail(`${arch}.rope.scaling.${key} applies to yarn scaling only, but the type is '${type}'`);
+  if (short || long) fail(`tensors 'rope_factors_short/long.weight' need ${arch}.rope.scaling.type = 'longrope' but it is '${type}'`);
+  if (attn !== 1) fail(`${arch}.rope.scaling.attn_factor = ${attn} applies to yarn and longrope scaling only, but the type is '${type}'`);
+  return { ropeScale: factor, ropeFreqFactors };
 }
 
 /** expert_count > 0 makes the FFN a mixture of experts; expert_used_count is checked against it in checkLlamaConfig. */
@@ -205,7 +251,7 @@ export function llamaWeightsFromGGUF(g: GGUFFile, c: LlamaConfig, options: GGUFW
   const output = get('output.weight', [c.vocabSize, c.dim], true) ?? tokEmbd;
   // Like llama.cpp ("wrong number of tensors"): a tensor the model does not read means the file
   // and its metadata disagree (a wrong block_count, expert_count, or an unsupported feature).
-  const unused = g.tensors.find((t) => !used.has(t.name));
+  const unused = g.tensors.find((t) => !used.has(t.name) && !ROPE_TENSORS.includes(t.name)); // the RoPE factors are the config's
   if (unused)
     throw new ModelFileError(file, `tensor '${unused.name}' is not used by a ${c.architecture} model with this metadata (${c.experts ? `${c.experts} experts` : 'dense FFN'}); tessera does not read it`);
   return { tokEmbd, layers, outNorm, output };

@@ -76,56 +76,129 @@ export function llamaConfigFromHF(dir: string): LlamaConfig {
   const config: LlamaConfig = {
     architecture: arch!,
     dim, layers, heads, kvHeads: int('num_key_value_heads', heads, true), headDim, ffnDim: int('intermediate_size'), vocabSize: int('vocab_size'),
-    contextLength: int('max_position_embeddings', 2048),
     normEps: num('rms_norm_eps', 1e-6),
-    ...rope(j, num, fail),
+    ...rope(j, num, int('max_position_embeddings', 2048), fail),
     ropeDim: headDim,
     ropeStyle: 'neox',
     slidingWindow: slidingWindow(j, arch!, layers, int, bool, fail),
     ...(arch === 'mixtral' ? { experts: int('num_local_experts'), expertsUsed: int('num_experts_per_tok'), normTopK: true } : {}),
   };
+  const ropeKey = j.rope_scaling !== undefined && j.rope_scaling !== null ? 'rope_scaling' : 'rope_parameters';
   return checkLlamaConfig(config, 'config.json', {
     dim: 'hidden_size', layers: 'num_hidden_layers', heads: 'num_attention_heads', kvHeads: 'num_key_value_heads', headDim: 'head_dim',
     ffnDim: 'intermediate_size', vocabSize: 'vocab_size', contextLength: 'max_position_embeddings', normEps: 'rms_norm_eps',
-    ropeTheta: 'rope_theta', ropeScale: 'rope_scaling.factor', ropeDim: 'head_dim', slidingWindow: 'sliding_window',
+    ropeTheta: 'rope_theta', ropeScale: 'rope_scaling.factor', ropeDim: 'head_dim', slidingWindow: 'sliding_window', ropeScaling: ropeKey,
+    ropeScalingFields: {
+      factor: `${ropeKey}.factor`, origContext: `${ropeKey}.original_max_position_embeddings`, betaFast: `${ropeKey}.beta_fast`, betaSlow: `${ropeKey}.beta_slow`,
+      attnFactor: `${ropeKey}.attention_factor`, lowFreqFactor: `${ropeKey}.low_freq_factor`, highFreqFactor: `${ropeKey}.high_freq_factor`,
+      shortFactor: `${ropeKey}.short_factor`, longFactor: `${ropeKey}.long_factor`,
+    },
     experts: 'num_local_experts', expertsUsed: 'num_experts_per_tok',
   });
 }
 
 type NumReader = (k: string, def?: number, nullable?: boolean, o?: Record<string, unknown>, where?: string) => number;
 
+/** The keys each transformers rope_type reads besides type / rope_type / rope_theta (its _validate_*_rope_parameters). */
+const ROPE_KEYS: Record<string, string[]> = {
+  default: [],
+  linear: ['factor'],
+  dynamic: ['factor'],
+  yarn: ['factor', 'original_max_position_embeddings', 'attention_factor', 'beta_fast', 'beta_slow', 'mscale', 'mscale_all_dim', 'truncate'],
+  llama3: ['factor', 'original_max_position_embeddings', 'low_freq_factor', 'high_freq_factor'],
+  longrope: ['short_factor', 'long_factor', 'original_max_position_embeddings', 'attention_factor', 'factor'],
+};
+
+type RopeFields = Pick<LlamaConfig, 'ropeTheta' | 'ropeScale' | 'ropeScaling' | 'contextLength'>;
+
 /**
- * RoPE base and linear factor from transformers' keys: rope_theta and rope_scaling (v4), or
- * rope_parameters {rope_type, rope_theta, factor} (v5). Where both are given they must agree.
- * Scaling types other than default and linear (llama3, yarn, dynamic, longrope) are refused.
+ * RoPE from transformers' keys: rope_theta and rope_scaling (v4), or rope_parameters (v5), with
+ * type or rope_type default | linear | dynamic | yarn | llama3 | longrope, read as
+ * modeling_rope_utils.py (5.x) reads them. Where both objects are given they must agree; a key the
+ * type does not read, an unknown type or a missing required key is an error naming it. The context
+ * length grows to what the scaling is for, as vLLM derives it: yarn max(max_position_embeddings,
+ * factor * original), dynamic factor * max_position_embeddings (transformers' dynamic NTK starts past
+ * max_position_embeddings, which is then its original context).
  */
-function rope(j: Record<string, unknown>, num: NumReader, fail: (m: string) => never): { ropeTheta: number; ropeScale: number } {
+function rope(j: Record<string, unknown>, num: NumReader, maxPos: number, fail: (m: string) => never): RopeFields {
   // Each source as [how it reads in a message, value].
   const thetas: [string, number][] = [];
-  const scales: [string, number][] = [];
   const positive = (where: string, v: number) => {
     if (!(v > 0)) fail(`${where} = ${v} must be a finite number > 0`);
     return [`${where} = ${v}`, v] as [string, number];
   };
   if (j.rope_theta !== undefined) thetas.push(positive('rope_theta', num('rope_theta')));
+  const topOrig = j.original_max_position_embeddings ?? null;
+  const parsed: [string, Omit<RopeFields, 'ropeTheta'>][] = [];
   for (const key of ['rope_scaling', 'rope_parameters']) {
     const o = j[key];
     if (o === undefined || o === null) continue;
     if (typeof o !== 'object' || Array.isArray(o)) return fail(`${key} must be an object or null but is ${JSON.stringify(o)}`);
     const r = o as Record<string, unknown>;
     if (r.rope_theta !== undefined) thetas.push(positive(`${key}.rope_theta`, num('rope_theta', undefined, false, r, `${key}.rope_theta`)));
+    if (r.type !== undefined && r.rope_type !== undefined && r.type !== r.rope_type)
+      fail(`${key}.type ${JSON.stringify(r.type)} and ${key}.rope_type ${JSON.stringify(r.rope_type)} disagree`);
     const typeKey = r.rope_type !== undefined ? 'rope_type' : 'type';
     const type = r[typeKey] ?? (key === 'rope_parameters' ? 'default' : undefined);
     if (type === undefined) fail(`${key} names no scaling type (neither ${key}.rope_type nor ${key}.type is present)`);
-    if (type === 'linear') scales.push(positive(`${key}.factor`, num('factor', undefined, false, r, `${key}.factor`)));
-    else if (type === 'default') scales.push([`${key}.${typeKey} = "default"`, 1]);
-    else fail(`${key}.${typeKey} ${JSON.stringify(type)} is not supported (tessera applies RoPE scaling types default and linear)`);
+    if (typeof type !== 'string' || !(type in ROPE_KEYS))
+      fail(`${key}.${typeKey} ${JSON.stringify(type)} is not supported (supported: ${Object.keys(ROPE_KEYS).join(', ')})`);
+    const t = type as string;
+    for (const k of Object.keys(r))
+      if (!['type', 'rope_type', 'rope_theta', ...ROPE_KEYS[t]!].includes(k)) fail(`${key}.${k} is not a parameter of RoPE scaling type '${t}'`);
+    const n = (k: string, def?: number) => num(k, def, true, r, `${key}.${k}`);
+    const list = (k: string): number[] => {
+      const v = r[k];
+      if (!Array.isArray(v) || v.some((x) => typeof x !== 'number')) return fail(`${key}.${k} must be a list of numbers but is ${JSON.stringify(v)}`);
+      return v as number[];
+    };
+    const orig = (): number => {
+      const inner = r.original_max_position_embeddings ?? null;
+      if (topOrig !== null && inner !== null && topOrig !== inner)
+        fail(`original_max_position_embeddings = ${JSON.stringify(topOrig)} and ${key}.original_max_position_embeddings = ${JSON.stringify(inner)} disagree`);
+      const v = topOrig ?? inner ?? (t === 'yarn' || t === 'llama3' || t === 'longrope' ? undefined : maxPos);
+      if (v === undefined) fail(`${key}.original_max_position_embeddings is missing (RoPE scaling type '${t}' needs it)`);
+      if (!Number.isInteger(v)) fail(`${key}.original_max_position_embeddings must be an integer but is ${JSON.stringify(v)}`);
+      return v as number;
+    };
+    if (t === 'default') parsed.push([`${key}.${typeKey} = "default"`, { ropeScale: 1, contextLength: maxPos }]);
+    else if (t === 'linear') parsed.push([`${key}`, { ropeScale: n('factor'), contextLength: maxPos }]);
+    else if (t === 'dynamic') {
+      const factor = n('factor');
+      parsed.push([key, { ropeScale: 1, ropeScaling: { type: 'dynamic', factor, origContext: maxPos }, contextLength: Math.max(maxPos, Math.floor(factor * maxPos)) }]);
+    } else if (t === 'yarn') {
+      const origContext = orig();
+      const factor = n('factor', maxPos / origContext);
+      const mscale = n('mscale', 0), mscaleAll = n('mscale_all_dim', 0);
+      const getMscale = (s: number, m = 1) => (s <= 1 ? 1 : 0.1 * m * Math.log(s) + 1);
+      const attnFactor = n('attention_factor', mscale && mscaleAll ? getMscale(factor, mscale) / getMscale(factor, mscaleAll) : getMscale(factor));
+      const truncate = r.truncate ?? true;
+      if (typeof truncate !== 'boolean') fail(`${key}.truncate must be true or false but is ${JSON.stringify(truncate)}`);
+      parsed.push([key, {
+        ropeScale: 1, contextLength: Math.max(maxPos, Math.floor(factor * origContext)),
+        // transformers reads `beta_fast or 32`: 0 and null mean the default too.
+        ropeScaling: { type: 'yarn', factor, origContext, betaFast: n('beta_fast', 32) || 32, betaSlow: n('beta_slow', 1) || 1, extFactor: 1, attnFactor, truncate: truncate as boolean },
+      }]);
+    } else if (t === 'llama3') {
+      parsed.push([key, {
+        ropeScale: 1, contextLength: maxPos,
+        ropeScaling: { type: 'llama3', factor: n('factor'), lowFreqFactor: n('low_freq_factor'), highFreqFactor: n('high_freq_factor'), origContext: orig() },
+      }]);
+    } else {
+      const origContext = orig();
+      const factor = n('factor', maxPos / origContext);
+      if (!(factor > 0)) fail(`${key}.factor = ${factor} must be a finite number > 0`);
+      const attnFactor = n('attention_factor', factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(origContext)));
+      parsed.push([key, {
+        ropeScale: 1, contextLength: maxPos,
+        ropeScaling: { type: 'longrope', shortFactor: list('short_factor'), longFactor: list('long_factor'), origContext, attnFactor, choose: 'position' },
+      }]);
+    }
   }
-  const agree = (what: [string, number][], def: number): number => {
-    for (const [k, v] of what) if (v !== what[0]![1]) fail(`${what[0]![0]} and ${k} disagree`);
-    return what.length ? what[0]![1] : def;
-  };
-  return { ropeTheta: agree(thetas, 10000), ropeScale: agree(scales, 1) };
+  for (const [k, v] of thetas) if (v !== thetas[0]![1]) fail(`${thetas[0]![0]} and ${k} disagree`);
+  for (const [k, v] of parsed)
+    if (JSON.stringify(v) !== JSON.stringify(parsed[0]![1])) fail(`${parsed[0]![0]} and ${k} describe different RoPE scaling`);
+  return { ropeTheta: thetas.length ? thetas[0]![1] : 10000, ...(parsed[0]?.[1] ?? { ropeScale: 1, contextLength: maxPos }) };
 }
 
 /**
