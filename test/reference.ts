@@ -148,6 +148,24 @@ export interface LlamaRefConfig {
   neox: boolean;
   /** Keys at distance >= window are hidden (0 = none), transformers' sliding_window_overlay. */
   window?: number;
+  /** RoPE scaling: each pair's angle per position (headDim/2; replaces theta and factor) and the cos/sin factor. */
+  ropeFreqs?: readonly number[];
+  ropeMscale?: number;
+}
+
+/** RoPE with explicit per-pair frequencies, cos and sin times mscale. */
+function ropeFreqsRef(x: ArrayLike<number>, pos: ArrayLike<number>, T: number, H: number, D: number, freqs: readonly number[], mscale: number, neox: boolean): Float64Array {
+  const y = Float64Array.from(x as ArrayLike<number>), half = freqs.length;
+  for (let t = 0; t < T; t++)
+    for (let h = 0; h < H; h++)
+      for (let i = 0; i < half; i++) {
+        const ang = pos[t]! * freqs[i]!, base = (t * H + h) * D;
+        const [i0, i1] = neox ? [base + i, base + i + half] : [base + 2 * i, base + 2 * i + 1];
+        const a = x[i0]!, b = x[i1]!;
+        y[i0] = mscale * (a * Math.cos(ang) - b * Math.sin(ang));
+        y[i1] = mscale * (a * Math.sin(ang) + b * Math.cos(ang));
+      }
+  return y;
 }
 
 export interface LlamaRefLayer {
@@ -184,7 +202,8 @@ export function llamaForwardRef(c: LlamaRefConfig, w: LlamaRefWeights, tokens: r
   tokens.forEach((t, i) => { for (let d = 0; d < D; d++) x[i * D + d] = w.embed[t * D + d]!; });
   for (const L of w.layers) {
     const h = rmsNormRef(x, L.attnNorm, D, c.eps);
-    const rope = (v: Float64Array, H: number) => ropeRef(v, pos, T, H, hd, hd, c.theta, 1 / c.factor, c.neox);
+    const rope = (v: Float64Array, H: number) =>
+      c.ropeFreqs ? ropeFreqsRef(v, pos, T, H, hd, c.ropeFreqs, c.ropeMscale ?? 1, c.neox) : ropeRef(v, pos, T, H, hd, hd, c.theta, 1 / c.factor, c.neox);
     const q = rope(linearRef(h, L.wq, L.bq ?? null, T, qd, D), c.heads);
     const k = rope(linearRef(h, L.wk, L.bk ?? null, T, kvd, D), c.kvHeads);
     const v = linearRef(h, L.wv, L.bv ?? null, T, kvd, D);
