@@ -35,7 +35,9 @@ describe('cuda availability', () => {
     expect(() => a.gptqLinear(bogus, bogus, bogus, bogus, bogus, null, bogus, 1, 8, 12, 1, 4, 1)).toThrow(/gptqLinear: K \* bits must be a multiple of 32/);
     expect(() => a.gptqLinear(bogus, bogus, bogus, bogus, bogus, null, bogus, 1, 8, 32, 1, 5, 1)).toThrow(/bits must be 4 or 8/);
     expect(() => a.flashAttention(bogus, bogus, bogus, bogus, 2, 4, 4, 6, 4, 64, 0.1, true, 0, null, 0, 0, null)).toThrow(/Hq must be a multiple of Hkv/);
-    expect(() => a.rope(bogus, bogus, 1, 1, 8, 3, 1e4, 1, true)).toThrow(/rotDim must be even/);
+    const ropePlan = { x: bogus, positions: bogus, T: 1, H: 1, D: 8, rotDim: 3, theta: 1e4, freqScale: 1, neox: true, freqFactors: null, extFactor: 0, corrLow: 0, corrHigh: 0, attnFactor: 1 };
+    expect(() => a.rope(ropePlan)).toThrow(/rotDim must be even/);
+    expect(() => a.rope({ ...ropePlan, rotDim: 4, freqFactors: bogus })).toThrow(/^rope: (x|positions|freqFactors) is not a live device buffer/);
     expect(() => (a.add as unknown as (...x: unknown[]) => void)(1, 2, 3, 4)).toThrow(/^add: (a|b|y) must be a device buffer address \(BigInt\)/);
     expect(() => a.free(bogus)).not.toThrow(); // unknown / double free is a no-op
   });
@@ -234,6 +236,12 @@ describe.skipIf(!gpu)('CUDA ops vs the CPU ops (GPU present)', () => {
     const xr = new Tensor('f32', [7, 3, 32], x.slice(0, 7 * 96));
     const dr = d.rope(d.upload(xr), d.upload(pos), { style: 'neox', theta: 10000 });
     expect(relL2(d.download(dr).data as Float32Array, cpu.rope(xr, pos, { style: 'neox', theta: 10000 }).data)).toBeLessThan(1e-4);
+    // Frequency factors, YaRN and an attention factor (test/rope-scaling.test.ts checks cpu against float64).
+    const ff = new Tensor('f32', [12], Float32Array.from({ length: 12 }, (_, i) => 1 + 0.7 * i));
+    const xy = new Tensor('f32', [7, 3, 32], x.slice(0, 7 * 96));
+    const dy = d.rope(d.upload(xy), d.upload(pos), { style: 'interleaved', theta: 5000, rotaryDim: 24, freqScale: 1 / 8, freqFactors: d.upload(ff), extFactor: 1, corrDims: [1, 7], attnFactor: 1.2 });
+    const cy = cpu.rope(xy, pos, { style: 'interleaved', theta: 5000, rotaryDim: 24, freqFactors: ff, yarn: { factor: 8, corrDims: [1, 7] }, attnFactor: 1.2 });
+    expect(relL2(d.download(dy).data as Float32Array, cy.data)).toBeLessThan(1e-5);
     d.dispose();
   });
 });

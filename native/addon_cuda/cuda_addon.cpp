@@ -31,24 +31,57 @@ struct OpError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-uint64_t addr_of(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  if (i >= info.Length() || !info[i].IsBigInt()) throw OpError(std::string(name) + " must be a device buffer address (BigInt)");
+uint64_t addr_value(const Napi::Value& v, const char* name) {
+  if (!v.IsBigInt()) throw OpError(std::string(name) + " must be a device buffer address (BigInt)");
   bool lossless = false;
-  const uint64_t a = info[i].As<Napi::BigInt>().Uint64Value(&lossless);
+  const uint64_t a = v.As<Napi::BigInt>().Uint64Value(&lossless);
   if (!lossless) throw OpError(std::string(name) + " is not a valid device address");
   return a;
 }
 
-// A registered device buffer of at least `bytes` bytes (or null when optional and JS null).
-void* dev(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t bytes, bool optional = false) {
-  if (optional && (i >= info.Length() || info[i].IsNull() || info[i].IsUndefined())) return nullptr;
-  const uint64_t a = addr_of(info, i, name);
+uint64_t addr_of(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length()) throw OpError(std::string(name) + " must be a device buffer address (BigInt)");
+  return addr_value(info[i], name);
+}
+
+// A registered device buffer at address a of at least `bytes` bytes.
+void* registered(uint64_t a, const char* name, int64_t bytes) {
   std::lock_guard<std::mutex> lock(g_mu);
   auto it = g_allocs.find(a);
   if (it == g_allocs.end()) throw OpError(std::string(name) + " is not a live device buffer (freed or never allocated)");
   if (bytes < 0 || (uint64_t)bytes > it->second)
     throw OpError(std::string(name) + " holds " + std::to_string(it->second) + " bytes but the op needs " + std::to_string(bytes));
   return reinterpret_cast<void*>(a);
+}
+
+// A registered device buffer of at least `bytes` bytes (or null when optional and JS null).
+void* dev(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t bytes, bool optional = false) {
+  if (optional && (i >= info.Length() || info[i].IsNull() || info[i].IsUndefined())) return nullptr;
+  return registered(addr_of(info, i, name), name, bytes);
+}
+
+// Named plan fields (ARCHITECTURE rule 11): the op's one argument is the plan object.
+Napi::Value field(const Napi::Object& plan, const char* name) {
+  if (!plan.Has(name)) throw OpError(std::string("missing plan field '") + name + "'");
+  return plan.Get(name);
+}
+void* pdev(const Napi::Object& plan, const char* name, int64_t bytes, bool optional = false) {
+  const Napi::Value v = field(plan, name);
+  if (optional && (v.IsNull() || v.IsUndefined())) return nullptr;
+  return registered(addr_value(v, name), name, bytes);
+}
+int64_t pnum(const Napi::Object& plan, const char* name, int64_t lo, int64_t hi) {
+  const Napi::Value v = field(plan, name);
+  if (!v.IsNumber()) throw OpError(std::string(name) + " must be a number");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= (double)lo && d <= (double)hi) || d != (double)(int64_t)d)
+    throw OpError(std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return (int64_t)d;
+}
+double pfnum(const Napi::Object& plan, const char* name) {
+  const Napi::Value v = field(plan, name);
+  if (!v.IsNumber()) throw OpError(std::string(name) + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
 }
 
 int64_t num(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t lo, int64_t hi) {
@@ -263,13 +296,29 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// rope(x, pos, T, H, D, rotDim, theta, freqScale, neox)
+// rope(plan): CudaRopePlan of src/backend/cuda/device.ts, read by field name.
 Napi::Value Rope(const Napi::CallbackInfo& info) {
-  const int64_t T = num(info, 2, "T", 0, kMax), H = num(info, 3, "H", 1, kMax), D = num(info, 4, "D", 2, 1 << 16);
-  const int64_t rot = num(info, 5, "rotDim", 2, D);
-  if (rot % 2) throw OpError("rotDim must be even");
-  tc::rope((float*)dev(info, 0, "x", mul({T, H, D, 4})), (const int32_t*)dev(info, 1, "positions", mul({T, 4})), T, H, D, rot,
-           (float)fnum(info, 6, "theta"), (float)fnum(info, 7, "freqScale"), flag(info, 8), 0);
+  if (info.Length() < 1 || !info[0].IsObject()) throw OpError("expected a plan object");
+  const Napi::Object plan = info[0].As<Napi::Object>();
+  tc::rope_params p{};
+  p.T = pnum(plan, "T", 0, kMax);
+  p.H = pnum(plan, "H", 1, kMax);
+  p.D = pnum(plan, "D", 2, 1 << 16);
+  p.rot_dim = pnum(plan, "rotDim", 2, p.D);
+  if (p.rot_dim % 2) throw OpError("rotDim must be even");
+  p.x = (float*)pdev(plan, "x", mul({p.T, p.H, p.D, 4}));
+  p.pos = (const int32_t*)pdev(plan, "positions", mul({p.T, 4}));
+  p.theta = pfnum(plan, "theta");
+  p.freq_scale = pfnum(plan, "freqScale");
+  const Napi::Value neox = field(plan, "neox");
+  if (!neox.IsBoolean()) throw OpError("neox must be a boolean");
+  p.neox = neox.As<Napi::Boolean>().Value();
+  p.freq_factors = (const float*)pdev(plan, "freqFactors", mul({p.rot_dim / 2, 4}), true);
+  p.ext_factor = pfnum(plan, "extFactor");
+  p.corr_low = pfnum(plan, "corrLow");
+  p.corr_high = pfnum(plan, "corrHigh");
+  p.attn_factor = pfnum(plan, "attnFactor");
+  tc::rope(p, 0);
   return info.Env().Undefined();
 }
 

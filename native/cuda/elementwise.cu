@@ -28,27 +28,35 @@ void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t di
   check_launch("rmsNorm");
 }
 
-__global__ void rope_k(float* x, const int32_t* pos, int64_t T, int64_t H, int64_t D, int64_t half, float theta,
-                       float freq_scale, bool neox) {
+// One thread per (row, pair). Angles in double, as the CPU kernel: at long positions (what YaRN
+// and LongRoPE are for) a float angle loses ~1e-4 rad.
+__global__ void rope_k(rope_params p) {
+  const int64_t half = p.rot_dim / 2;
   const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;  // over T * H * half
-  if (i >= T * H * half) return;
-  const int64_t j = i % half, th = i / half, t = th / H;
-  const float inv = powf(theta, -2.0f * (float)j / (float)(2 * half));
-  const float ang = (float)pos[t] * freq_scale * inv;
-  float sn, cs;
-  sincosf(ang, &sn, &cs);
-  float* row = x + th * D;
-  const int64_t a = neox ? j : 2 * j, b = neox ? j + half : 2 * j + 1;
+  if (i >= p.T * p.H * half) return;
+  const int64_t j = i % half, th = i / half, t = th / p.H;
+  double extrap = pow(p.theta, -2.0 * (double)j / (double)p.rot_dim);
+  if (p.freq_factors) extrap /= (double)p.freq_factors[j];
+  double freq = p.freq_scale * extrap;
+  if (p.ext_factor != 0) {
+    const double y = ((double)j - p.corr_low) / fmax(0.001, p.corr_high - p.corr_low);
+    const double mix = (1 - fmin(1.0, fmax(0.0, y))) * p.ext_factor;
+    freq = freq * (1 - mix) + extrap * mix;
+  }
+  double sn, cs;
+  sincos((double)p.pos[t] * freq, &sn, &cs);
+  const float c = (float)(cs * p.attn_factor), sv = (float)(sn * p.attn_factor);
+  float* row = p.x + th * p.D;
+  const int64_t a = p.neox ? j : 2 * j, b = p.neox ? j + half : 2 * j + 1;
   const float x0 = row[a], x1 = row[b];
-  row[a] = x0 * cs - x1 * sn;
-  row[b] = x0 * sn + x1 * cs;
+  row[a] = x0 * c - x1 * sv;
+  row[b] = x0 * sv + x1 * c;
 }
 
-void rope(float* x, const int32_t* pos, int64_t T, int64_t H, int64_t D, int64_t rot_dim, float theta, float freq_scale,
-          bool neox, cudaStream_t s) {
-  const int64_t n = T * H * (rot_dim / 2);
+void rope(const rope_params& p, cudaStream_t s) {
+  const int64_t n = p.T * p.H * (p.rot_dim / 2);
   if (n <= 0) return;
-  rope_k<<<blocks_for(n, 256), 256, 0, s>>>(x, pos, T, H, D, rot_dim / 2, theta, freq_scale, neox);
+  rope_k<<<blocks_for(n, 256), 256, 0, s>>>(p);
   check_launch("rope");
 }
 

@@ -6,9 +6,21 @@
 namespace tessera::cuda {
 
 void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t dim, float eps, cudaStream_t s);
-// RoPE in place on x (T, H, D) over the leading rot_dim dims; neox pairs (i, i + rot/2), else (2i, 2i+1).
-void rope(float* x, const int32_t* pos, int64_t T, int64_t H, int64_t D, int64_t rot_dim, float theta,
-          float freq_scale, bool neox, cudaStream_t s);
+// RoPE with ggml's extensions (freq_factors, YaRN ramp; CPU reference native/cpu/rope.cpp).
+struct rope_params {
+  float* x;                   // (T, H, D), rotated in place over the leading rot_dim dims
+  const int32_t* pos;         // (T)
+  int64_t T, H, D;
+  int64_t rot_dim;            // even, <= D
+  double theta;               // base: pair i's frequency theta^(-2i / rot_dim)
+  double freq_scale;          // interpolated frequencies are multiplied by this (1 / linear or YaRN factor)
+  bool neox;                  // pairs (i, i + rot_dim/2), else (2i, 2i+1)
+  const float* freq_factors;  // (rot_dim/2) device, or null: pair i's frequency is divided by it
+  double ext_factor;          // YaRN: 0 = off; the extrapolated frequency mixed in by ramp(i) * ext_factor
+  double corr_low, corr_high; // YaRN ramp over pair indices [corr_low, corr_high]
+  double attn_factor;         // cos and sin are multiplied by this
+};
+void rope(const rope_params& p, cudaStream_t s);
 void swiglu(const float* gate, const float* up, float* y, int64_t n, cudaStream_t s);
 void add(const float* a, const float* b, float* y, int64_t n, cudaStream_t s);
 // table (vocab, dim) in f32/f16/bf16 -> out (n, dim) f32; ids outside [0, vocab) give zeros.

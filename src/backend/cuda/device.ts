@@ -19,6 +19,24 @@ const DT_CODE: Record<DeviceDType, number> = { f32: 0, f16: 1, bf16: 2, i32: 3 }
 const DT_BYTES: Record<DeviceDType, number> = { f32: 4, f16: 2, bf16: 2, i32: 4 };
 
 /** The raw CUDA addon, typed in one place (device addresses are BigInts). */
+/** The rope plan the CUDA addon reads by field name (RopePlan of ../kernels.ts with device addresses). */
+export interface CudaRopePlan {
+  x: bigint; // (T, H, D) f32, rotated in place
+  positions: bigint; // (T) i32
+  T: number;
+  H: number;
+  D: number;
+  rotDim: number; // even, <= D
+  theta: number;
+  freqScale: number; // interpolated frequencies are multiplied by this
+  neox: boolean;
+  freqFactors: bigint | null; // (rotDim/2) f32: pair i's frequency is divided by it
+  extFactor: number; // YaRN mix of the extrapolated frequency (0 = off)
+  corrLow: number; // YaRN ramp, pair indices
+  corrHigh: number;
+  attnFactor: number; // cos and sin are multiplied by this
+}
+
 export interface CudaAddon {
   info(): { compiled: boolean; runtimeVersion: number; devices: number; error: string | null; name?: string; computeCapability?: string; memoryBytes?: number; multiprocessors?: number };
   alloc(bytes: number): bigint;
@@ -36,7 +54,8 @@ export interface CudaAddon {
     M: number, N: number, K: number, G: number, bits: number, zeroOffset: number): void;
   moeRoute(logits: bigint, T: number, E: number, k: number, renormalize: boolean, weights: bigint, experts: bigint, offsets: bigint, order: bigint): void;
   rmsNorm(x: bigint, w: bigint, y: bigint, rows: number, dim: number, eps: number): void;
-  rope(x: bigint, pos: bigint, T: number, H: number, D: number, rotDim: number, theta: number, freqScale: number, neox: boolean): void;
+  /** Reads the plan by field name (ARCHITECTURE rule 11). */
+  rope(plan: CudaRopePlan): void;
   swiglu(gate: bigint, up: bigint, y: bigint, n: number): void;
   add(a: bigint, b: bigint, y: bigint, n: number): void;
   embedding(table: bigint, dtype: number, vocab: number, dim: number, ids: bigint, n: number, out: bigint): void;
@@ -371,15 +390,36 @@ export class CudaDevice {
     return y;
   }
 
-  /** RoPE in place on x (T, H, D). */
-  rope(x: DeviceTensor, positions: DeviceTensor, o: { style?: 'neox' | 'interleaved'; theta?: number; rotaryDim?: number; freqScale?: number } = {}): DeviceTensor {
+  /**
+   * RoPE in place on x (T, H, D), with the kernel plan's knobs as Backend.rope resolves them:
+   * freqScale (1 / linear or YaRN factor), freqFactors (rotaryDim/2 f32 divisors of each pair's
+   * frequency), YaRN's extFactor and corrDims (pair indices of the ramp), attnFactor on cos/sin.
+   */
+  rope(x: DeviceTensor, positions: DeviceTensor, o: {
+    style?: 'neox' | 'interleaved'; theta?: number; rotaryDim?: number; freqScale?: number;
+    freqFactors?: DeviceTensor | null; extFactor?: number; corrDims?: readonly [number, number]; attnFactor?: number;
+  } = {}): DeviceTensor {
     expectTensor(x, 'x', ['f32'], 3);
     const [T, H, D] = x.shape as [number, number, number];
     expectTensor(positions, 'positions', ['i32']);
     expectShape(positions, 'positions', [T]);
     const rot = o.rotaryDim ?? D;
     if (rot % 2 || rot < 2 || rot > D) throw new RangeError(`Expected an even rotaryDim in [2, ${D}] but received ${rot}`);
-    this.addon.rope(x.ptr, positions.ptr, T, H, D, rot, o.theta ?? 10000, o.freqScale ?? 1, (o.style ?? 'neox') === 'neox');
+    const finite = (v: number, name: string, min: number, strict: boolean) => {
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < min || (strict && v === min)) throw new RangeError(`Expected a finite ${name} ${strict ? '>' : '>='} ${min} but received ${v}`);
+      return v;
+    };
+    if (o.freqFactors) {
+      expectTensor(o.freqFactors, 'freqFactors', ['f32']);
+      expectShape(o.freqFactors, 'freqFactors', [rot / 2]);
+    }
+    const [corrLow, corrHigh] = o.corrDims ?? [0, 0];
+    this.addon.rope({
+      x: x.ptr, positions: positions.ptr, T, H, D, rotDim: rot, theta: finite(o.theta ?? 10000, 'theta', 0, true),
+      freqScale: finite(o.freqScale ?? 1, 'freqScale', 0, true), neox: (o.style ?? 'neox') === 'neox', freqFactors: o.freqFactors?.ptr ?? null,
+      extFactor: finite(o.extFactor ?? 0, 'extFactor', 0, false), corrLow: finite(corrLow, 'corrDims[0]', 0, false), corrHigh: finite(corrHigh, 'corrDims[1]', 0, false),
+      attnFactor: finite(o.attnFactor ?? 1, 'attnFactor', 0, true),
+    });
     return x;
   }
 
