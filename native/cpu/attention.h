@@ -410,8 +410,12 @@ static void block_rows(const Rows& r, int64_t n_keys, const Cfg& c, const KV& kv
   }
 }
 
+// `decode`: the whole segment is decode-sized (<= kDotRows rows). Only then the D-vectorised path:
+// the last block of a longer segment may also hold few rows, but taking that path there would
+// compute its rows in another order than the same rows in a full block, and a token's output
+// would depend on where its prompt was cut into chunks (the scheduler relies on it not doing so).
 template <class KV>
-static void run_block(Rows& r, int64_t n_keys, const Cfg& c, const KV& kv) {
+static void run_block(Rows& r, int64_t n_keys, const Cfg& c, const KV& kv, bool decode) {
   if (r.n <= 0) return;
   r.qmin = r.qmax = r.pos[0];
   for (int i = 1; i < r.n; i++) {
@@ -419,7 +423,7 @@ static void run_block(Rows& r, int64_t n_keys, const Cfg& c, const KV& kv) {
     if (r.pos[i] > r.qmax) r.qmax = r.pos[i];
   }
   if constexpr (kDotRows >= 1) {
-    if (r.n <= kDotRows) {
+    if (decode && r.n <= kDotRows) {
       switch (r.n) {
         case 1: return block_rows<1>(r, n_keys, c, kv);
         case 2: return block_rows<2>(r, n_keys, c, kv);
@@ -494,7 +498,7 @@ static void flash_attention(const AttentionParams& p) {
       r.mask[i] = p.mask ? p.mask + t * p.S : nullptr;
     }
     DenseKV kv{p.k + kvh * p.D, p.v + kvh * p.D, p.Hkv * p.D};
-    run_block(r, p.S, c, kv);
+    run_block(r, p.S, c, kv, rows <= kDotRows);
   });
 }
 
@@ -530,7 +534,7 @@ static void paged_attention(const PagedAttentionParams& p) {
     }
     PagedKV kv{p.k_cache + kvh * p.D, p.v_cache + kvh * p.D, p.block_tables + b * p.max_blocks, p.block_size, row,
                p.block_size * row};
-    run_block(r, ctx, c, kv);
+    run_block(r, ctx, c, kv, rows <= kDotRows);
   });
   delete[] first;
 }
