@@ -23,10 +23,11 @@ export type {
   RopeOptions,
 } from './backend/backend.js';
 export { VERSION } from './version.js';
-export { Engine, type EngineOptions, type EngineGenerateOptions, type GenerateResult } from './engine/engine.js';
+export { Engine, type EngineOptions, type EngineGenerateOptions, type EngineScoreOptions, type GenerateResult } from './engine/engine.js';
 export { bundledModelPath } from './engine/bundled.js';
 export { ChatSession, type ChatSessionOptions, type ChatTurnResult } from './engine/chat-session.js';
-export type { ChatMessage, ModelInfo, Prompt } from './engine/protocol.js';
+export type { ChatMessage, ModelInfo, Prompt, ScoreItem, ScoreResult, ScoredTokens } from './engine/protocol.js';
+export { ScoreJob, type ScoreOptions, type ScoreEvents, type TokenScore } from './runtime/score.js';
 export { readGGUF, writeGGUF, loadTensor, GGUF_VALUE, type GGUFFile, type GGUFTensorInfo, type GGUFMetadataEntry } from './formats/gguf.js';
 export { ModelFileError } from './formats/errors.js';
 export { Tokenizer, ChatTemplateError, DEFAULT_TEMPLATE_LIMITS, type ChatTemplateLimits, type ChatTemplateFailure } from './tokenizer/index.js';

@@ -13,8 +13,8 @@ import { isHfUri, pullModel } from '../hub/index.js';
 import { ChatSession, type ChatSessionOptions } from './chat-session.js';
 import { reviveError } from './errors.js';
 import { SESSION_CLOSE, SESSION_TURN } from './internal.js';
-import { CHAT_OPTIONS, checkOptionNames, GENERATE_OPTIONS, LOAD_OPTIONS } from './options.js';
-import type { ChatMessage, ModelInfo, Prompt, Request, Response } from './protocol.js';
+import { CHAT_OPTIONS, checkOptionNames, GENERATE_OPTIONS, LOAD_OPTIONS, SCORE_OPTIONS } from './options.js';
+import type { ChatMessage, ModelInfo, Prompt, Request, Response, ScoreItem, ScoreResult } from './protocol.js';
 
 export interface EngineOptions {
   /** 'auto' (native when built), 'cpu' or 'js'. */
@@ -49,10 +49,23 @@ export interface EngineGenerateOptions extends GenerateOptions {
   signal?: AbortSignal;
 }
 
+export interface EngineScoreOptions {
+  /** Also the this many most likely tokens (0-20) at each scored position. Default 0. */
+  topLogprobs?: number;
+  /** Also score the prompt's tokens after the first (result.prompt). Default false. */
+  promptLogprobs?: boolean;
+  /** Prepend BOS to a text prompt. Default true. */
+  addBos?: boolean;
+  /** An abort rejects the promise with the signal's reason (an AbortError unless the caller gave one). */
+  signal?: AbortSignal;
+}
+
 export interface GenerateResult {
   text: string;
   tokens: number[];
   logprobs: number[];
+  /** With options.topLogprobs: per generated token (as tokens), the most likely tokens at that step, best first (the deltas' topLogprobs). */
+  topLogprobs?: { token: number; logprob: number; text?: string }[][];
   finishReason: FinishReason;
   promptTokens: number;
   completionTokens: number;
@@ -191,6 +204,11 @@ export class Engine {
 
   #onMessage(m: Response): void {
     if (m.type === 'delta') return void this.#pending.get(m.id)?.onDelta?.(m.delta);
+    if (m.type === 'scored') {
+      const p = this.#pending.get(m.id);
+      this.#pending.delete(m.id);
+      return void p?.resolve(m.results);
+    }
     if (m.type !== 'done' && m.type !== 'stats' && m.type !== 'tokens' && m.type !== 'text' && m.type !== 'error') return;
     if (m.id === null) return; // an error not tied to a request
     const p = this.#pending.get(m.id);
@@ -259,6 +277,70 @@ export class Engine {
   stats(): Promise<SchedulerStats> {
     this.#check();
     return this.#call({ type: 'stats', id: this.#nextId++ });
+  }
+
+  /**
+   * Teacher-forced log-probabilities of `completion` after `prompt`: each completion token's
+   * log p(token | prompt and the completion before it), their sum, the tokens and their texts
+   * (topLogprobs: the most likely alternatives at each position; promptLogprobs: the prompt's
+   * tokens after the first too). Text is tokenized as prompt + completion together (BOS first
+   * unless addBos is false) and split where the prompt's own tokens end; token ids are used as they
+   * are. `score([{ prompt, completion }, ...])` scores several in one batch; concurrent calls are
+   * batched too, and a result does not depend on what it was batched with.
+   */
+  score(prompt: string | number[], completion: string | number[], options?: EngineScoreOptions): Promise<ScoreResult>;
+  score(items: ScoreItem[], options?: EngineScoreOptions): Promise<ScoreResult[]>;
+  score(a: string | number[] | ScoreItem[], b?: string | number[] | EngineScoreOptions, c?: EngineScoreOptions): Promise<ScoreResult | ScoreResult[]> {
+    try {
+      this.#check();
+      const many = Array.isArray(a) && a.length > 0 && a.every((x) => typeof x === 'object' && x !== null && !Array.isArray(x));
+      const vocab = this.#info.config.vocabSize;
+      const text = (x: unknown, name: string): string | number[] => {
+        if (typeof x === 'string') return x;
+        if (Array.isArray(x)) {
+          x.forEach((t, i) => {
+            if (!Number.isInteger(t) || t < 0 || t >= vocab) throw new RangeError(`Expected token ids in [0, ${vocab}) for ${name} but received ${String(t)} at index ${i}`);
+          });
+          return [...(x as number[])];
+        }
+        throw new TypeError(`Expected a string or an array of token ids for ${name}`);
+      };
+      let items: ScoreItem[];
+      let options: unknown;
+      if (many) {
+        items = (a as ScoreItem[]).map((it, i) => {
+          checkOptionNames(it, ['prompt', 'completion'], `score item ${i}`);
+          return { prompt: text(it.prompt, `items[${i}].prompt`), completion: text(it.completion, `items[${i}].completion`) };
+        });
+        if (c !== undefined) throw new TypeError('Expected score(items, options): a third argument was given');
+        options = b ?? {};
+      } else {
+        if (Array.isArray(a) && a.length === 0) throw new RangeError('Expected at least one { prompt, completion } item (or a prompt string / token ids) for score');
+        items = [{ prompt: text(a, 'prompt'), completion: text(b, 'completion') }];
+        options = c ?? {};
+      }
+      const o = check.options<EngineScoreOptions>(options, 'options');
+      checkOptionNames(o, SCORE_OPTIONS, 'the score options');
+      if (o.topLogprobs !== undefined) check.int(o.topLogprobs, 'options.topLogprobs', 0, 20);
+      for (const k of ['promptLogprobs', 'addBos'] as const) if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new TypeError(`Expected a boolean for options.${k}`);
+      const { signal, ...rest } = o;
+      if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('Expected an AbortSignal for options.signal');
+      signal?.throwIfAborted();
+      const id = this.#nextId++;
+      return new Promise<ScoreResult[]>((resolve, reject) => {
+        const onAbort = () => {
+          this.#pending.delete(id);
+          this.#worker.postMessage({ type: 'abort', id } satisfies Request);
+          reject(signal!.reason);
+        };
+        const done = () => signal?.removeEventListener('abort', onAbort);
+        this.#pending.set(id, { resolve: (v) => { done(); resolve(v as ScoreResult[]); }, reject: (e) => { done(); reject(e); } });
+        signal?.addEventListener('abort', onAbort, { once: true });
+        this.#worker.postMessage({ type: 'score', id, items, options: rest } satisfies Request);
+      }).then((r) => (many ? r : r[0]!));
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /**
@@ -341,6 +423,7 @@ export class Engine {
           if (d.token !== null) {
             result.tokens.push(d.token);
             if (d.logprob !== null) result.logprobs.push(d.logprob);
+            if (d.topLogprobs) (result.topLogprobs ??= []).push(d.topLogprobs);
           }
           yield d;
         }

@@ -4,7 +4,7 @@
  * lacks (`grammar`, `tools`) would be silently ignored; each entry point checks the names here
  * first and throws a TypeError naming the option, with "did you mean" when one is close.
  */
-import type { EngineGenerateOptions, EngineOptions } from './engine.js';
+import type { EngineGenerateOptions, EngineOptions, EngineScoreOptions } from './engine.js';
 
 /** Every key of T, so adding an option to the interface without listing it here fails to compile. */
 type Names<T> = { readonly [K in keyof Required<T>]: true };
@@ -20,7 +20,10 @@ const GENERATE: Names<EngineGenerateOptions> = {
   lengthPenalty: true, earlyStopping: true, addBos: true, tokenTexts: true, speculative: true, signal: true,
 };
 
+const SCORE: Names<EngineScoreOptions> = { topLogprobs: true, promptLogprobs: true, addBos: true, signal: true };
+
 export const LOAD_OPTIONS: readonly string[] = Object.keys(LOAD);
+export const SCORE_OPTIONS: readonly string[] = Object.keys(SCORE);
 export const GENERATE_OPTIONS: readonly string[] = Object.keys(GENERATE);
 export const CHAT_OPTIONS: readonly string[] = [...GENERATE_OPTIONS, 'template'];
 

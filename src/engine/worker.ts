@@ -10,9 +10,10 @@ import { loadModelFile, type LoadedModel } from '../model/load.js';
 import { createGenerateJob, type GenerationJob } from '../runtime/generate.js';
 import { PagedKvCache } from '../runtime/kv/cache.js';
 import { Scheduler } from '../runtime/scheduler.js';
+import { ScoreJob, type TokenScore } from '../runtime/score.js';
 import { checkDraftVocabulary, makeProposer, type SpeculativeSetup } from '../runtime/speculate.js';
 import { serializeError } from './errors.js';
-import type { Request, Response } from './protocol.js';
+import type { Request, Response, ScoredTokens, ScoreResult } from './protocol.js';
 import { SessionKv } from './session-kv.js';
 import { ChatTemplateError } from '../tokenizer/chat-template.js';
 
@@ -24,8 +25,8 @@ let sched: Scheduler | null = null;
 let spec: SpeculativeSetup | null = null;
 let sessions: SessionKv | null = null;
 let draftSeq = 0;
-const incoming: Extract<Request, { type: 'generate' }>[] = []; // arrived, not yet tokenized
-const jobs = new Map<number, GenerationJob>();
+const incoming: Extract<Request, { type: 'generate' | 'score' }>[] = []; // arrived, not yet tokenized
+const jobs = new Map<number, GenerationJob | ScoreJob[]>();
 const abortedEarly = new Set<number>();
 let pumping = false;
 
@@ -48,6 +49,77 @@ function fits(text: string): string {
   if (text.length > limit)
     throw new RangeError(`Expected a prompt of at most the model's context length ${ctx} tokens but received ${text.length} characters of text, far more than ${ctx} tokens of at most ${tokenizer.maxPieceBytes} bytes each can hold`);
   return text;
+}
+
+/**
+ * A score request's items as token lists and where each one's scored part starts. A text
+ * completion is split off the tokens of prompt + completion, as lm-evaluation-harness does, so
+ * the tokens are those the model would see for the whole text; where that tokenization does not
+ * begin with the prompt's own tokens (a merge across the boundary), the completion is tokenized
+ * on its own after the prompt's tokens.
+ */
+function scoreTokens(req: Extract<Request, { type: 'score' }>): { tokens: number[]; from: number }[] {
+  const { tokenizer } = loaded!;
+  const addBos = req.options.addBos ?? true;
+  return req.items.map((item, i) => {
+    const prompt = typeof item.prompt === 'string' ? tokenizer.encode(fits(item.prompt), { addBos, parseSpecial: true }) : item.prompt;
+    if (prompt.length === 0) throw new RangeError(`Expected a non-empty prompt (at least one token) in item ${i}; with addBos false a text prompt must not be empty`);
+    let completion: number[];
+    if (typeof item.completion !== 'string') completion = item.completion;
+    else if (typeof item.prompt !== 'string') completion = tokenizer.encode(fits(item.completion), { addBos: false, parseSpecial: true });
+    else {
+      const whole = tokenizer.encode(fits(item.prompt + item.completion), { addBos, parseSpecial: true });
+      const aligned = prompt.every((t, j) => whole[j] === t);
+      completion = aligned ? whole.slice(prompt.length) : tokenizer.encode(fits(item.completion), { addBos: false, parseSpecial: true });
+    }
+    if (completion.length === 0) throw new RangeError(`Expected a non-empty completion (at least one token) in item ${i}`);
+    return { tokens: [...prompt, ...completion], from: prompt.length };
+  });
+}
+
+/** Scored tokens as the Engine returns them (texts added here, where the tokenizer is). */
+function scored(scores: readonly TokenScore[], top: boolean): ScoredTokens {
+  const { tokenizer } = loaded!;
+  const run = { runStart: false }; // scored text continues what came before it
+  return {
+    tokens: scores.map((s) => s.token),
+    pieces: scores.map((s) => tokenizer.tokenText(s.token, run)),
+    logprobs: scores.map((s) => s.logprob),
+    ...(top ? { topLogprobs: scores.map((s) => s.topLogprobs!.map((t) => ({ ...t, text: tokenizer.tokenText(t.token, { runStart: false }) }))) } : {}),
+  };
+}
+
+/** Tokenizes a score request and hands the scheduler one job per item; answers once all are scored. */
+function startScore(req: Extract<Request, { type: 'score' }>): void {
+  const id = req.id;
+  if (abortedEarly.delete(id)) return; // the Engine already answered the abort
+  const items = scoreTokens(req);
+  const top = (req.options.topLogprobs ?? 0) > 0;
+  const results: ScoreResult[] = new Array(items.length);
+  let left = items.length;
+  const ctx = sched!;
+  const list: ScoreJob[] = [];
+  const fail = (err: Error) => {
+    if (!jobs.has(id)) return;
+    jobs.delete(id);
+    for (const j of list) j.abort(); // the others' results are not wanted any more
+    send(errorMessage(id, err));
+  };
+  for (const [i, { tokens, from }] of items.entries()) {
+    // promptLogprobs: score from the second token and split the prompt's part off afterwards.
+    const first = req.options.promptLogprobs ? 1 : from;
+    list.push(new ScoreJob(ctx, tokens, first, { topLogprobs: req.options.topLogprobs }, {
+      onDone: (scores) => {
+        const prompt = scores.slice(0, from - first), completion = scores.slice(from - first);
+        const c = scored(completion, top);
+        results[i] = { ...c, sum: c.logprobs.reduce((a, b) => a + b, 0), promptTokens: from, ...(req.options.promptLogprobs ? { prompt: scored(prompt, top) } : {}) };
+        if (--left === 0 && jobs.delete(id)) send({ type: 'scored', id, results });
+      },
+      onError: fail,
+    }));
+  }
+  jobs.set(id, list);
+  for (const j of list) sched!.submit(j);
 }
 
 /** Tokenizes a request and hands it to the scheduler as a job. */
@@ -127,7 +199,8 @@ async function pump(): Promise<void> {
       while (incoming.length) {
         const req = incoming.shift()!;
         try {
-          start(req);
+          if (req.type === 'score') startScore(req);
+          else start(req);
         } catch (err) {
           send(errorMessage(req.id, err));
         }
@@ -170,12 +243,17 @@ function handle(req: Request): void {
       sessions?.close(req.session);
       return;
     case 'generate':
+    case 'score':
       incoming.push(req);
       void pump();
       return;
     case 'abort': {
       const job = jobs.get(req.id);
-      if (job) {
+      if (Array.isArray(job)) {
+        jobs.delete(req.id);
+        for (const j of job) j.abort();
+        sched!.sweep();
+      } else if (job) {
         job.abort();
         sched!.sweep(); // its blocks come back now
       } else if (incoming.some((r) => r.id === req.id)) abortedEarly.add(req.id);

@@ -41,6 +41,14 @@ export interface SeqWork {
   promptLength: number;
   /** Logits of this many last tokens (speculative verification); all pending tokens then run in one step. Default 1. */
   logitRows?: number;
+  /**
+   * Scoring (teacher forcing): logits of every row of each step that computes a position >=
+   * logitsFrom, delivered to advance() after that step (possibly before all tokens are in the
+   * cache); no prefix-cache match reaches past it. Whole chunks: the output projection then runs
+   * on a chunk's rows as one long call wherever the text was cut (a few rows would take the GEMV,
+   * whose rounding differs). Replaces logitRows.
+   */
+  logitsFrom?: number;
 }
 
 export interface JobContext {
@@ -58,7 +66,11 @@ export interface Job {
   readonly done: boolean;
   /** Sequences with tokens to compute next; all of them run in the same step. */
   work(ctx: JobContext): SeqWork[];
-  /** After a step: the logits (vocab) of every sequence whose tokens are now all in the cache. */
+  /**
+   * After a step: the logits (vocab) of every sequence whose tokens are now all in the cache (with
+   * logitsFrom: every row of this step, (rows, vocab) flattened; they end at the sequence's cache
+   * length).
+   */
   advance(logits: Map<number, Float32Array>, ctx: JobContext): void;
   /** Frees the job's sequences so it can be recomputed later (preemption). */
   reset(ctx: JobContext): void;
@@ -179,7 +191,8 @@ export class Scheduler implements JobContext {
       if (!this.cache.has(w.seq)) {
         this.cache.add(w.seq);
         // Leave at least a long segment of the prompt to compute, so its class never changes.
-        if (w.promptLength >= 2 * LONG_SEGMENT) this.cache.blocks.matchPrefix(w.seq, w.tokens.slice(0, w.promptLength) as number[], w.promptLength - LONG_SEGMENT);
+        if (w.promptLength >= 2 * LONG_SEGMENT)
+          this.cache.blocks.matchPrefix(w.seq, w.tokens.slice(0, w.promptLength) as number[], Math.min(w.promptLength - LONG_SEGMENT, w.logitsFrom ?? Infinity));
       }
       const have = this.cache.length(w.seq), P = w.promptLength, N = w.tokens.length;
       if (have >= N) continue;
@@ -205,15 +218,14 @@ export class Scheduler implements JobContext {
       }
       if (take === 0) return null;
       const rows = w.logitRows ?? 1;
-      if (rows > 1 && (take < N - have || rows > N - have)) return null; // verification rows must run together
+      if (w.logitsFrom === undefined && rows > 1 && (take < N - have || rows > N - have)) return null; // verification rows must run together
       const start = have;
       const cacheable = Math.max(0, Math.min(P, start + take) - start);
+      let logits: RunEntry['logits'] = start + take === N ? (rows > 1 ? rows : 'last') : 'none';
+      if (w.logitsFrom !== undefined) logits = start + take > w.logitsFrom ? 'all' : 'none';
       // Prompt and generated tokens in one entry: only the prompt part may be cached.
-      entries.push({
-        seq: w.seq, tokens: w.tokens.slice(start, start + take), segments, logits: start + take === N ? (rows > 1 ? rows : 'last') : 'none',
-        cacheable: cacheable === take,
-      });
-      if (start + take === N) wants.add(w.seq);
+      entries.push({ seq: w.seq, tokens: w.tokens.slice(start, start + take), segments, logits, cacheable: cacheable === take });
+      if (w.logitsFrom === undefined ? start + take === N : logits !== 'none') wants.add(w.seq);
       tokens += take;
       blocks += this.cache.blocks.blocksNeeded(w.seq, take);
     }
