@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { corpusBleu, sentenceBleu, tokenize13a, type BleuOptions } from '../src/eval/bleu.js';
-import { corpusRougeL, lcsLength, rougeL, rougeTokenize } from '../src/eval/rouge.js';
+import { corpusRougeL, lcsLength, rougeL, rougeLMulti, rougeTokenize } from '../src/eval/rouge.js';
 
 interface Ref {
   bleu: { name: string; hypotheses: string[]; references: string[][]; options: Record<string, unknown>; score: number; counts: number[]; totals: number[]; precisions: number[]; bp: number; sysLen: number; refLen: number; signature: string }[];
@@ -97,6 +97,20 @@ describe('ROUGE-L', () => {
     const mean = c.reduce((s, x) => s + x.fmeasure, 0) / c.length;
     expect(Math.abs(r.fmeasure - mean)).toBeLessThan(1e-12);
     expect(() => corpusRougeL(['a'], [])).toThrow(/as many predictions as targets \(1\) but received 0/);
+  });
+
+  it("several targets: the best F-measure counts, the first on ties (rouge-score's score_multi)", () => {
+    const c = ref.rougeL;
+    // pairs i and 12 + i score the same prediction against REFS_A[i] and REFS_B[i]
+    for (let i = 0; i < 12; i++) {
+      const [a, b] = [c[i]!, c[12 + i]!];
+      expect(b.prediction).toBe(a.prediction);
+      const best = b.fmeasure > a.fmeasure ? b : a;
+      expect(rougeLMulti([a.target, b.target], a.prediction)).toEqual({ precision: best.precision, recall: best.recall, fmeasure: best.fmeasure });
+    }
+    expect(rougeLMulti(['a b', 'b a'], 'a b c')).toEqual(rougeL('a b', 'a b c'));
+    expect(corpusRougeL([['x y', 'a b']], ['a b']).fmeasure).toBe(1);
+    expect(() => rougeLMulti([], 'a')).toThrow(/at least one target/);
   });
 
   it('LCS length against a brute-force search on small random token lists', () => {

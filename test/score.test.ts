@@ -1,10 +1,14 @@
 // engine.score (teacher-forced log-probabilities) and generate's topLogprobs against an independent
 // float64 log-softmax over the model's own teacher-forced logits (forwardTokens over the whole
 // text, all rows), on cpu and js; batched scoring (one call with many items, concurrent calls,
-// chunked long texts, shared prefixes from the prefix cache) equals each item scored alone.
+// chunked long texts, shared prefixes from the prefix cache) equals each item scored alone. The
+// `tessera score` and `tessera eval` commands, run in this process.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { Engine, forwardTokens, getBackend, PagedKvCache, runBatch, type ScoreResult } from '../src/index.js';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { main } from '../src/cli/main.js';
+import { corpusBleu, corpusRougeL, Engine, forwardTokens, getBackend, PagedKvCache, runBatch, type ScoreResult } from '../src/index.js';
 import { loadModelFile } from '../src/model/load.js';
 import { nativeAvailable } from './helpers.js';
 
@@ -208,5 +212,86 @@ describe('engine.score input and aborts', () => {
     } finally {
       await engine.dispose();
     }
+  });
+});
+
+describe('tessera score and tessera eval', () => {
+  /** Runs the CLI in this process; returns stdout, stderr and the exit code it set. */
+  async function cli(args: string[]): Promise<{ out: string; err: string; code: number }> {
+    const out: string[] = [], err: string[] = [];
+    const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => (out.push(String(s)), true));
+    const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => (err.push(String(s)), true));
+    const before = process.exitCode;
+    try {
+      await main(args);
+      return { out: out.join(''), err: err.join(''), code: Number(process.exitCode ?? 0) };
+    } finally {
+      o.mockRestore();
+      e.mockRestore();
+      process.exitCode = before;
+    }
+  }
+  const ref = JSON.parse(readFileSync(new URL('./fixtures/eval/reference.json', import.meta.url), 'utf8')) as {
+    bleu: { name: string; hypotheses: string[]; references: string[][]; score: number }[];
+    rougeL: { fmeasure: number }[];
+  };
+  const dir = mkdtempSync(path.join(tmpdir(), 'tessera-eval-'));
+  const write = (name: string, lines: readonly string[]) => {
+    const f = path.join(dir, name);
+    writeFileSync(f, lines.join('\n') + '\n');
+    return f;
+  };
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('score --json is engine.score; the table ends with the sum', async () => {
+    const args = ['score', '-m', STORIES, '--backend', backends[0], '-p', 'The cat', '-c', ' sat on the mat.'];
+    const json = JSON.parse((await cli([...args, '--json', '--top-logprobs', '2'])).out) as ScoreResult;
+    const engine = await Engine.load(STORIES, { backend: backends[0] });
+    try {
+      expect(json).toEqual(await engine.score('The cat', ' sat on the mat.', { topLogprobs: 2 }));
+    } finally {
+      await engine.dispose();
+    }
+    const text = (await cli(args)).out;
+    expect(text).toContain(`sum logprob = ${json.sum.toFixed(4)}`);
+    expect(text.split('\n').filter((l) => /^\s+\d+\s+-?\d+\.\d{4}\s+"/.test(l))).toHaveLength(json.tokens.length);
+    expect(await cli(['score', '-p', 'x'])).toMatchObject({ code: 2, err: expect.stringContaining('missing -c COMPLETION') });
+  });
+
+  it("eval --hyp prints sacreBLEU's and rouge-score's numbers for the fixture sentences", async () => {
+    const one = ref.bleu.find((c) => c.name === 'one-ref')!, two = ref.bleu.find((c) => c.name === 'two-refs')!;
+    const hyp = write('hyp.txt', one.hypotheses), refA = write('a.txt', one.references[0]!), refB = write('b.txt', two.references[1]!);
+    const r1 = JSON.parse((await cli(['eval', '--refs', refA, '--hyp', hyp, '--json'])).out) as { bleu: { score: number }; rougeL: { fmeasure: number }; segments: number };
+    expect(r1.segments).toBe(one.hypotheses.length);
+    expect(Math.abs(r1.bleu.score - one.score)).toBeLessThan(1e-9);
+    const rougeMean = ref.rougeL.slice(0, one.hypotheses.length).reduce((s, x) => s + x.fmeasure, 0) / one.hypotheses.length;
+    expect(Math.abs(r1.rougeL.fmeasure - rougeMean)).toBeLessThan(1e-12);
+    const r2 = JSON.parse((await cli(['eval', '--refs', refA, '--refs', refB, '--hyp', hyp, '--json'])).out) as { bleu: { score: number } };
+    expect(Math.abs(r2.bleu.score - two.score)).toBeLessThan(1e-9);
+    const text = (await cli(['eval', '--refs', refA, '--hyp', hyp])).out;
+    expect(text).toContain(`BLEU = ${one.score.toFixed(2)} `);
+    expect(text).toContain(`ROUGE-L F = ${(100 * rougeMean).toFixed(2)} `);
+    // mismatched files and options that need generation are usage errors naming what was wrong
+    const short = write('short.txt', ['only one line']);
+    expect(await cli(['eval', '--refs', short, '--hyp', hyp])).toMatchObject({ code: 2, err: expect.stringContaining(`--refs ${short} has 1 lines but --hyp ${hyp} has ${one.hypotheses.length}`) });
+    expect(await cli(['eval', '--refs', refA, '--hyp', hyp, '-n', '5'])).toMatchObject({ code: 2, err: expect.stringContaining('-n applies to --prompts') });
+    expect(await cli(['eval', '--hyp', hyp])).toMatchObject({ code: 2, err: expect.stringContaining('missing --refs') });
+  });
+
+  it('eval --prompts generates greedily (batched) and scores what it generated', async () => {
+    const prompts = ['Once upon a time', 'The cat', 'Tom had a red ball.'];
+    const refs = ['Once upon a time, there was a little girl named Lily.', 'The cat sat on the mat.', 'He threw it to his friend.'];
+    const r = JSON.parse((await cli(['eval', '-m', STORIES, '--backend', backends[0], '--prompts', write('p.txt', prompts), '--refs', write('r.txt', refs), '-n', '12', '--json'])).out) as {
+      hypotheses: string[]; bleu: { score: number }; rougeL: { fmeasure: number };
+    };
+    const engine = await Engine.load(STORIES, { backend: backends[0] });
+    try {
+      const alone = await Promise.all(prompts.map((p) => engine.generate(p, { maxTokens: 12, temperature: 0 })));
+      expect(r.hypotheses).toEqual(alone.map((g) => g.text.replace(/\r?\n/g, ' ').trim()));
+    } finally {
+      await engine.dispose();
+    }
+    expect(r.bleu.score).toBe(corpusBleu(r.hypotheses, [refs]).score);
+    expect(r.rougeL.fmeasure).toBe(corpusRougeL(refs, r.hypotheses).fmeasure);
   });
 });

@@ -8,6 +8,7 @@ import { UsageError } from './errors.js';
 import { didYouMean } from './common.js';
 import { benchCommand } from './bench.js';
 import { chatCommand } from './chat.js';
+import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { serveCommand } from './serve.js';
 import { inspectCommand } from './inspect.js';
@@ -16,6 +17,7 @@ import { moeStatsCommand } from './moe-stats.js';
 import { perplexityCommand } from './perplexity.js';
 import { pullCommand, resolveHubArgs } from './pull.js';
 import { quantizeCommand } from './quantize.js';
+import { scoreCommand } from './score.js';
 import { tokenizeCommand } from './tokenize.js';
 
 const HELP = `tessera ${VERSION} — transformer inference runtime for Node.js
@@ -27,6 +29,8 @@ Commands:
   chat            Interactive chat with the model's chat template
   serve           OpenAI-compatible HTTP server (batched, streaming, /metrics)
   perplexity      Perplexity of a text file (llama.cpp chunk convention or sliding window)
+  score           Log-probability of each token of a completion given a prompt
+  eval            Corpus BLEU and ROUGE-L of generated (or given) hypotheses against references
   quantize        GPTQ / RTN quantisation to a GPTQ checkpoint (or GGUF Q4_0/Q8_0)
   tokenize        Print the token ids of a text
   logits          Write all positions' logits as raw float32 [n_tokens, vocab]
@@ -128,6 +132,8 @@ export async function main(argv: string[]): Promise<void> {
     if (cmd === 'chat') return await chatCommand(rest);
     if (cmd === 'serve') return await serveCommand(rest);
     if (cmd === 'perplexity') return perplexityCommand(rest);
+    if (cmd === 'score') return await scoreCommand(rest);
+    if (cmd === 'eval') return await evalCommand(rest);
     if (cmd === 'quantize') return quantizeCommand(rest);
     if (cmd === 'tokenize') return tokenizeCommand(rest);
     if (cmd === 'logits') return logitsCommand(rest);

@@ -47,16 +47,33 @@ export function rougeL(target: string, prediction: string): RougeScore {
   return { precision, recall, fmeasure: fmeasure(precision, recall) };
 }
 
-/** Mean ROUGE-L over pairs (targets[i], predictions[i]); also every pair's score. */
-export function corpusRougeL(targets: readonly string[], predictions: readonly string[]): RougeScore & { scores: RougeScore[] } {
+/**
+ * ROUGE-L of one prediction against several targets: the score of the target with the highest
+ * F-measure (the first on ties), as rouge-score's `score_multi`.
+ */
+export function rougeLMulti(targets: readonly string[], prediction: string): RougeScore {
+  if (!Array.isArray(targets) || targets.length === 0) throw new RangeError('Expected at least one target (an array of strings) for targets');
+  let best: RougeScore | null = null;
+  for (const t of targets) {
+    const s = rougeL(t, prediction);
+    if (!best || s.fmeasure > best.fmeasure) best = s;
+  }
+  return best!;
+}
+
+/**
+ * Mean ROUGE-L over pairs (targets[i], predictions[i]); also every pair's score. A target may be
+ * several references (rougeLMulti: the best one counts).
+ */
+export function corpusRougeL(targets: readonly (string | readonly string[])[], predictions: readonly string[]): RougeScore & { scores: RougeScore[] } {
   if (!Array.isArray(targets)) throw new TypeError('Expected an array of strings for targets');
   if (!Array.isArray(predictions)) throw new TypeError('Expected an array of strings for predictions');
   if (targets.length !== predictions.length) throw new RangeError(`Expected as many predictions as targets (${targets.length}) but received ${predictions.length}`);
   if (targets.length === 0) throw new RangeError('Expected at least one pair for targets and predictions');
   const scores = targets.map((t, i) => {
-    if (typeof t !== 'string') throw new TypeError(`Expected a string for targets[${i}]`);
+    if (typeof t !== 'string' && !(Array.isArray(t) && t.every((x) => typeof x === 'string'))) throw new TypeError(`Expected a string (or an array of strings) for targets[${i}]`);
     if (typeof predictions[i] !== 'string') throw new TypeError(`Expected a string for predictions[${i}]`);
-    return rougeL(t, predictions[i]!);
+    return typeof t === 'string' ? rougeL(t, predictions[i]!) : rougeLMulti(t as string[], predictions[i]!);
   });
   const mean = (k: keyof RougeScore) => scores.reduce((s, x) => s + x[k], 0) / scores.length;
   return { precision: mean('precision'), recall: mean('recall'), fmeasure: mean('fmeasure'), scores };
