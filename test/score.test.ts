@@ -197,6 +197,8 @@ describe('engine.score input and aborts', () => {
       await expect(engine.score(3 as unknown as string, 'x')).rejects.toThrow(/Expected a string or an array of token ids for prompt/);
       await expect(engine.score([{ prompt: 'a', completion: 'b', extra: 1 }] as never)).rejects.toThrow(/Unknown option 'extra' in score item 0/);
       await expect(engine.score([])).rejects.toThrow(/at least one/);
+      const ctx = engine.info.config.contextLength;
+      await expect(engine.score([1, 2], new Array<number>(ctx).fill(5))).rejects.toThrow(new RegExp(`Expected prompt and completion of at most the model's context length ${ctx} tokens together but received ${ctx + 2}`));
       const long = 'Once upon a time there was a dog. '.repeat(40);
       const ac = new AbortController();
       ac.abort();

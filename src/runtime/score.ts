@@ -48,7 +48,9 @@ export class ScoreJob implements Job {
 
   constructor(ctx: JobContext, tokens: readonly number[], from: number, options: ScoreOptions, events: ScoreEvents) {
     this.#vocab = ctx.model.config.vocabSize;
-    checkPrompt(tokens, ctx.model.config.contextLength, this.#vocab);
+    const n = ctx.model.config.contextLength;
+    if (tokens.length > n) throw new RangeError(`Expected prompt and completion of at most the model's context length ${n} tokens together but received ${tokens.length}`);
+    checkPrompt(tokens, n, this.#vocab);
     this.#from = check.int(from, 'from', 1, tokens.length - 1);
     this.#top = check.int(options.topLogprobs ?? 0, 'topLogprobs', 0, 20);
     this.#tokens = [...tokens];
