@@ -4,7 +4,6 @@
 // bench's JSON; llama.cpp's aliases against their long forms, "did you mean" for unknown options and
 // commands, plain progress lines off a terminal; and argument errors that must name the range or
 // the path (negative numbers, out-of-range counts, group sizes, directories given as files).
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -17,7 +16,7 @@ import { loadModelFile } from '../src/model/load.js';
 import { PagedKvCache } from '../src/runtime/kv/cache.js';
 import { perplexity } from '../src/runtime/perplexity.js';
 import { forwardTokens } from '../src/runtime/runner.js';
-import { nativeAvailable, relL2 } from './helpers.js';
+import { nativeAvailable, relL2, spawnAsync } from './helpers.js';
 import { runtimeInfo } from '../src/index.js';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -26,10 +25,9 @@ const VOCAB = path.join(root, 'test/fixtures/vocab');
 const backend = nativeAvailable ? 'cpu' : 'js';
 const bin = path.join(root, 'bin/tessera.js');
 const dir = mkdtempSync(path.join(tmpdir(), 'tessera-cli-'));
-const cli = (args: string[], input?: string) =>
-  spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', input, timeout: 60_000 });
-const ok = (args: string[], input?: string) => {
-  const r = cli(args, input);
+const cli = (args: string[], input?: string) => spawnAsync(process.execPath, [bin, ...args], { input, timeout: 120_000 });
+const ok = async (args: string[], input?: string) => {
+  const r = await cli(args, input);
   expect(r.status, r.stderr).toBe(0);
   return r;
 };
@@ -53,15 +51,15 @@ describe('tessera tokenize', () => {
     cases.find(([s]) => /[\u0400-\u04ff]/.test(s))!,
     cases.find(([s]) => s.includes('🦙') && /\d/.test(s))!,
   ];
-  it.each(pick.map(([s, ids], i) => [i, JSON.stringify(s), s, ids] as const))('vector %i %s gives llama.cpp\'s ids', (i, _label, text, ids) => {
+  it.each(pick.map(([s, ids], i) => [i, JSON.stringify(s), s, ids] as const))('vector %i %s gives llama.cpp\'s ids', async (i, _label, text, ids) => {
     expect(text.includes('<')).toBe(false); // the CLI parses special tokens; these texts have none
     const file = path.join(dir, `case-${i}.txt`);
     writeFileSync(file, text);
     const m = path.join(VOCAB, 'ggml-vocab-llama-spm.gguf');
-    expect(JSON.parse(ok(['tokenize', '-m', m, '-f', file, '--no-bos', '--json']).stdout)).toEqual(ids);
+    expect(JSON.parse((await ok(['tokenize', '-m', m, '-f', file, '--no-bos', '--json'])).stdout)).toEqual(ids);
     if (i === 1) {
-      expect(ok(['tokenize', '-m', m, '-p', text, '--no-bos']).stdout).toBe(`${ids.join(' ')}\n`);
-      const withBos = ok(['tokenize', '-m', m, '-p', text]).stdout.trim().split(' ').map(Number);
+      expect((await ok(['tokenize', '-m', m, '-p', text, '--no-bos'])).stdout).toBe(`${ids.join(' ')}\n`);
+      const withBos = (await ok(['tokenize', '-m', m, '-p', text])).stdout.trim().split(' ').map(Number);
       expect(withBos).toEqual([1, ...ids]); // llama-spm's BOS is 1
     }
   });
@@ -78,10 +76,10 @@ describe('tessera logits, perplexity, inspect, bench', () => {
     return forwardTokens(model, cache, 0, Int32Array.from(ids), { allLogits: true }).data;
   };
 
-  it('logits writes raw float32 [n_tokens, vocab] equal to forwardTokens', () => {
+  it('logits writes raw float32 [n_tokens, vocab] equal to forwardTokens', async () => {
     const ids = [1, 403, 407, 261, 378, 432, 269];
     const out = path.join(dir, 'logits.bin');
-    const r = ok(['logits', '--tokens', ids.join(','), '--out', out, '--backend', backend]);
+    const r = await ok(['logits', '--tokens', ids.join(','), '--out', out, '--backend', backend]);
     expect(r.stderr).toContain(`wrote ${ids.length} x ${V} float32 logits`);
     const buf = readFileSync(out);
     expect(buf.byteLength).toBe(ids.length * V * 4);
@@ -89,31 +87,31 @@ describe('tessera logits, perplexity, inspect, bench', () => {
     expect(relL2(got, apiLogits(ids))).toBeLessThan(1e-6);
     // -p tokenizes with BOS.
     const out2 = path.join(dir, 'logits-p.bin');
-    ok(['logits', '-p', 'Once upon a time', '--out', out2, '--backend', backend]);
+    await ok(['logits', '-p', 'Once upon a time', '--out', out2, '--backend', backend]);
     const pIds = tokenizer.encode('Once upon a time', { addBos: true });
     const buf2 = readFileSync(out2);
     expect(relL2(new Float32Array(buf2.buffer, buf2.byteOffset, buf2.byteLength / 4), apiLogits(pIds))).toBeLessThan(1e-6);
   });
 
-  it('perplexity prints what the perplexity API computes (chunks and sliding)', () => {
+  it('perplexity prints what the perplexity API computes (chunks and sliding)', async () => {
     const text = readFileSync(path.join(root, 'test/fixtures/text/tinystories-valid-head.txt'), 'utf8').slice(0, 1200);
     const file = path.join(dir, 'text.txt');
     writeFileSync(file, text);
     const tokens = tokenizer.encode(text, { addBos: true });
-    const chunks = JSON.parse(ok(['perplexity', '-f', file, '--ctx', '64', '--json', '--backend', backend]).stdout);
+    const chunks = JSON.parse((await ok(['perplexity', '-f', file, '--ctx', '64', '--json', '--backend', backend])).stdout);
     const want = perplexity(model, tokens, { ctx: 64, bosId: tokenizer.bosId ?? null });
     expect(chunks.scoredTokens).toBe(want.scoredTokens);
     expect(chunks.windows).toBe(want.windows);
     expect(Math.abs(chunks.ppl - want.ppl) / want.ppl).toBeLessThan(1e-9);
-    const sliding = JSON.parse(ok(['perplexity', '-f', file, '--ctx', '64', '--mode', 'sliding', '--stride', '24', '--json', '--backend', backend]).stdout);
+    const sliding = JSON.parse((await ok(['perplexity', '-f', file, '--ctx', '64', '--mode', 'sliding', '--stride', '24', '--json', '--backend', backend])).stdout);
     const wantS = perplexity(model, tokens, { ctx: 64, mode: 'sliding', stride: 24 });
     expect(sliding.scoredTokens).toBe(tokens.length - 1);
     expect(Math.abs(sliding.ppl - wantS.ppl) / wantS.ppl).toBeLessThan(1e-9);
-    const plain = ok(['perplexity', '-f', file, '--ctx', '64', '--backend', backend]).stdout;
+    const plain = (await ok(['perplexity', '-f', file, '--ctx', '64', '--backend', backend])).stdout;
     expect(plain).toMatch(new RegExp(`^Final estimate: PPL = ${want.ppl.toFixed(4)} \\+/- ${want.pplError.toFixed(5)}\n\\(chunks, ctx 64, ${want.scoredTokens} tokens scored in ${want.windows} windows`));
   });
 
-  it('perplexity ± is llama-perplexity\'s standard error, checked against per-token NLLs computed by hand', () => {
+  it('perplexity ± is llama-perplexity\'s standard error, checked against per-token NLLs computed by hand', async () => {
     const text = readFileSync(path.join(root, 'test/fixtures/text/tinystories-valid-head.txt'), 'utf8').slice(0, 1200);
     const file = path.join(dir, 'text-pm.txt');
     writeFileSync(file, text);
@@ -144,35 +142,35 @@ describe('tessera logits, perplexity, inspect, bench', () => {
     expect(api.scoredTokens).toBe(N);
     expect(Math.abs(api.nllError - sd) / sd).toBeLessThan(1e-4);
     expect(Math.abs(api.pplError - pplError) / pplError).toBeLessThan(1e-4);
-    const j = JSON.parse(ok(['perplexity', '-f', file, '-c', String(ctx), '--json', '--backend', backend]).stdout);
+    const j = JSON.parse((await ok(['perplexity', '-f', file, '-c', String(ctx), '--json', '--backend', backend])).stdout);
     expect(Math.abs(j.pplError - pplError) / pplError).toBeLessThan(1e-4);
-    const line = ok(['perplexity', '-f', file, '--ctx-size', String(ctx), '--backend', backend]).stdout;
+    const line = (await ok(['perplexity', '-f', file, '--ctx-size', String(ctx), '--backend', backend])).stdout;
     const m = /^Final estimate: PPL = ([\d.]+) \+\/- ([\d.]+)$/m.exec(line);
     expect(m, line).not.toBeNull();
     expect(Math.abs(Number(m![1]) - ppl)).toBeLessThan(1e-4 + 1e-6 * ppl);
     expect(Math.abs(Number(m![2]) - pplError)).toBeLessThan(1e-5 + 1e-4 * pplError);
     // -c and --ctx-size are --ctx: the same numbers
-    expect(j.ppl).toBe(JSON.parse(ok(['perplexity', '-f', file, '--ctx', String(ctx), '--json', '--backend', backend]).stdout).ppl);
+    expect(j.ppl).toBe(JSON.parse((await ok(['perplexity', '-f', file, '--ctx', String(ctx), '--json', '--backend', backend])).stdout).ppl);
   });
 
-  it('inspect reports the tensors and metadata the GGUF reader gives', () => {
+  it('inspect reports the tensors and metadata the GGUF reader gives', async () => {
     const g = readGGUF(STORIES);
-    const j = JSON.parse(ok(['inspect', STORIES, '--json']).stdout);
+    const j = JSON.parse((await ok(['inspect', STORIES, '--json'])).stdout);
     expect(j.version).toBe(g.version);
     expect(j.tensors.length).toBe(g.tensors.length);
     expect(j.tensors.map((t: { name: string; type: string; shape: number[]; bytes: number }) => [t.name, t.type, t.shape, t.bytes]))
       .toEqual(g.tensors.map((t) => [t.name, t.type, t.shape, t.byteLength]));
     expect(Object.keys(j.metadata).sort()).toEqual([...g.metadata.keys()].sort());
     expect(j.metadata['general.architecture']).toBe('llama');
-    const text = ok(['inspect', STORIES]).stdout;
+    const text = (await ok(['inspect', STORIES])).stdout;
     expect(text.split('\n')[0]).toMatch(new RegExp(`^GGUF v${g.version}, ${g.tensors.length} tensors, ${g.metadata.size} metadata keys`));
     const params = g.tensors.reduce((s, t) => s + t.elements, 0);
     expect(text).toContain(`parameters: ${params}`);
     for (const t of g.tensors) expect(text).toContain(`${t.name.padEnd(32)} ${t.type.padEnd(5)} [${t.shape.join(', ')}]`);
   });
 
-  it('bench: llama-bench rows (pp/tg, mean ± sd over the repetitions, size and params from the model file)', () => {
-    const rows = JSON.parse(ok(['bench', '-p', '16', '-n', '8', '--json', '--backend', backend]).stdout);
+  it('bench: llama-bench rows (pp/tg, mean ± sd over the repetitions, size and params from the model file)', async () => {
+    const rows = JSON.parse((await ok(['bench', '-p', '16', '-n', '8', '--json', '--backend', backend])).stdout);
     const g = readGGUF(STORIES);
     const params = g.tensors.reduce((s, t) => s + t.elements, 0);
     const bytes = g.tensors.reduce((s, t) => s + t.byteLength, 0); // stories260K is f32, loaded as stored
@@ -191,7 +189,7 @@ describe('tessera logits, perplexity, inspect, bench', () => {
     }
     expect(rows[0]).toMatchObject({ nPrompt: 16, nGen: 0 });
     expect(rows[1]).toMatchObject({ nPrompt: 0, nGen: 8 });
-    const table = ok(['bench', '-p', '16', '-n', '8', '-r', '2', '--backend', backend]);
+    const table = await ok(['bench', '-p', '16', '-n', '8', '-r', '2', '--backend', backend]);
     const lines = table.stdout.trim().split('\n');
     expect(lines[0]!.split('|').map((c) => c.trim()).filter(Boolean)).toEqual(['model', 'size', 'params', 'backend', 'threads', 'test', 't/s']);
     expect(lines).toHaveLength(4);
@@ -201,18 +199,18 @@ describe('tessera logits, perplexity, inspect, bench', () => {
     expect(table.stderr.match(/^bench (pp16|tg8) \d\/2 [\d.]+ t\/s$/gm)).toHaveLength(4);
   });
 
-  it('bench: -r, --repetitions and --runs are one option; -p 0 / -n 0 drop a test; -t sets the threads', () => {
-    const reps = (flag: string) => JSON.parse(ok(['bench', '-p', '8', '-n', '0', flag, '3', '--json', '--backend', backend]).stdout);
+  it('bench: -r, --repetitions and --runs are one option; -p 0 / -n 0 drop a test; -t sets the threads', async () => {
+    const reps = async (flag: string) => JSON.parse((await ok(['bench', '-p', '8', '-n', '0', flag, '3', '--json', '--backend', backend])).stdout);
     for (const flag of ['-r', '--repetitions', '--runs']) {
-      const rows = reps(flag);
+      const rows = await reps(flag);
       expect(rows.map((r: { test: string }) => r.test)).toEqual(['pp8']);
       expect(rows[0].samplesTokS).toHaveLength(3);
     }
-    expect(JSON.parse(ok(['bench', '-p', '0', '-n', '4', '-r', '1', '--json', '--backend', backend]).stdout).map((r: { test: string }) => r.test)).toEqual(['tg4']);
+    expect(JSON.parse((await ok(['bench', '-p', '0', '-n', '4', '-r', '1', '--json', '--backend', backend])).stdout).map((r: { test: string }) => r.test)).toEqual(['tg4']);
     if (backend === 'cpu') {
       const want = runtimeInfo().threads === 1 ? 2 : 1; // a count unlike the default, so the flag shows
       for (const flag of ['-t', '--threads']) {
-        const [r] = JSON.parse(ok(['bench', '-p', '8', '-n', '0', '-r', '1', flag, String(want), '--json']).stdout);
+        const [r] = JSON.parse((await ok(['bench', '-p', '8', '-n', '0', '-r', '1', flag, String(want), '--json'])).stdout);
         expect(r.threads).toBe(want);
       }
     }
@@ -224,7 +222,7 @@ describe('tessera chat', () => {
     const tpl = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}";
     const file = path.join(dir, 'tpl.jinja');
     writeFileSync(file, tpl);
-    const r = ok(['chat', '--template', file, '-n', '10', '--temperature', '0', '--backend', backend], 'Once upon a time\n');
+    const r = await ok(['chat', '--template', file, '-n', '10', '--temperature', '0', '--backend', backend], 'Once upon a time\n');
     const engine = await Engine.load(STORIES, { backend });
     let want: string;
     try {
@@ -237,9 +235,9 @@ describe('tessera chat', () => {
     expect(r.stderr).not.toMatch(/Error/);
   }, 60_000);
 
-  it('a model without a chat template and no --template is a usage error', () => {
+  it('a model without a chat template and no --template is a usage error', async () => {
     // The bundled model carries a template; the F16 fixture is the published file, without one.
-    const r = cli(['chat', '-m', path.join(root, 'test/fixtures/stories260K/stories260K-F16.gguf'), '--backend', backend], '');
+    const r = await cli(['chat', '-m', path.join(root, 'test/fixtures/stories260K/stories260K-F16.gguf'), '--backend', backend], '');
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/has no chat template; pass one with --template FILE/);
   });
@@ -269,29 +267,29 @@ describe('argument errors name the range or the path', () => {
     [['inspect', 'models'], /file is a directory, not a file: models/],
     [['chat', '--template', 'src'], /template file is a directory, not a file: src/],
     [['perplexity', '-f', 'no-such.txt'], /text file not found: no-such.txt/],
-  ])('tessera %j', (args, msg) => {
-    const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', cwd: root });
+  ])('tessera %j', async (args, msg) => {
+    const r = await spawnAsync(process.execPath, [bin, ...args], { cwd: root });
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(msg);
     expect(r.stderr).not.toMatch(/ambiguous|EISDIR/);
     expect(r.stdout).toBe('');
   });
 
-  it('output paths: a directory or an unwritable place is named, after the model ran', () => {
-    const r = cli(['logits', '--tokens', '1,2', '--out', dir, '--backend', backend]);
+  it('output paths: a directory or an unwritable place is named, after the model ran', async () => {
+    const r = await cli(['logits', '--tokens', '1,2', '--out', dir, '--backend', backend]);
     expect(r.status).toBe(2);
     expect(r.stderr).toContain(`--out is a directory, not a file: ${dir}`);
-    const r2 = cli(['logits', '--tokens', '1,2', '--out', path.join(dir, 'missing', 'x.bin'), '--backend', backend]);
+    const r2 = await cli(['logits', '--tokens', '1,2', '--out', path.join(dir, 'missing', 'x.bin'), '--backend', backend]);
     expect(r2.status).toBe(2);
     expect(r2.stderr).toMatch(/cannot write --out .*missing.*x\.bin: ENOENT/);
-    const r3 = cli(['quantize', '--format', 'gguf', '--bits', '8', '-m', STORIES, '-o', dir]);
+    const r3 = await cli(['quantize', '--format', 'gguf', '--bits', '8', '-m', STORIES, '-o', dir]);
     expect(r3.status).toBe(2);
     expect(r3.stderr).toContain(`-o is a directory, not a file (--format gguf writes one file): ${dir}`);
   });
 
-  it('bench: -n past the model\'s context is a usage error', () => {
+  it('bench: -n past the model\'s context is a usage error', async () => {
     const ctx = readGGUF(STORIES).metadata.get('llama.context_length') as number;
-    const r = cli(['bench', '-n', String(ctx + 1), '-r', '1', '--backend', backend]);
+    const r = await cli(['bench', '-n', String(ctx + 1), '-r', '1', '--backend', backend]);
     expect(r.status).toBe(2);
     expect(r.stderr).toContain(`-n ${ctx + 1} exceeds the model's context of ${ctx} tokens`);
   });
@@ -300,30 +298,30 @@ describe('argument errors name the range or the path', () => {
 describe("llama.cpp's spellings do what the long forms do", () => {
   const gen = (args: string[]) => ok(['generate', '-p', 'Once upon a time', '-n', '24', '--backend', backend, ...args]);
 
-  it('--temp is --temperature, -s is --seed, -t is --threads, -ngl is ignored with a note', () => {
-    const greedy = gen(['--temperature', '0']).stdout;
+  it('--temp is --temperature, -s is --seed, -t is --threads, -ngl is ignored with a note', async () => {
+    const greedy = (await gen(['--temperature', '0'])).stdout;
     expect(greedy.length).toBeGreaterThan('Once upon a time'.length);
-    expect(gen(['--temp', '0']).stdout).toBe(greedy);
-    expect(gen(['--temp=0']).stdout).toBe(greedy);
+    expect((await gen(['--temp', '0'])).stdout).toBe(greedy);
+    expect((await gen(['--temp=0'])).stdout).toBe(greedy);
     // seeded sampling: the same seed through either spelling gives the same text
-    const seeded = gen(['--temperature', '1.2', '--seed', '1234']).stdout;
-    expect(gen(['--temp', '1.2', '-s', '1234']).stdout).toBe(seeded);
-    expect(gen(['--temperature', '0', '-t', '1']).stdout).toBe(greedy);
-    const ngl = gen(['--temp', '0', '-ngl', '99']);
+    const seeded = (await gen(['--temperature', '1.2', '--seed', '1234'])).stdout;
+    expect((await gen(['--temp', '1.2', '-s', '1234'])).stdout).toBe(seeded);
+    expect((await gen(['--temperature', '0', '-t', '1'])).stdout).toBe(greedy);
+    const ngl = (await gen(['--temp', '0', '-ngl', '99']));
     expect(ngl.stdout).toBe(greedy);
     expect(ngl.stderr).toContain('-ngl 99 ignored — tessera has no per-layer GPU offload; the whole model runs on the --backend chosen');
-    expect(gen(['--temp', '0', '--n-gpu-layers', 'all']).stdout).toBe(greedy);
+    expect((await gen(['--temp', '0', '--n-gpu-layers', 'all'])).stdout).toBe(greedy);
   });
 
-  it('every command\'s --help lists the aliases it takes', () => {
-    const help = (cmd: string) => ok([cmd, '--help']).stdout;
-    expect(help('generate')).toMatch(/--temp\b[\s\S]*-s, --seed[\s\S]*-t, --threads[\s\S]*-ngl, --n-gpu-layers/);
-    expect(help('perplexity')).toMatch(/-c, --ctx N[\s\S]*--ctx-size[\s\S]*-t, --threads[\s\S]*-ngl/);
-    expect(help('bench')).toMatch(/-r, --repetitions N[\s\S]*--runs[\s\S]*-t, --threads[\s\S]*-ngl, --n-gpu-layers/);
-    expect(help('serve')).toMatch(/-t, --threads[\s\S]*-ngl/);
-    expect(help('moe-stats')).toMatch(/-c, --ctx N[\s\S]*--ctx-size[\s\S]*-t, --threads/);
-    expect(help('logits')).toMatch(/-t, --threads[\s\S]*-ngl/);
-    expect(ok(['--help']).stdout).toMatch(/--temp \(--temperature\) {2}-t \(--threads\) {2}-s \(--seed\) {2}-c, --ctx-size \(--ctx\)/);
+  it('every command\'s --help lists the aliases it takes', async () => {
+    const help = async (cmd: string) => (await ok([cmd, '--help'])).stdout;
+    expect(await help('generate')).toMatch(/--temp\b[\s\S]*-s, --seed[\s\S]*-t, --threads[\s\S]*-ngl, --n-gpu-layers/);
+    expect(await help('perplexity')).toMatch(/-c, --ctx N[\s\S]*--ctx-size[\s\S]*-t, --threads[\s\S]*-ngl/);
+    expect(await help('bench')).toMatch(/-r, --repetitions N[\s\S]*--runs[\s\S]*-t, --threads[\s\S]*-ngl, --n-gpu-layers/);
+    expect(await help('serve')).toMatch(/-t, --threads[\s\S]*-ngl/);
+    expect(await help('moe-stats')).toMatch(/-c, --ctx N[\s\S]*--ctx-size[\s\S]*-t, --threads/);
+    expect(await help('logits')).toMatch(/-t, --threads[\s\S]*-ngl/);
+    expect((await ok(['--help'])).stdout).toMatch(/--temp \(--temperature\) {2}-t \(--threads\) {2}-s \(--seed\) {2}-c, --ctx-size \(--ctx\)/);
   });
 });
 
@@ -343,8 +341,8 @@ describe('unknown options and commands: exit 2, the nearest name, no parser text
     [['generate', '-p'], '-p needs a value (see tessera generate --help)'],
     [['generate', '-p', '--temp', '0'], "-p needs a value but is followed by the option '--temp' (a value starting with '-' is written --prompt=--temp)"],
     [['tokenize', '--json=yes', '-p', 'x'], "--json takes no value but received 'yes'"],
-  ])('tessera %j', (args, msg) => {
-    const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', cwd: root });
+  ])('tessera %j', async (args, msg) => {
+    const r = await spawnAsync(process.execPath, [bin, ...args], { cwd: root });
     expect(r.status).toBe(2);
     expect(r.stderr.startsWith(`tessera: ${msg}`), r.stderr).toBe(true);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
@@ -391,10 +389,10 @@ describe('progress', () => {
     expect(out.slice(0, 3).join('')).not.toContain('\n');
   });
 
-  it('the CLI writes plain progress lines when stderr is a pipe', () => {
+  it('the CLI writes plain progress lines when stderr is a pipe', async () => {
     const file = path.join(dir, 'progress.txt');
     writeFileSync(file, readFileSync(path.join(root, 'test/fixtures/text/tinystories-valid-head.txt'), 'utf8').slice(0, 1200));
-    const r = ok(['perplexity', '-f', file, '-c', '64', '--backend', backend]);
+    const r = await ok(['perplexity', '-f', file, '-c', '64', '--backend', backend]);
     expect(r.stderr).not.toContain('\r');
     const lines = r.stderr.trim().split('\n');
     expect(lines.some((l) => /^loading tensors \d+\/\d+$/.test(l))).toBe(true);
@@ -408,18 +406,18 @@ describe('progress', () => {
 
 describe.skipIf(!nativeAvailable)('kernel bench --filter', () => {
   const kernels = (args: string[]) =>
-    spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'bench/kernels.ts'), ...args], { encoding: 'utf8', cwd: root, timeout: 120_000 });
+    spawnAsync(process.execPath, ['--import', 'tsx', path.join(root, 'bench/kernels.ts'), ...args], { cwd: root, timeout: 120_000 });
 
-  it('says so and exits 1 when no kernel matches, listing the kernels', () => {
-    const r = kernels(['--filter', 'no-such-kernel']);
+  it('says so and exits 1 when no kernel matches, listing the kernels', async () => {
+    const r = await kernels(['--filter', 'no-such-kernel']);
     expect(r.status).toBe(1);
     expect(r.stderr).toContain("bench: no kernel matched --filter 'no-such-kernel' (case-insensitive");
     expect(r.stderr).toMatch(/^ {2}moeRoute top-2 T=512 E=8$/m);
     expect(r.stdout).not.toMatch(/peaks:/); // nothing measured
   });
 
-  it('matches regardless of case', () => {
-    const r = kernels(['--filter', 'MOEROUTE', '--time', '5']);
+  it('matches regardless of case', async () => {
+    const r = await kernels(['--filter', 'MOEROUTE', '--time', '5']);
     expect(r.status, r.stderr).toBe(0);
     const rows = r.stdout.split('\n').filter((l) => / ms .* of peak$/.test(l));
     expect(rows).toHaveLength(1);

@@ -17,7 +17,7 @@ import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundledModelPath, Engine } from '../src/index.js';
 import { readGGUF } from '../src/formats/gguf.js';
-import { nativeAvailable } from './helpers.js';
+import { nativeAvailable, spawnAsync } from './helpers.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const dir = mkdtempSync(path.join(tmpdir(), 'tessera-examples-'));
@@ -25,7 +25,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Runs an example with tsx's loader, in the repository, as `npx tsx examples/...` does. */
 const example = (name: string, args: string[]) =>
-  spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'examples', name), ...args], { cwd: root, encoding: 'utf8', timeout: 120_000 });
+  spawnAsync(process.execPath, ['--import', 'tsx', path.join(root, 'examples', name), ...args], { cwd: root, timeout: 120_000 });
 
 describe('examples/server-sse.ts', () => {
   let child: ChildProcess;
@@ -119,9 +119,9 @@ describe('examples/server-sse.ts', () => {
 });
 
 describe('examples/kernel-bench.ts', () => {
-  it.runIf(nativeAvailable)('prints js and cpu side by side for each kernel, cpu agreeing with js', () => {
+  it.runIf(nativeAvailable)('prints js and cpu side by side for each kernel, cpu agreeing with js', async () => {
     const json = path.join(dir, 'bench.json');
-    const r = example('kernel-bench.ts', ['--size', 'tiny', '--time', '5', '--json', json]);
+    const r = (await example('kernel-bench.ts', ['--size', 'tiny', '--time', '5', '--json', json]));
     expect(r.status, r.stderr).toBe(0);
     const lines = r.stdout.split('\n').filter((l) => l.startsWith('|'));
     const header = lines[0]!.split('|').map((c) => c.trim());
@@ -141,17 +141,17 @@ describe('examples/kernel-bench.ts', () => {
     }
   }, 120_000);
 
-  it.runIf(!nativeAvailable)('says the native addon is missing', () => {
-    const r = example('kernel-bench.ts', ['--size', 'tiny']);
+  it.runIf(!nativeAvailable)('says the native addon is missing', async () => {
+    const r = (await example('kernel-bench.ts', ['--size', 'tiny']));
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/native addon is not available/);
   });
 });
 
 describe('examples/quantize-walkthrough.ts', () => {
-  it('charts one bar per quantised projection and method, and GPTQ beats RTN in total', () => {
+  it('charts one bar per quantised projection and method, and GPTQ beats RTN in total', async () => {
     const svg = path.join(dir, 'q.svg'), json = path.join(dir, 'q.json');
-    const r = example('quantize-walkthrough.ts', ['--samples', '4', '--seq-len', '64', '--eval-tokens', '128', '-o', svg, '--json', json]);
+    const r = (await example('quantize-walkthrough.ts', ['--samples', '4', '--seq-len', '64', '--eval-tokens', '128', '-o', svg, '--json', json]));
     expect(r.status, r.stderr).toBe(0);
     const text = readFileSync(svg, 'utf8');
     expect(XMLValidator.validate(text)).toBe(true);

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { forwardTokens, getBackend, PagedKvCache, runtimeInfo, setIsa, Tensor, type Backend, type Isa, type LlamaModel } from '../src/index.js';
 
@@ -105,4 +106,35 @@ export function greedyAlone(m: LlamaModel, prompt: number[], maxTokens: number, 
     l = forwardTokens(m, cache, 0, [t]).data;
   }
   return out;
+}
+
+export interface SpawnResult {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  error?: Error;
+}
+
+/**
+ * spawnSync's result shape without blocking the test worker: a child that runs for more than a
+ * minute inside spawnSync starves vitest's worker RPC ("Timeout calling onTaskUpdate") on a busy host.
+ */
+export function spawnAsync(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string; timeout?: number } = {}): Promise<SpawnResult> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let error: Error | undefined;
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stdin.on('error', () => {}); // a child that exits without reading its input
+    child.stdin.end(opts.input ?? '');
+    const timer = opts.timeout ? setTimeout(() => { error = new Error(`timed out after ${opts.timeout} ms`); child.kill('SIGKILL'); }, opts.timeout) : null;
+    child.on('error', (e) => (error = e));
+    child.on('close', (status, signal) => {
+      if (timer) clearTimeout(timer);
+      resolve({ status, signal, stdout, stderr, ...(error ? { error } : {}) });
+    });
+  });
 }

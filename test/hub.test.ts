@@ -441,14 +441,18 @@ describe('resuming', () => {
     hub.b.dropAfter = [cut];
     const e = await rejection(pullModel(uri, opts(cache)));
     expect(e.kind).toBe('network');
-    expect(e.message).toMatch(new RegExp(`stopped at 400000 of ${STORIES.length} bytes: the connection to http://127.0.0.1:\\d+ was lost .*; the partial file is kept .*: pull again to resume`));
     const partial = path.join(blobs(cache), `${sha256(STORIES)}.incomplete`);
-    expect(statSync(partial).size).toBe(cut);
+    // What reached the disk before the drop: the whole `cut` on a quiet host, possibly less on a loaded one
+    // (bytes in flight when the socket closed are lost); the resume must start exactly there.
+    const kept = statSync(partial).size;
+    expect(kept).toBeGreaterThan(0);
+    expect(kept).toBeLessThanOrEqual(cut);
+    expect(e.message).toMatch(new RegExp(`stopped at ${kept} of ${STORIES.length} bytes: the connection to http://127.0.0.1:\\d+ was lost .*; the partial file is kept .*: pull again to resume`));
     const seen: { bytes: number; resumedFrom: number }[] = [];
     const r = await pullModel(uri, opts(cache, { onProgress: (p) => seen.push(p) }));
     expect(sha256(readFileSync(r.path))).toBe(sha256(STORIES));
-    expect(hub.requests({ server: 'cdn', method: 'GET' }).map((l) => l.range)).toEqual([undefined, `bytes=${cut}-`]);
-    expect(seen[0]).toMatchObject({ bytes: cut, resumedFrom: cut });
+    expect(hub.requests({ server: 'cdn', method: 'GET' }).map((l) => l.range)).toEqual([undefined, `bytes=${kept}-`]);
+    expect(seen[0]).toMatchObject({ bytes: kept, resumedFrom: kept });
     expect(existsSync(partial)).toBe(false);
     expect(r.downloadedBytes).toBe(STORIES.length);
   });
@@ -459,7 +463,15 @@ describe('resuming', () => {
     hub.b.dropAfter = [100_000, 300_000];
     const r = await pullModel(uri, opts(cache, { retries: 3 }));
     expect(sha256(readFileSync(r.path))).toBe(sha256(STORIES));
-    expect(hub.requests({ server: 'cdn', method: 'GET' }).map((l) => l.range)).toEqual([undefined, 'bytes=100000-', 'bytes=400000-']);
+    // Each attempt resumes where the last one's bytes ended (at most 100000, then at most 300000 more).
+    const ranges = hub.requests({ server: 'cdn', method: 'GET' }).map((l) => l.range);
+    expect(ranges).toHaveLength(3);
+    expect(ranges[0]).toBeUndefined();
+    const [a, b] = ranges.slice(1).map((x) => Number(/^bytes=(\d+)-$/.exec(x ?? '')?.[1]));
+    expect(a).toBeGreaterThan(0);
+    expect(a).toBeLessThanOrEqual(100_000);
+    expect(b).toBeGreaterThan(a!);
+    expect(b).toBeLessThanOrEqual(a! + 300_000);
   });
 
   it('a server that ignores Range restarts the file cleanly', async () => {
@@ -467,9 +479,11 @@ describe('resuming', () => {
     const cache = newCache();
     hub.b.dropAfter = [500_000];
     await rejection(pullModel(uri, opts(cache)));
+    const kept = statSync(path.join(blobs(cache), `${sha256(STORIES)}.incomplete`)).size;
+    expect(kept).toBeGreaterThan(0);
     hub.b.ignoreRange = true;
     const r = await pullModel(uri, opts(cache));
-    expect(hub.requests({ server: 'cdn', method: 'GET' }).map((l) => l.range)).toEqual([undefined, 'bytes=500000-']);
+    expect(hub.requests({ server: 'cdn', method: 'GET' }).map((l) => l.range)).toEqual([undefined, `bytes=${kept}-`]);
     expect(sha256(readFileSync(r.path))).toBe(sha256(STORIES));
     expect(statSync(r.path).size).toBe(STORIES.length);
   });
@@ -522,12 +536,15 @@ describe('resuming', () => {
     expect(cut).toBeGreaterThan(0);
     expect(cut).toBeLessThanOrEqual(200_000);
     hub.b.stallAfter = 100_000;
-    const e = await rejection(pullModel(uri, opts(cache, { timeoutMs: 300 })));
-    expect(e.message).toMatch(`stopped at ${cut + 100_000} of ${STORIES.length} bytes: no data from ${hub.cdnUrl} for 0.3 s`);
+    const e = await rejection(pullModel(uri, opts(cache, { timeoutMs: 1000 })));
+    const cut2 = statSync(partial).size; // cut + 100000 unless a loaded host starved the stream for a second
+    expect(cut2).toBeGreaterThan(cut);
+    expect(cut2).toBeLessThanOrEqual(cut + 100_000);
+    expect(e.message).toMatch(`stopped at ${cut2} of ${STORIES.length} bytes: no data from ${hub.cdnUrl} for 1 s`);
     hub.b.stallAfter = undefined;
     const r = await pullModel(uri, opts(cache));
     expect(sha256(readFileSync(r.path))).toBe(sha256(STORIES));
-    expect(hub.requests({ server: 'cdn', method: 'GET' }).map((l) => l.range)).toEqual([undefined, `bytes=${cut}-`, `bytes=${cut + 100_000}-`]);
+    expect(hub.requests({ server: 'cdn', method: 'GET' }).map((l) => l.range)).toEqual([undefined, `bytes=${cut}-`, `bytes=${cut2}-`]);
   });
 });
 

@@ -4,7 +4,7 @@
 // References: the repository's pure-TypeScript `js` backend for the logits and the greedy tokens,
 // the repository's own `tessera generate` for the CLI's text, its own cudaStatus() for the CUDA line.
 // npm installs from the cache that `npm ci` filled (--prefer-offline); CI has the registry too.
-import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { prebuildFile } from '../src/backend/addon-files.js';
 import { cudaStatus } from '../src/backend/cuda/device.js';
 import { forwardTokens, getBackend, loadModelFile, PagedKvCache, type LlamaModel } from '../src/index.js';
-import { relL2 } from './helpers.js';
+import { relL2, spawnAsync } from './helpers.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const built = existsSync(path.join(root, 'build/Release/tessera.node'));
@@ -76,32 +76,32 @@ describe.runIf(built)('the packed tarball installed with --ignore-scripts', () =
   // prefix), no addon overrides, so it finds its own files.
   const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) =>
     !/^(npm_(package|lifecycle)_|npm_config_local_prefix$|npm_command$|INIT_CWD$|TESSERA_(ADDON|CUDA_ADDON|DISABLE_NATIVE|ISA)$)/.test(k)));
-  const sh = (cmd: string, args: string[], opts: SpawnSyncOptions = {}) => {
-    const r = spawnSync(cmd, args, { encoding: 'utf8', env, timeout: 120_000, ...opts });
+  const sh = async (cmd: string, args: string[], opts: { cwd?: string } = {}) => {
+    const r = await spawnAsync(cmd, args, { env, timeout: 120_000, ...opts });
     if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.error?.message ?? `status ${r.status}`}):\n${r.stdout}\n${r.stderr}`);
     return String(r.stdout);
   };
-  const tessera = (args: string[]) => sh(process.execPath, [path.join(app, 'node_modules/tessera/bin/tessera.js'), ...args], { cwd: app });
+  const tessera = (args: string[]) => (sh(process.execPath, [path.join(app, 'node_modules/tessera/bin/tessera.js'), ...args], { cwd: app }));
   let files: string[] = [];
   let tarball = '';
 
-  beforeAll(() => {
+  beforeAll(async () => {
     if (!distBuilt) throw new Error('dist/ is not built: run `npm run build` (npm test compiles it first)');
     // What `prepack` runs, from the builds as they are (no compile inside a test).
-    sh(process.execPath, [path.join(root, 'scripts/prebuilds.mjs'), '--no-build'], { cwd: root });
+    (await sh(process.execPath, [path.join(root, 'scripts/prebuilds.mjs'), '--no-build'], { cwd: root }));
     // --ignore-scripts: not prepare's tsc, which would rewrite dist/ under the other test files.
-    const packed = JSON.parse(sh('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: root })) as
+    const packed = JSON.parse((await sh('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: root }))) as
       { filename: string; files: { path: string }[] }[];
     tarball = path.join(work, packed[0]!.filename);
     files = packed[0]!.files.map((f) => f.path);
     mkdirSync(app);
     writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'tessera-package-test', version: '1.0.0', private: true, type: 'module' }));
-    sh('npm', ['install', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund', tarball], { cwd: app });
+    (await sh('npm', ['install', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund', tarball], { cwd: app }));
   }, 180_000);
 
   afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-  it('carries the prebuilt addons, the licences and the compiled API, and nothing of the repository\'s development', () => {
+  it('carries the prebuilt addons, the licences and the compiled API, and nothing of the repository\'s development', async () => {
     for (const f of ['LICENSE', 'README.md', 'package.json', 'bin/tessera.js', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js',
       'binding.gyp', 'native/addon/addon.cpp', 'scripts/build-native.mjs', 'scripts/build-cuda.mjs', 'scripts/native-common.mjs',
       'models/stories260K/stories260K.gguf', 'models/stories260K/LICENSE.md', CPU_PREBUILD]) {
@@ -116,9 +116,9 @@ describe.runIf(built)('the packed tarball installed with --ignore-scripts', () =
     expect(orphans).toEqual([]);
   });
 
-  it('loads the prebuilt CPU addon and runs the bundled model as the js reference does', () => {
+  it('loads the prebuilt CPU addon and runs the bundled model as the js reference does', async () => {
     writeFileSync(path.join(app, 'check.mjs'), CHECK);
-    const out = JSON.parse(sh(process.execPath, ['check.mjs'], { cwd: app })) as { backend: string; info: { native: boolean; nativeError: string }; first: number[]; ids: number[] };
+    const out = JSON.parse((await sh(process.execPath, ['check.mjs'], { cwd: app }))) as { backend: string; info: { native: boolean; nativeError: string }; first: number[]; ids: number[] };
     expect(out.info.nativeError).toBe('');
     expect(out.backend).toBe('cpu');
 
@@ -130,15 +130,15 @@ describe.runIf(built)('the packed tarball installed with --ignore-scripts', () =
     expect(out.ids.slice(0, n)).toEqual(ref.ids.slice(0, n));
   });
 
-  it('`tessera generate` there prints what the repository\'s own CLI prints', () => {
+  it('`tessera generate` there prints what the repository\'s own CLI prints', async () => {
     const args = ['generate', '-p', 'Once upon a time', '--temperature', '0', '-n', '24', '--backend', 'cpu'];
-    const ours = sh(process.execPath, [path.join(root, 'bin/tessera.js'), ...args], { cwd: root });
+    const ours = (await sh(process.execPath, [path.join(root, 'bin/tessera.js'), ...args], { cwd: root }));
     expect(ours.length).toBeGreaterThan('Once upon a time'.length);
-    expect(tessera(args)).toBe(ours);
+    expect((await tessera(args))).toBe(ours);
   });
 
-  it('`tessera info` there names the prebuilt addons and the real reason CUDA is unavailable', () => {
-    const text = tessera(['info']);
+  it('`tessera info` there names the prebuilt addons and the real reason CUDA is unavailable', async () => {
+    const text = (await tessera(['info']));
     const pkg = path.join(app, 'node_modules/tessera');
     expect(text).toContain(`native addon: loaded, prebuilt (${path.join(pkg, CPU_PREBUILD)})`);
     expect(text).toContain('backend: cpu');
@@ -152,11 +152,11 @@ describe.runIf(built)('the packed tarball installed with --ignore-scripts', () =
     }
   });
 
-  it('without a usable prebuild, says to run `npm rebuild tessera`, and falls back to js', () => {
+  it('without a usable prebuild, says to run `npm rebuild tessera`, and falls back to js', async () => {
     const file = path.join(app, 'node_modules/tessera', CPU_PREBUILD);
     renameSync(file, `${file}.off`);
     try {
-      const text = tessera(['info']);
+      const text = (await tessera(['info']));
       expect(text).toContain('native addon: unavailable');
       expect(text).toContain('this package carries no prebuilt tessera addon');
       expect(text).toContain('Run `npm rebuild tessera --foreground-scripts` to compile it');
