@@ -57,6 +57,6 @@ export { CudaDevice, CudaUnavailableError, DeviceTensor, cudaStatus, type CudaSt
 export { createServer, ApiError, type ServerOptions } from './server/server.js';
 export { pullModel, parseHfUri, HubError, defaultCacheDir as hubCacheDir, type PullOptions, type PullProgress, type PullResult, type HfUri, type HubErrorKind } from './hub/index.js';
 export {
-  corpusBleu, sentenceBleu, tokenize13a, corpusRougeL, rougeL, rougeLMulti, rougeTokenize,
+  bleuTokens, corpusBleu, sentenceBleu, tokenize13a, corpusRougeL, rougeL, rougeLMulti, rougeTokenize,
   type BleuOptions, type BleuScore, type BleuSmooth, type BleuTokenize, type RougeScore,
 } from './eval/index.js';

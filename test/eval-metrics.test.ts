@@ -3,7 +3,7 @@
 // make-reference.py there), plus sacreBLEU's own published test cases (its test/test_bleu.py).
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { corpusBleu, sentenceBleu, tokenize13a, type BleuOptions } from '../src/eval/bleu.js';
+import { bleuTokens, corpusBleu, sentenceBleu, type BleuOptions } from '../src/eval/bleu.js';
 import { corpusRougeL, lcsLength, rougeL, rougeLMulti, rougeTokenize } from '../src/eval/rouge.js';
 
 interface Ref {
@@ -11,6 +11,8 @@ interface Ref {
   sentenceBleu: { hypothesis: string; references: string[]; score: number; bp: number; precisions: number[] }[];
   tokenize13a: { line: string; tokens: string }[];
   rougeL: { target: string; prediction: string; precision: number; recall: number; fmeasure: number }[];
+  randomLines: { line: string; tokens: string; lowercased: string; rouge: string[] }[];
+  randomCorpora: { hypotheses: string[]; references: string[][]; options: Record<string, unknown>; score: number }[];
 }
 const ref = JSON.parse(readFileSync(new URL('./fixtures/eval/reference.json', import.meta.url), 'utf8')) as Ref;
 
@@ -20,9 +22,17 @@ function options(kw: Record<string, unknown>): BleuOptions {
   return Object.fromEntries(Object.entries(kw).map(([k, v]) => [names[k] ?? k, v])) as BleuOptions;
 }
 
-describe('tokenize13a', () => {
+describe('bleuTokens (13a)', () => {
   it.each(ref.tokenize13a.map((c, i) => [i, c] as const))("matches sacreBLEU's 13a tokeniser (line %i)", (_, c) => {
-    expect(tokenize13a(c.line.trimEnd())).toBe(c.tokens);
+    expect(bleuTokens(c.line).join(' ')).toBe(c.tokens);
+  });
+
+  it("matches sacreBLEU and rouge-score's tokenizers on randomised lines (punctuation, entities, unicode, odd whitespace)", () => {
+    for (const c of ref.randomLines) {
+      expect(bleuTokens(c.line).join(' '), JSON.stringify(c.line)).toBe(c.tokens);
+      expect(bleuTokens(c.line, { lowercase: true }).join(' '), JSON.stringify(c.line)).toBe(c.lowercased);
+      expect(rougeTokenize(c.line), JSON.stringify(c.line)).toEqual(c.rouge);
+    }
   });
 });
 
@@ -64,6 +74,10 @@ describe('corpusBleu', () => {
   it('counts n-grams as sacreBLEU test_statistics', () => {
     const s = corpusBleu(['am I am a character sequence'], [['I am a symbol string sequence a a']], raw);
     expect([s.counts, s.totals]).toEqual([[4, 2, 1, 0], [6, 5, 4, 3]]);
+  });
+
+  it('matches sacreBLEU on random corpora (1-3 reference streams, every option)', () => {
+    for (const c of ref.randomCorpora) expect(Math.abs(corpusBleu(c.hypotheses, c.references, options(c.options)).score - c.score)).toBeLessThan(1e-9);
   });
 
   it('refuses bad input by name', () => {

@@ -115,6 +115,12 @@ function tokens(line: string, r: Resolved): string[] {
   return pySplit(r.tokenize === '13a' ? tokenize13a(s) : s);
 }
 
+/** The tokens BLEU counts for one line under these options (tokenize, lowercase), as sacreBLEU preprocesses a segment. */
+export function bleuTokens(line: string, options: Pick<BleuOptions, 'tokenize' | 'lowercase'> = {}): string[] {
+  if (typeof line !== 'string') throw new TypeError('Expected a string for line');
+  return tokens(line, resolve(options, { effectiveOrder: false }));
+}
+
 /** Counts of every n-gram (orders 1..max) of a token list, keyed by the tokens joined with a space (tokens hold none). */
 function ngrams(toks: readonly string[], max: number): Map<string, number> {
   const m = new Map<string, number>();
