@@ -225,7 +225,7 @@ describe('config.json RoPE scaling spellings and errors', () => {
     ['longrope list length', { rope_scaling: { type: 'longrope', short_factor: list(16), long_factor: list(15), original_max_position_embeddings: 64 } }, /rope_scaling.long_factor has 15 entries, expected head_dim \/ 2 = 16/],
     ['longrope entry 0', { rope_scaling: { type: 'longrope', short_factor: list(16, 0), long_factor: list(16), original_max_position_embeddings: 64 } }, /rope_scaling.short_factor\[0\] = 0 must be a finite number > 0/],
     ['longrope list of strings', { rope_scaling: { type: 'longrope', short_factor: ['1'], long_factor: list(16), original_max_position_embeddings: 64 } }, /rope_scaling.short_factor must be a list of numbers/],
-    ['disagreeing objects', { rope_scaling: { type: 'yarn', ...yarn }, rope_parameters: { rope_type: 'yarn', ...yarn, factor: 2 } }, /rope_scaling and rope_parameters describe different RoPE scaling/],
+    ['disagreeing objects', { rope_scaling: { type: 'yarn', ...yarn }, rope_parameters: { rope_type: 'yarn', ...yarn, factor: 2 } }, /rope_scaling = \{"type":"yarn","factor":4,"original_max_position_embeddings":64\} and rope_parameters = \{"rope_type":"yarn","factor":2,"original_max_position_embeddings":64\} disagree/],
     ['disagreeing original contexts', { original_max_position_embeddings: 32, rope_scaling: { type: 'yarn', ...yarn } }, /original_max_position_embeddings = 32 and rope_scaling.original_max_position_embeddings = 64 disagree/],
   ])('%s is an error naming the key', (name, extra, msg) => {
     expect(() => llamaConfigFromHF(hfConfigDir(`err-${name.replace(/\W+/g, '_')}`, extra))).toThrow(msg);

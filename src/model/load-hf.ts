@@ -161,35 +161,40 @@ function rope(j: Record<string, unknown>, num: NumReader, maxPos: number, fail: 
       if (!Number.isInteger(v)) fail(`${key}.original_max_position_embeddings must be an integer but is ${JSON.stringify(v)}`);
       return v as number;
     };
-    if (t === 'default') parsed.push([`${key}.${typeKey} = "default"`, { ropeScale: 1, contextLength: maxPos }]);
-    else if (t === 'linear') parsed.push([`${key}`, { ropeScale: n('factor'), contextLength: maxPos }]);
+    const pos = (k: string, def?: number) => {
+      const v = n(k, def);
+      if (!(v > 0)) fail(`${key}.${k} = ${v} must be a finite number > 0`);
+      return v;
+    };
+    const at = `${key} = ${JSON.stringify(r)}`;
+    if (t === 'default') parsed.push([at, { ropeScale: 1, contextLength: maxPos }]);
+    else if (t === 'linear') parsed.push([at, { ropeScale: pos('factor'), contextLength: maxPos }]);
     else if (t === 'dynamic') {
-      const factor = n('factor');
-      parsed.push([key, { ropeScale: 1, ropeScaling: { type: 'dynamic', factor, origContext: maxPos }, contextLength: Math.max(maxPos, Math.floor(factor * maxPos)) }]);
+      const factor = pos('factor');
+      parsed.push([at, { ropeScale: 1, ropeScaling: { type: 'dynamic', factor, origContext: maxPos }, contextLength: Math.max(maxPos, Math.floor(factor * maxPos)) }]);
     } else if (t === 'yarn') {
       const origContext = orig();
-      const factor = n('factor', maxPos / origContext);
+      const factor = pos('factor', maxPos / origContext);
       const mscale = n('mscale', 0), mscaleAll = n('mscale_all_dim', 0);
       const getMscale = (s: number, m = 1) => (s <= 1 ? 1 : 0.1 * m * Math.log(s) + 1);
       const attnFactor = n('attention_factor', mscale && mscaleAll ? getMscale(factor, mscale) / getMscale(factor, mscaleAll) : getMscale(factor));
       const truncate = r.truncate ?? true;
       if (typeof truncate !== 'boolean') fail(`${key}.truncate must be true or false but is ${JSON.stringify(truncate)}`);
-      parsed.push([key, {
+      parsed.push([at, {
         ropeScale: 1, contextLength: Math.max(maxPos, Math.floor(factor * origContext)),
         // transformers reads `beta_fast or 32`: 0 and null mean the default too.
         ropeScaling: { type: 'yarn', factor, origContext, betaFast: n('beta_fast', 32) || 32, betaSlow: n('beta_slow', 1) || 1, extFactor: 1, attnFactor, truncate: truncate as boolean },
       }]);
     } else if (t === 'llama3') {
-      parsed.push([key, {
+      parsed.push([at, {
         ropeScale: 1, contextLength: maxPos,
-        ropeScaling: { type: 'llama3', factor: n('factor'), lowFreqFactor: n('low_freq_factor'), highFreqFactor: n('high_freq_factor'), origContext: orig() },
+        ropeScaling: { type: 'llama3', factor: pos('factor'), lowFreqFactor: n('low_freq_factor'), highFreqFactor: n('high_freq_factor'), origContext: orig() },
       }]);
     } else {
       const origContext = orig();
-      const factor = n('factor', maxPos / origContext);
-      if (!(factor > 0)) fail(`${key}.factor = ${factor} must be a finite number > 0`);
+      const factor = pos('factor', maxPos / origContext);
       const attnFactor = n('attention_factor', factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(origContext)));
-      parsed.push([key, {
+      parsed.push([at, {
         ropeScale: 1, contextLength: maxPos,
         ropeScaling: { type: 'longrope', shortFactor: list('short_factor'), longFactor: list('long_factor'), origContext, attnFactor, choose: 'position' },
       }]);
@@ -197,7 +202,7 @@ function rope(j: Record<string, unknown>, num: NumReader, maxPos: number, fail: 
   }
   for (const [k, v] of thetas) if (v !== thetas[0]![1]) fail(`${thetas[0]![0]} and ${k} disagree`);
   for (const [k, v] of parsed)
-    if (JSON.stringify(v) !== JSON.stringify(parsed[0]![1])) fail(`${parsed[0]![0]} and ${k} describe different RoPE scaling`);
+    if (JSON.stringify(v) !== JSON.stringify(parsed[0]![1])) fail(`${parsed[0]![0]} and ${k} disagree`);
   return { ropeTheta: thetas.length ? thetas[0]![1] : 10000, ...(parsed[0]?.[1] ?? { ropeScale: 1, contextLength: maxPos }) };
 }
 
