@@ -118,6 +118,9 @@ export interface HfConfigOptions {
 /** config.json for a model in Hugging Face layout (every hyper-parameter tessera runs with). */
 export function hfConfigJson(c: LlamaConfig, o: HfConfigOptions): Record<string, unknown> {
   const arch = hfArchitecture(c);
+  // Not written (yet): a config.json without them would load as plain RoPE and run wrong past the original context.
+  if (c.ropeScaling || c.ropeFreqFactors)
+    throw new RangeError(`RoPE scaling ${c.ropeScaling?.type ?? "from tensor 'rope_freqs.weight'"} is not written to config.json yet; this model cannot be exported in Hugging Face layout`);
   const f = (v: number) => (o.float32Source ? shortestFloat32(v) : v);
   const j: Record<string, unknown> = {
     architectures: [arch],
