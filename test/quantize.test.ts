@@ -12,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { getBackend } from '../src/backend/index.js';
 import { gptqTensors, readGptqConfig, readGptqLinear } from '../src/formats/gptq-checkpoint.js';
 import { readSafetensorsHeader, writeSafetensors } from '../src/formats/safetensors.js';
+import { readGGUF } from '../src/formats/gguf.js';
 import { quantizeGptq, quantizeRtn } from '../src/quant/gptq.js';
 import { dequantizeGptq, gptqZeros, unpackRows, type GptqLinear } from '../src/tensor/gptq.js';
 import { f16ToF32, f32ToF16 } from '../src/tensor/half.js';
@@ -264,6 +265,17 @@ describe('tessera quantize', () => {
     const q = loadModelFile(path.join(dir, 'rtn3'), be);
     expect(q.model.weights.layers[0]!.wq.constructor.name).toBe('Tensor');
     expect(q.warnings![0]).toMatch(/14 GPTQ projections have no packed kernel and run as dequantised f32 weights \(simulated\), e.g. model.layers.0.self_attn.q_proj: 3-bit GPTQ has no packed kernel/);
+  });
+
+  it('names the projections other GPTQ loaders refuse (N or K not a multiple of 32)', () => {
+    const stories = new URL('../models/stories260K/stories260K.gguf', import.meta.url).pathname;
+    const res = run('-m', stories, '--method', 'rtn', '--bits', '4', '--group-size', '32', '-o', path.join(dir, 'stories-rtn'));
+    expect(res.status, res.stderr).toBe(0);
+    // From the file's shapes ([N, K], row-major): a projection packs at 4 bits when K % 8 == 0.
+    const proj = readGGUF(stories).tensors.filter((t) => /^blk\.\d+\.(attn_(q|k|v|output)|ffn_(gate|up|down))\.weight$/.test(t.name));
+    const odd = proj.filter(({ shape: [N, K] }) => K! % 8 === 0 && (N! % 32 !== 0 || K! % 32 !== 0));
+    expect(odd.length).toBeGreaterThan(0);
+    expect(res.stdout).toContain(`${odd.length} projections have N or K not a multiple of 32 (e.g. [${odd[0]!.shape[0]}x${odd[0]!.shape[1]}]): tessera reads them, but AutoGPTQ / GPTQModel / transformers / vLLM refuse them`);
   });
 
   it('RTN to GGUF Q8_0 from a GGUF', () => {

@@ -20,8 +20,8 @@ export const QUANTIZE_HELP = `Usage: tessera quantize -m IN --method gptq|rtn --
 Quantises the attention and MLP projections of a Llama-family model and writes a GPTQ checkpoint
 (AutoGPTQ / GPTQModel layout: qweight, qzeros, scales, g_idx + quantize_config.json) for tessera and
 the GPTQ tools. Embeddings, norms and the output head are kept as the source stores them. (Other
-loaders expect every projection quantised and N a multiple of 32 / bits; the report says when
-that is not the case.)
+loaders expect every projection quantised and both its dimensions, N and K, multiples of 32; the
+report says when that is not the case.)
 
 The input is any dense model tessera loads: a Hugging Face directory (its config and tokenizer
 files are copied), a GGUF file with F32 / F16 / BF16 weights, or a llama2.c checkpoint (.bin with
@@ -206,9 +206,11 @@ export function quantizeCommand(argv: string[]): void {
     process.stdout.write(`wrote ${a.out} (${label}, checkpoint_format ${ckfmt}; from ${source}) in ${secs.toFixed(1)} s: ` +
       `${q.report.length - skipped.length}/${q.report.length} projections quantised\n`);
     for (const r of skipped) process.stdout.write(`  unquantised: layer ${r.layer} ${r.role} [${r.N}x${r.K}]: ${r.reason}\n`);
-    const padded = q.report.filter((r) => r.status !== 'skipped' && (r.N * bits) % 32 !== 0);
-    if (padded.length)
-      process.stdout.write(`  ${padded.length} projections have N * bits not a multiple of 32 (e.g. N = ${padded[0]!.N}): their qzeros rows end in a zero-padded word, which tessera reads but AutoGPTQ's packer never writes\n`);
+    // AutoGPTQ / GPTQModel (and transformers and vLLM through them) size qweight as K // 32 * bits rows
+    // and qzeros as N // 32 * bits words, so they refuse a projection whose N or K is not a multiple of 32.
+    const odd = q.report.filter((r) => r.status !== 'skipped' && (r.N % 32 !== 0 || r.K % 32 !== 0));
+    if (odd.length)
+      process.stdout.write(`  ${odd.length} projections have N or K not a multiple of 32 (e.g. [${odd[0]!.N}x${odd[0]!.K}]): tessera reads them, but AutoGPTQ / GPTQModel / transformers / vLLM refuse them\n`);
     if (simulated.length) process.stdout.write(`  ${bits}-bit has no packed kernel: tessera evaluates these layers as dequantised f32 weights (simulated quantisation)\n`);
     if (before !== null && after !== null)
       process.stdout.write(`perplexity on ${path.basename(a.eval!)}: ${before.toFixed(4)} before, ${after.toFixed(4)} after${simulated.length ? ' (simulated)' : ''}\n`);
