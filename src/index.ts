@@ -58,5 +58,5 @@ export { createServer, ApiError, type ServerOptions } from './server/server.js';
 export { pullModel, parseHfUri, HubError, defaultCacheDir as hubCacheDir, type PullOptions, type PullProgress, type PullResult, type HfUri, type HubErrorKind } from './hub/index.js';
 export {
   bleuTokens, corpusBleu, sentenceBleu, tokenize13a, corpusRougeL, rougeL, rougeLMulti, rougeTokenize,
-  type BleuOptions, type BleuScore, type BleuSmooth, type BleuTokenize, type RougeScore,
+  porterStem, type BleuOptions, type BleuScore, type BleuSmooth, type BleuTokenize, type RougeOptions, type RougeScore,
 } from './eval/index.js';

@@ -1,16 +1,19 @@
 // BLEU and ROUGE-L against the reference implementations: sacreBLEU 2.6.0 and Google's
 // rouge-score numbers on a committed set of sentences (test/fixtures/eval/reference.json, made by
-// make-reference.py there), plus sacreBLEU's own published test cases (its test/test_bleu.py).
+// make-reference.py there), plus sacreBLEU's own published test cases (its test/test_bleu.py);
+// NLTK's Porter stemmer (rouge-score's use_stemmer) on the fixture texts' words and random words.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { bleuTokens, corpusBleu, sentenceBleu, type BleuOptions } from '../src/eval/bleu.js';
+import { porterStem } from '../src/eval/porter.js';
 import { corpusRougeL, lcsLength, rougeL, rougeLMulti, rougeTokenize } from '../src/eval/rouge.js';
 
 interface Ref {
   bleu: { name: string; hypotheses: string[]; references: string[][]; options: Record<string, unknown>; score: number; counts: number[]; totals: number[]; precisions: number[]; bp: number; sysLen: number; refLen: number; signature: string }[];
   sentenceBleu: { hypothesis: string; references: string[]; score: number; bp: number; precisions: number[] }[];
   tokenize13a: { line: string; tokens: string }[];
-  rougeL: { target: string; prediction: string; precision: number; recall: number; fmeasure: number }[];
+  rougeL: { target: string; prediction: string; precision: number; recall: number; fmeasure: number; stemmed: { precision: number; recall: number; fmeasure: number } }[];
+  porterStems: [string, string][];
   randomLines: { line: string; tokens: string; lowercased: string; rouge: string[] }[];
   randomCorpora: { hypotheses: string[]; references: string[][]; options: Record<string, unknown>; score: number }[];
 }
@@ -103,6 +106,20 @@ describe('ROUGE-L', () => {
     expect(Math.abs(s.precision - c.precision)).toBeLessThan(1e-12);
     expect(Math.abs(s.recall - c.recall)).toBeLessThan(1e-12);
     expect(Math.abs(s.fmeasure - c.fmeasure)).toBeLessThan(1e-12);
+  });
+
+  it.each(ref.rougeL.map((c, i) => [i, c] as const))("matches rouge-score's rougeL with use_stemmer=True (pair %i)", (_, c) => {
+    const s = rougeL(c.target, c.prediction, { stem: true });
+    expect(Math.abs(s.precision - c.stemmed.precision)).toBeLessThan(1e-12);
+    expect(Math.abs(s.recall - c.stemmed.recall)).toBeLessThan(1e-12);
+    expect(Math.abs(s.fmeasure - c.stemmed.fmeasure)).toBeLessThan(1e-12);
+  });
+
+  it("porterStem is NLTK's PorterStemmer().stem on every word of the text fixtures and on random suffixed words", () => {
+    const wrong = ref.porterStems.filter(([w, st]) => porterStem(w) !== st);
+    expect(wrong.slice(0, 10).map(([w, st]) => `${w}: ${porterStem(w)} (NLTK ${st})`)).toEqual([]);
+    expect(ref.porterStems.length).toBeGreaterThan(3000);
+    expect(() => rougeL('a', 'b', { stemmer: true } as object)).toThrow(/Unknown option 'stemmer' in the ROUGE options/);
   });
 
   it('corpusRougeL is the mean of the pair scores', () => {

@@ -235,7 +235,7 @@ describe('tessera score and tessera eval', () => {
   }
   const ref = JSON.parse(readFileSync(new URL('./fixtures/eval/reference.json', import.meta.url), 'utf8')) as {
     bleu: { name: string; hypotheses: string[]; references: string[][]; score: number }[];
-    rougeL: { fmeasure: number }[];
+    rougeL: { fmeasure: number; stemmed: { fmeasure: number } }[];
   };
   const dir = mkdtempSync(path.join(tmpdir(), 'tessera-eval-'));
   const write = (name: string, lines: readonly string[]) => {
@@ -263,11 +263,13 @@ describe('tessera score and tessera eval', () => {
   it("eval --hyp prints sacreBLEU's and rouge-score's numbers for the fixture sentences", async () => {
     const one = ref.bleu.find((c) => c.name === 'one-ref')!, two = ref.bleu.find((c) => c.name === 'two-refs')!;
     const hyp = write('hyp.txt', one.hypotheses), refA = write('a.txt', one.references[0]!), refB = write('b.txt', two.references[1]!);
-    const r1 = JSON.parse((await cli(['eval', '--refs', refA, '--hyp', hyp, '--json'])).out) as { bleu: { score: number }; rougeL: { fmeasure: number }; segments: number };
+    const r1 = JSON.parse((await cli(['eval', '--refs', refA, '--hyp', hyp, '--json'])).out) as { bleu: { score: number }; rougeL: { fmeasure: number }; rougeLStemmed: { fmeasure: number }; segments: number };
     expect(r1.segments).toBe(one.hypotheses.length);
     expect(Math.abs(r1.bleu.score - one.score)).toBeLessThan(1e-9);
-    const rougeMean = ref.rougeL.slice(0, one.hypotheses.length).reduce((s, x) => s + x.fmeasure, 0) / one.hypotheses.length;
+    const pairs = ref.rougeL.slice(0, one.hypotheses.length);
+    const rougeMean = pairs.reduce((s, x) => s + x.fmeasure, 0) / pairs.length;
     expect(Math.abs(r1.rougeL.fmeasure - rougeMean)).toBeLessThan(1e-12);
+    expect(Math.abs(r1.rougeLStemmed.fmeasure - pairs.reduce((s, x) => s + x.stemmed.fmeasure, 0) / pairs.length)).toBeLessThan(1e-12);
     const r2 = JSON.parse((await cli(['eval', '--refs', refA, '--refs', refB, '--hyp', hyp, '--json'])).out) as { bleu: { score: number } };
     expect(Math.abs(r2.bleu.score - two.score)).toBeLessThan(1e-9);
     const text = (await cli(['eval', '--refs', refA, '--hyp', hyp])).out;

@@ -14,7 +14,8 @@ them from --hyp (then no model is loaded), and scores them against the reference
            'exp' smoothing; the signature is printed)
   ROUGE-L  mean F-measure (and precision, recall) of the longest common subsequence, as Google's
            rouge-score with its default tokenizer (lowercase, non-alphanumerics are spaces),
-           without stemming; with several --refs, the best reference per line counts
+           without and with Porter stemming (use_stemmer=True, NLTK's stemmer); with several
+           --refs, the best reference per line counts
 
 Files hold one segment per line (UTF-8; a final newline is optional). A generated hypothesis is
 the generated text alone (not the prompt), its newlines turned into spaces. Every file must have
@@ -98,15 +99,20 @@ export async function evalCommand(argv: string[]): Promise<void> {
     }
   }
   const bleu = corpusBleu(hyps, refs, { lowercase: a.lowercase });
-  const rouge = corpusRougeL(refs.length === 1 ? refs[0]! : hyps.map((_, i) => refs.map((r) => r[i]!)), hyps);
-  if (a.json) {
-    const { scores: _, ...mean } = rouge;
-    return void process.stdout.write(JSON.stringify({ segments: hyps.length, bleu, rougeL: { ...mean, tokenizer: 'rouge-score default', stemmer: false }, ...(generating ? { hypotheses: hyps } : {}) }, null, 2) + '\n');
-  }
+  const targets = refs.length === 1 ? refs[0]! : hyps.map((_, i) => refs.map((r) => r[i]!));
+  const mean = (stem: boolean) => {
+    const { precision, recall, fmeasure } = corpusRougeL(targets, hyps, { stem });
+    return { precision, recall, fmeasure };
+  };
+  const rouge = mean(false), stemmed = mean(true);
+  if (a.json)
+    return void process.stdout.write(JSON.stringify({ segments: hyps.length, bleu, rougeL: rouge, rougeLStemmed: stemmed, ...(generating ? { hypotheses: hyps } : {}) }, null, 2) + '\n');
+  const line = (r: typeof rouge) => `F = ${(100 * r.fmeasure).toFixed(2)} (P = ${(100 * r.precision).toFixed(2)} R = ${(100 * r.recall).toFixed(2)})`;
   process.stdout.write([
     `${hyps.length} segments, ${refs.length} reference stream${refs.length > 1 ? 's' : ''}`,
     formatBleu(bleu),
     `  signature: ${bleu.signature}`,
-    `ROUGE-L F = ${(100 * rouge.fmeasure).toFixed(2)} (P = ${(100 * rouge.precision).toFixed(2)} R = ${(100 * rouge.recall).toFixed(2)}; rouge-score default tokenizer, no stemming)`,
+    `ROUGE-L ${line(rouge)}  rouge-score default tokenizer`,
+    `ROUGE-L ${line(stemmed)}  with Porter stemming`,
   ].join('\n') + '\n');
 }
