@@ -7,6 +7,7 @@
 import path from 'node:path';
 import { ModelFileError } from '../formats/errors.js';
 import type { GGUFFile, GGUFValue } from '../formats/gguf.js';
+import { readLlama2cTokenizer } from '../formats/llama2c.js';
 import { buildMergeRanks } from './bpe.js';
 import { ggufPreTokenizer, KNOWN_PRE_TYPES, splitWithRegexes } from './pretokenize.js';
 import type { SpecialIds, TokenizerSpec } from './spec.js';
@@ -219,4 +220,24 @@ export function detectEndOfGeneration(vocab: Vocab, special: SpecialIds): Set<nu
   }
   for (const id of [special.eos, special.eot, special.eom]) if (id !== undefined) eog.add(id);
   return eog;
+}
+
+/**
+ * llama2.c's tokenizer.bin as GGUF tokenizer metadata (what Tokenizer.fromLlama2c reads):
+ * spaces as U+2581, ids 0/1/2 <unk>/<s>/</s>, "<0xXX>" pieces as byte tokens.
+ */
+export function llama2cTokenizerGGUF(file: string, vocabSize: number): GGUFFile {
+  const v = readLlama2cTokenizer(file, vocabSize);
+  const tokens = v.pieces.map((p, i) => (i === 1 ? '<s>' : i === 2 ? '</s>' : p.replace(/ /g, '\u2581')));
+  const types = Int32Array.from(tokens, (t, i) => (i === 0 ? TOKEN_TYPE.UNKNOWN : i <= 2 ? TOKEN_TYPE.CONTROL : /^<0x[0-9A-F]{2}>$/.test(t) ? TOKEN_TYPE.BYTE : TOKEN_TYPE.NORMAL));
+  const metadata = new Map<string, GGUFValue>([
+    ['tokenizer.ggml.model', 'llama'],
+    ['tokenizer.ggml.tokens', tokens],
+    ['tokenizer.ggml.scores', v.scores],
+    ['tokenizer.ggml.token_type', types],
+    ['tokenizer.ggml.unknown_token_id', 0],
+    ['tokenizer.ggml.bos_token_id', 1],
+    ['tokenizer.ggml.eos_token_id', 2],
+  ]);
+  return { path: file, version: 3, alignment: 32, metadata, metadataTypes: new Map(), tensors: [], dataOffset: 0, fileSize: 0 };
 }

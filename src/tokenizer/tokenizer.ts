@@ -3,12 +3,11 @@
  * byte-level BPE or WordPiece) per text fragment, then BOS/EOS, in the order llama.cpp's
  * llama_vocab::impl::tokenize runs them; plus detokenisation and chat templates.
  */
-import type { GGUFFile, GGUFValue } from '../formats/gguf.js';
-import { readLlama2cTokenizer } from '../formats/llama2c.js';
+import type { GGUFFile } from '../formats/gguf.js';
 import { bpeWord } from './bpe.js';
 import { renderChatTemplate, type ChatMessage, type ChatTemplateOptions } from './chat-template.js';
 import { checkId, decodeIds, pieceBytes, StreamDecoder, type DecodeOptions } from './decoder.js';
-import { specFromGGUF } from './from-gguf.js';
+import { llama2cTokenizerGGUF, specFromGGUF } from './from-gguf.js';
 import { specFromHuggingFace, type HuggingFaceSource } from './hf-json.js';
 import type { TokenizerSpec } from './spec.js';
 import { spmTokenize } from './spm.js';
@@ -51,19 +50,7 @@ export class Tokenizer {
    * path builds.
    */
   static fromLlama2c(file: string, vocabSize: number): Tokenizer {
-    const v = readLlama2cTokenizer(file, vocabSize);
-    const tokens = v.pieces.map((p, i) => (i === 1 ? '<s>' : i === 2 ? '</s>' : p.replace(/ /g, '\u2581')));
-    const types = Int32Array.from(tokens, (t, i) => (i === 0 ? TOKEN_TYPE.UNKNOWN : i <= 2 ? TOKEN_TYPE.CONTROL : /^<0x[0-9A-F]{2}>$/.test(t) ? TOKEN_TYPE.BYTE : TOKEN_TYPE.NORMAL));
-    const metadata = new Map<string, GGUFValue>([
-      ['tokenizer.ggml.model', 'llama'],
-      ['tokenizer.ggml.tokens', tokens],
-      ['tokenizer.ggml.scores', v.scores],
-      ['tokenizer.ggml.token_type', types],
-      ['tokenizer.ggml.unknown_token_id', 0],
-      ['tokenizer.ggml.bos_token_id', 1],
-      ['tokenizer.ggml.eos_token_id', 2],
-    ]);
-    return new Tokenizer(specFromGGUF({ path: file, version: 3, alignment: 32, metadata, metadataTypes: new Map(), tensors: [], dataOffset: 0, fileSize: 0 }));
+    return new Tokenizer(specFromGGUF(llama2cTokenizerGGUF(file, vocabSize)));
   }
 
   /**
